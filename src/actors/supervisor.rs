@@ -1,0 +1,406 @@
+//! The supervisor: registry of voice workers and keeper of process slots.
+//!
+//! It spawns one linked [`VoiceWorker`] per voice on first use and restarts
+//! it if it fails (a panicking worker loses its process: the child is killed
+//! when the worker's state drops). It also enforces `PIPER_MAX_PROCESSES`:
+//! a worker that needs a process asks for a slot; when none is free, the
+//! least recently used idle worker is asked to stop its process, and only
+//! when every process is busy does the request wait in line.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::gauge;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+
+use super::voice_worker::{VoiceWorker, WarmInfo, WorkerArgs, WorkerMsg, WorkerStatus};
+use super::{AudioEvent, SynthError, SynthJob};
+use crate::config::Config;
+use crate::engine::{self, EngineSpec};
+use crate::metrics as m;
+use crate::voices::VoiceInfo;
+
+/// How often workers sample their engine's memory.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How long a failed engine check is trusted before it is run again.
+const PROBE_RETRY: Duration = Duration::from_secs(10);
+
+pub struct Supervisor;
+
+pub struct SupervisorArgs {
+    pub config: Arc<Config>,
+}
+
+/// Whether the engine can run at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineHealth {
+    Unknown,
+    Ok(String),
+    Unavailable(String),
+}
+
+/// What `/health` needs.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub engine: EngineHealth,
+    pub processes: usize,
+    pub max_processes: usize,
+    pub workers: Vec<WorkerStatus>,
+}
+
+pub enum SupervisorMsg {
+    Synthesize(SynthJob),
+    Warmup(Arc<VoiceInfo>, RpcReplyPort<Result<WarmInfo, SynthError>>),
+    Health(RpcReplyPort<Health>),
+    SlotRequest {
+        voice: String,
+    },
+    SlotCancelled {
+        voice: String,
+    },
+    SlotReleased {
+        voice: String,
+    },
+    EvictRefused {
+        voice: String,
+    },
+    WorkerReport {
+        voice: String,
+        status: WorkerStatus,
+        busy: bool,
+    },
+    EngineProbed(Result<String, String>),
+    SampleTick,
+    /// Stops every worker (and so every engine) and waits for them.
+    StopWorkers(RpcReplyPort<()>),
+    #[cfg(test)]
+    PanicWorker(String),
+}
+
+struct Entry {
+    worker: ActorRef<WorkerMsg>,
+    status: WorkerStatus,
+    holds_slot: bool,
+    busy: bool,
+    idle_since: Instant,
+    evicting: bool,
+}
+
+pub struct SupervisorState {
+    config: Arc<Config>,
+    spec: EngineSpec,
+    workers: HashMap<String, Entry>,
+    names: HashMap<ActorId, String>,
+    /// Voices waiting for a slot, first come first served.
+    waiting: VecDeque<String>,
+    engine: EngineHealth,
+    probed_at: Instant,
+    probing: bool,
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let config = args.config;
+        let spec = EngineSpec {
+            python: config.python.clone(),
+            program: config.engine_program.clone(),
+            threads: config.engine_threads,
+        };
+        myself.send_interval(SAMPLE_EVERY, || SupervisorMsg::SampleTick);
+        gauge!(m::PROCESSES).set(0.0);
+        let mut state = SupervisorState {
+            config,
+            spec,
+            workers: HashMap::new(),
+            names: HashMap::new(),
+            waiting: VecDeque::new(),
+            engine: EngineHealth::Unknown,
+            probed_at: Instant::now(),
+            probing: false,
+        };
+        state.probe(&myself);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Synthesize(job) => {
+                if let EngineHealth::Unavailable(reason) = &state.engine {
+                    let _ = job
+                        .events
+                        .try_send(AudioEvent::Failed(SynthError::EngineUnavailable(
+                            reason.clone(),
+                        )));
+                    state.probe(&myself);
+                    return Ok(());
+                }
+                let worker = state.worker_for(&myself, &job.voice).await?;
+                if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Synthesize(job))) =
+                    worker.send_message(WorkerMsg::Synthesize(job))
+                {
+                    let _ = job
+                        .events
+                        .try_send(AudioEvent::Failed(SynthError::ShuttingDown));
+                }
+            }
+            SupervisorMsg::Warmup(voice, reply) => {
+                if let EngineHealth::Unavailable(reason) = &state.engine {
+                    let _ = reply.send(Err(SynthError::EngineUnavailable(reason.clone())));
+                    state.probe(&myself);
+                    return Ok(());
+                }
+                let worker = state.worker_for(&myself, &voice).await?;
+                let _ = worker.send_message(WorkerMsg::Warmup(voice, reply));
+            }
+            SupervisorMsg::Health(reply) => {
+                if matches!(state.engine, EngineHealth::Unavailable(_)) {
+                    state.probe(&myself);
+                }
+                let mut workers: Vec<WorkerStatus> =
+                    state.workers.values().map(|e| e.status.clone()).collect();
+                workers.sort_by(|a, b| a.voice.cmp(&b.voice));
+                let _ = reply.send(Health {
+                    engine: state.engine.clone(),
+                    processes: workers.iter().filter(|w| w.running).count(),
+                    max_processes: state.config.max_processes,
+                    workers,
+                });
+            }
+            SupervisorMsg::SlotRequest { voice } => {
+                if !state.waiting.contains(&voice) {
+                    state.waiting.push_back(voice);
+                }
+                state.rebalance();
+            }
+            SupervisorMsg::SlotCancelled { voice } => {
+                state.waiting.retain(|v| *v != voice);
+                state.rebalance();
+            }
+            SupervisorMsg::SlotReleased { voice } => {
+                if let Some(entry) = state.workers.get_mut(&voice) {
+                    entry.holds_slot = false;
+                    entry.evicting = false;
+                }
+                state.rebalance();
+            }
+            SupervisorMsg::EvictRefused { voice } => {
+                if let Some(entry) = state.workers.get_mut(&voice) {
+                    entry.evicting = false;
+                }
+                state.rebalance();
+            }
+            SupervisorMsg::WorkerReport {
+                voice,
+                status,
+                busy,
+            } => {
+                if let Some(entry) = state.workers.get_mut(&voice) {
+                    if entry.busy && !busy {
+                        entry.idle_since = Instant::now();
+                    }
+                    entry.busy = busy;
+                    entry.status = status;
+                }
+                state.rebalance();
+            }
+            SupervisorMsg::EngineProbed(result) => {
+                state.probing = false;
+                state.probed_at = Instant::now();
+                state.engine = match result {
+                    Ok(version) => {
+                        tracing::info!("engine available: {version}");
+                        EngineHealth::Ok(version)
+                    }
+                    Err(reason) => {
+                        tracing::error!("engine unavailable: {reason}");
+                        EngineHealth::Unavailable(reason)
+                    }
+                };
+            }
+            SupervisorMsg::SampleTick => {
+                for entry in state.workers.values() {
+                    let _ = entry.worker.send_message(WorkerMsg::Sample);
+                }
+                if let Some(rss) = engine::process::rss_of(std::process::id()) {
+                    gauge!(m::SERVER_MEMORY).set(rss as f64);
+                }
+            }
+            SupervisorMsg::StopWorkers(reply) => {
+                let workers: Vec<_> = state.workers.drain().map(|(_, e)| e.worker).collect();
+                state.names.clear();
+                for worker in &workers {
+                    worker.stop(Some("shutdown".into()));
+                }
+                for worker in workers {
+                    let _ = worker
+                        .stop_and_wait(None, Some(super::voice_worker::STOP_GRACE * 2))
+                        .await;
+                }
+                let _ = reply.send(());
+            }
+            #[cfg(test)]
+            SupervisorMsg::PanicWorker(voice) => {
+                if let Some(entry) = state.workers.get(&voice) {
+                    let _ = entry.worker.send_message(WorkerMsg::Panic);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Never stop with a child: forget the worker, free its slot; the
+        // next request for its voice starts a fresh one.
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(voice) = state.names.remove(&cell.get_id()) {
+                    tracing::error!(voice, "voice worker failed: {err}; it will be restarted");
+                    state.forget(&voice);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(voice) = state.names.remove(&cell.get_id()) {
+                    state.forget(&voice);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        for (_, entry) in state.workers.drain() {
+            let _ = entry
+                .worker
+                .stop_and_wait(None, Some(super::voice_worker::STOP_GRACE * 2))
+                .await;
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    /// Runs the engine check in the background (once at a time).
+    fn probe(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let stale =
+            matches!(self.engine, EngineHealth::Unknown) || self.probed_at.elapsed() >= PROBE_RETRY;
+        if self.probing || !stale {
+            return;
+        }
+        self.probing = true;
+        let spec = self.spec.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = engine::probe(&spec).await;
+            let _ = me.send_message(SupervisorMsg::EngineProbed(result));
+        });
+    }
+
+    async fn worker_for(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        voice: &Arc<VoiceInfo>,
+    ) -> Result<ActorRef<WorkerMsg>, ActorProcessingErr> {
+        if let Some(entry) = self.workers.get(&voice.name) {
+            return Ok(entry.worker.clone());
+        }
+        let args = WorkerArgs {
+            voice: voice.clone(),
+            config: self.config.clone(),
+            spec: self.spec.clone(),
+            supervisor: myself.clone(),
+        };
+        let (worker, _) = Actor::spawn_linked(None, VoiceWorker, args, myself.get_cell()).await?;
+        self.names.insert(worker.get_id(), voice.name.clone());
+        self.workers.insert(
+            voice.name.clone(),
+            Entry {
+                worker: worker.clone(),
+                status: WorkerStatus {
+                    voice: voice.name.clone(),
+                    running: false,
+                    pid: None,
+                    jobs: 0,
+                    failed: None,
+                },
+                holds_slot: false,
+                busy: false,
+                idle_since: Instant::now(),
+                evicting: false,
+            },
+        );
+        Ok(worker)
+    }
+
+    /// A worker is gone: its slot and its place in line go with it.
+    fn forget(&mut self, voice: &str) {
+        if let Some(entry) = self.workers.remove(voice) {
+            if entry.status.running {
+                gauge!(m::PROCESSES).decrement(1.0);
+            }
+        }
+        self.waiting.retain(|v| v != voice);
+        self.rebalance();
+    }
+
+    /// Grants free slots to waiting voices, evicting an idle one if needed.
+    fn rebalance(&mut self) {
+        while let Some(voice) = self.waiting.front().cloned() {
+            let Some(entry) = self.workers.get(&voice) else {
+                self.waiting.pop_front();
+                continue;
+            };
+            if entry.holds_slot {
+                // Already has one (a stale request): nothing to grant.
+                self.waiting.pop_front();
+                continue;
+            }
+            let used = self.workers.values().filter(|e| e.holds_slot).count();
+            if used < self.config.max_processes {
+                self.waiting.pop_front();
+                let entry = self.workers.get_mut(&voice).expect("checked above");
+                entry.holds_slot = true;
+                let _ = entry.worker.send_message(WorkerMsg::SlotGranted);
+                continue;
+            }
+            // Full. One eviction at a time: it frees the slot for the front.
+            if self.workers.values().any(|e| e.evicting) {
+                return;
+            }
+            let victim = self
+                .workers
+                .iter_mut()
+                .filter(|(_, e)| e.holds_slot && !e.busy)
+                .min_by_key(|(_, e)| e.idle_since);
+            if let Some((name, entry)) = victim {
+                tracing::debug!(voice = %name, "asking idle engine to make room");
+                entry.evicting = true;
+                let _ = entry.worker.send_message(WorkerMsg::Evict);
+            }
+            return;
+        }
+    }
+}

@@ -1,0 +1,923 @@
+//! The worker of one voice: its engine process and its requests.
+//!
+//! The worker owns at most one engine process. It keeps every request it
+//! holds and feeds the engine one sentence at a time, round-robin across
+//! requests, so a short request is never stuck behind a long one. Two
+//! sentences are kept in the engine's pipe so that it never idles between
+//! them. Audio of a sentence is forwarded once the sentence is complete: if
+//! the process dies mid-sentence, that sentence is sent again to the next
+//! process and the client never sees half of it.
+//!
+//! Everything that happens to the process (frames, its end, deadlines, the
+//! idle timer) arrives as a message, so the worker never waits on it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use metrics::{counter, gauge, histogram};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use super::supervisor::SupervisorMsg;
+use super::{AudioEvent, SynthError, SynthJob, SynthSummary};
+use crate::config::Config;
+use crate::engine::protocol::Request;
+use crate::engine::{EngineEvent, EngineProcess, EngineSpec, Frame, ReadyInfo};
+use crate::metrics::{self as m, ExitReason};
+use crate::voices::{Fingerprint, VoiceInfo};
+
+/// Sentences written to the engine ahead of the one it is working on.
+const PIPELINE_DEPTH: usize = 2;
+/// Hang deadline per character of the sentence, on top of the base.
+const DEADLINE_PER_CHAR: Duration = Duration::from_millis(50);
+/// First restart delay after a crash; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a polite stop waits before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Retry interval for requests whose clients are not reading.
+const RESUME_AFTER: Duration = Duration::from_millis(20);
+
+/// The worker actor (zero-sized: everything lives in [`WorkerState`]).
+pub struct VoiceWorker;
+
+pub struct WorkerArgs {
+    pub voice: Arc<VoiceInfo>,
+    pub config: Arc<Config>,
+    pub spec: EngineSpec,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// A warm-up answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmInfo {
+    pub ready_ms: f64,
+    pub engine: String,
+}
+
+/// What the worker tells about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerStatus {
+    pub voice: String,
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub jobs: usize,
+    pub failed: Option<String>,
+}
+
+pub enum WorkerMsg {
+    Synthesize(SynthJob),
+    Warmup(Arc<VoiceInfo>, RpcReplyPort<Result<WarmInfo, SynthError>>),
+    Status(RpcReplyPort<WorkerStatus>),
+    /// The supervisor granted a process slot.
+    SlotGranted,
+    /// The supervisor wants the slot back if this worker is idle.
+    Evict,
+    Engine {
+        generation: u64,
+        event: EngineEvent,
+    },
+    StartTimeout {
+        generation: u64,
+    },
+    HangCheck {
+        generation: u64,
+        unit: u32,
+    },
+    IdleCheck {
+        epoch: u64,
+    },
+    SlotTimeout,
+    Restart {
+        generation: u64,
+    },
+    Resume,
+    /// Periodic tick: sample memory, recycle a bloated engine.
+    Sample,
+    #[cfg(test)]
+    Panic,
+}
+
+/// Where the engine process is in its life.
+enum Proc {
+    /// No process and no slot.
+    Stopped,
+    /// Asked the supervisor for a slot.
+    WaitingSlot { since: Instant },
+    /// Holds a slot; waiting out a backoff before starting again.
+    Backoff,
+    Starting {
+        engine: EngineProcess,
+        fingerprint: Fingerprint,
+        since: Instant,
+    },
+    Ready {
+        engine: EngineProcess,
+        fingerprint: Fingerprint,
+        info: ReadyInfo,
+    },
+    /// Crash-looped: refuses requests until `until`.
+    Failed { until: Instant, cause: String },
+}
+
+impl Proc {
+    fn holds_slot(&self) -> bool {
+        matches!(
+            self,
+            Proc::Backoff | Proc::Starting { .. } | Proc::Ready { .. }
+        )
+    }
+
+    fn engine(&self) -> Option<&EngineProcess> {
+        match self {
+            Proc::Starting { engine, .. } | Proc::Ready { engine, .. } => Some(engine),
+            _ => None,
+        }
+    }
+}
+
+/// A sentence waiting for the engine; `retried` once it was lost to a crash.
+struct Unit {
+    text: String,
+    retried: bool,
+}
+
+struct Job {
+    id: u64,
+    units: VecDeque<Unit>,
+    options: crate::engine::SynthOptions,
+    events: tokio::sync::mpsc::Sender<AudioEvent>,
+    received: Instant,
+    first_audio: Option<Instant>,
+    waited: bool,
+    samples: u64,
+    skipped: usize,
+    in_flight: usize,
+}
+
+impl Job {
+    fn fail(&self, err: SynthError) {
+        let _ = self.events.try_send(AudioEvent::Failed(err));
+    }
+}
+
+struct InFlight {
+    unit: u32,
+    job: u64,
+    text: String,
+    pcm: Vec<Bytes>,
+    retried: bool,
+}
+
+pub struct WorkerState {
+    voice: Arc<VoiceInfo>,
+    config: Arc<Config>,
+    spec: EngineSpec,
+    supervisor: ActorRef<SupervisorMsg>,
+    proc: Proc,
+    generation: u64,
+    /// Requests held, in round-robin order (front is served next).
+    jobs: VecDeque<Job>,
+    in_flight: VecDeque<InFlight>,
+    next_job: u64,
+    next_unit: u32,
+    warmups: Vec<(Instant, RpcReplyPort<Result<WarmInfo, SynthError>>)>,
+    idle_epoch: u64,
+    crashes: VecDeque<Instant>,
+    backoff: Duration,
+    /// Replace the process once the sentences in flight are done.
+    recycle: Option<ExitReason>,
+    resume_pending: bool,
+    slot_timer_armed: bool,
+    last_busy: bool,
+}
+
+impl Actor for VoiceWorker {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        Ok(WorkerState {
+            voice: args.voice,
+            config: args.config,
+            spec: args.spec,
+            supervisor: args.supervisor,
+            proc: Proc::Stopped,
+            generation: 0,
+            jobs: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            next_job: 0,
+            next_unit: 1,
+            warmups: Vec::new(),
+            idle_epoch: 0,
+            crashes: VecDeque::new(),
+            backoff: FIRST_BACKOFF,
+            recycle: None,
+            resume_pending: false,
+            slot_timer_armed: false,
+            last_busy: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        for job in state.jobs.drain(..) {
+            job.fail(SynthError::ShuttingDown);
+        }
+        for (_, reply) in state.warmups.drain(..) {
+            let _ = reply.send(Err(SynthError::ShuttingDown));
+        }
+        if let Some(engine) = state.take_engine(ExitReason::Shutdown) {
+            engine.stop(STOP_GRACE).await;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: WorkerMsg,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Synthesize(job) => state.accept(&myself, job),
+            WorkerMsg::Warmup(voice, reply) => state.warmup(&myself, voice, reply),
+            WorkerMsg::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+            WorkerMsg::SlotGranted => state.slot_granted(&myself),
+            WorkerMsg::Evict => state.evict(),
+            WorkerMsg::Engine { generation, event } if generation == state.generation => {
+                state.engine_event(&myself, event)
+            }
+            WorkerMsg::Engine { .. } => {} // from a process already replaced
+            WorkerMsg::StartTimeout { generation } => {
+                if generation == state.generation && matches!(state.proc, Proc::Starting { .. }) {
+                    let cause = format!(
+                        "the engine did not become ready within {:?}",
+                        state.config.engine_start_timeout
+                    );
+                    state.process_failed(&myself, ExitReason::Hang, cause, None);
+                }
+            }
+            WorkerMsg::HangCheck { generation, unit } => {
+                let hung = generation == state.generation
+                    && state.in_flight.front().map(|f| f.unit) == Some(unit);
+                if hung {
+                    let cause = "the engine did not finish an utterance in time".to_string();
+                    state.process_failed(
+                        &myself,
+                        ExitReason::Hang,
+                        cause,
+                        Some(SynthError::EngineTimeout),
+                    );
+                }
+            }
+            WorkerMsg::IdleCheck { epoch } => {
+                if epoch == state.idle_epoch && state.jobs.is_empty() && state.proc.holds_slot() {
+                    tracing::info!(voice = %state.voice.name, "stopping idle engine");
+                    state.stop_process(ExitReason::Idle);
+                }
+            }
+            WorkerMsg::SlotTimeout => state.slot_timeout(&myself),
+            WorkerMsg::Restart { generation } => {
+                if generation == state.generation && matches!(state.proc, Proc::Backoff) {
+                    state.start_process(&myself);
+                }
+            }
+            WorkerMsg::Resume => {
+                state.resume_pending = false;
+                state.pump(&myself);
+            }
+            WorkerMsg::Sample => state.sample(&myself),
+            #[cfg(test)]
+            WorkerMsg::Panic => panic!("worker panic requested by a test"),
+        }
+        state.report();
+        Ok(())
+    }
+}
+
+impl WorkerState {
+    fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            voice: self.voice.name.clone(),
+            running: self.proc.engine().is_some(),
+            pid: self.proc.engine().map(|e| e.pid()),
+            jobs: self.jobs.len(),
+            failed: match &self.proc {
+                Proc::Failed { cause, .. } => Some(cause.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Tells the supervisor what it needs for eviction and health.
+    fn report(&mut self) {
+        let busy = !self.jobs.is_empty() || !self.warmups.is_empty();
+        gauge!(m::QUEUE_DEPTH, "voice" => self.voice.name.clone()).set(self.jobs.len() as f64);
+        let _ = self.supervisor.send_message(SupervisorMsg::WorkerReport {
+            voice: self.voice.name.clone(),
+            status: self.status(),
+            busy,
+        });
+        if self.last_busy && !busy {
+            self.idle_epoch += 1;
+        }
+        self.last_busy = busy;
+    }
+
+    fn check_failed(&mut self) -> Option<SynthError> {
+        if let Proc::Failed { until, cause } = &self.proc {
+            if Instant::now() < *until {
+                return Some(SynthError::VoiceUnavailable {
+                    voice: self.voice.name.clone(),
+                    cause: cause.clone(),
+                });
+            }
+            self.proc = Proc::Stopped;
+            self.crashes.clear();
+            gauge!(m::VOICE_FAILED, "voice" => self.voice.name.clone()).set(0.0);
+        }
+        None
+    }
+
+    fn accept(&mut self, myself: &ActorRef<WorkerMsg>, job: SynthJob) {
+        if let Some(err) = self.check_failed() {
+            let _ = job.events.try_send(AudioEvent::Failed(err));
+            return;
+        }
+        self.idle_epoch += 1;
+        let id = self.next_job;
+        self.next_job += 1;
+        // A changed voice file means this process speaks the old voice.
+        if let Proc::Starting { fingerprint, .. } | Proc::Ready { fingerprint, .. } = &self.proc {
+            if *fingerprint != job.voice.fingerprint {
+                self.recycle = Some(ExitReason::ConfigChange);
+            }
+        }
+        if job.voice.fingerprint != self.voice.fingerprint {
+            self.voice = job.voice.clone();
+        }
+        self.jobs.push_back(Job {
+            id,
+            units: job
+                .units
+                .into_iter()
+                .map(|text| Unit {
+                    text,
+                    retried: false,
+                })
+                .collect(),
+            options: job.options,
+            events: job.events,
+            received: job.received,
+            first_audio: None,
+            waited: false,
+            samples: 0,
+            skipped: 0,
+            in_flight: 0,
+        });
+        self.ensure_process(myself);
+        self.pump(myself);
+    }
+
+    fn warmup(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        voice: Arc<VoiceInfo>,
+        reply: RpcReplyPort<Result<WarmInfo, SynthError>>,
+    ) {
+        if let Some(err) = self.check_failed() {
+            let _ = reply.send(Err(err));
+            return;
+        }
+        self.idle_epoch += 1;
+        if voice.fingerprint != self.voice.fingerprint {
+            self.voice = voice;
+            if self.proc.engine().is_some() {
+                self.recycle = Some(ExitReason::ConfigChange);
+            }
+        }
+        if let Proc::Ready { info, .. } = &self.proc {
+            if self.recycle.is_none() {
+                let engine = info.engine.clone();
+                let _ = reply.send(Ok(WarmInfo {
+                    ready_ms: 0.0,
+                    engine,
+                }));
+                self.arm_idle_timer(myself);
+                return;
+            }
+        }
+        self.warmups.push((Instant::now(), reply));
+        self.ensure_process(myself);
+        self.pump(myself);
+    }
+
+    /// Asks for a slot when there is work and no process.
+    fn ensure_process(&mut self, myself: &ActorRef<WorkerMsg>) {
+        if matches!(self.proc, Proc::Stopped) {
+            self.proc = Proc::WaitingSlot {
+                since: Instant::now(),
+            };
+            let _ = self.supervisor.send_message(SupervisorMsg::SlotRequest {
+                voice: self.voice.name.clone(),
+            });
+            self.arm_slot_timer(myself);
+        }
+    }
+
+    fn arm_slot_timer(&mut self, myself: &ActorRef<WorkerMsg>) {
+        if self.slot_timer_armed {
+            return;
+        }
+        let oldest = self
+            .jobs
+            .iter()
+            .map(|j| j.received)
+            .chain(self.warmups.iter().map(|(t, _)| *t))
+            .min();
+        if let Some(oldest) = oldest {
+            let deadline = oldest + self.config.queue_timeout;
+            let delay = deadline.saturating_duration_since(Instant::now());
+            self.slot_timer_armed = true;
+            myself.send_after(delay, || WorkerMsg::SlotTimeout);
+        }
+    }
+
+    fn slot_granted(&mut self, myself: &ActorRef<WorkerMsg>) {
+        match self.proc {
+            Proc::WaitingSlot { since } => {
+                let waited = since.elapsed().as_secs_f64();
+                histogram!(m::QUEUE_WAIT, "voice" => self.voice.name.clone()).record(waited);
+                for job in self.jobs.iter_mut() {
+                    job.waited = true;
+                }
+                self.start_process(myself);
+            }
+            // The wait was given up meanwhile: hand the slot straight back.
+            _ => {
+                let _ = self.supervisor.send_message(SupervisorMsg::SlotReleased {
+                    voice: self.voice.name.clone(),
+                });
+            }
+        }
+    }
+
+    /// Fails the requests that waited too long for a slot.
+    fn slot_timeout(&mut self, myself: &ActorRef<WorkerMsg>) {
+        self.slot_timer_armed = false;
+        if !matches!(self.proc, Proc::WaitingSlot { .. }) {
+            return;
+        }
+        let now = Instant::now();
+        let limit = self.config.queue_timeout;
+        let expired =
+            |t: Instant| now.saturating_duration_since(t) + Duration::from_millis(5) >= limit;
+        let err = SynthError::ProcessLimit(limit);
+        let (old, keep): (Vec<Job>, Vec<Job>) =
+            self.jobs.drain(..).partition(|j| expired(j.received));
+        for job in old {
+            job.fail(err.clone());
+        }
+        self.jobs = keep.into();
+        let (old, keep): (Vec<_>, Vec<_>) = self.warmups.drain(..).partition(|(t, _)| expired(*t));
+        for (_, reply) in old {
+            let _ = reply.send(Err(err.clone()));
+        }
+        self.warmups = keep;
+        if self.jobs.is_empty() && self.warmups.is_empty() {
+            self.proc = Proc::Stopped;
+            let _ = self.supervisor.send_message(SupervisorMsg::SlotCancelled {
+                voice: self.voice.name.clone(),
+            });
+        } else {
+            self.arm_slot_timer(myself);
+        }
+    }
+
+    fn evict(&mut self) {
+        let idle = self.jobs.is_empty() && self.warmups.is_empty();
+        if idle && self.proc.holds_slot() {
+            tracing::info!(voice = %self.voice.name, "stopping engine to make room for another voice");
+            self.stop_process(ExitReason::Evicted);
+        } else {
+            let _ = self.supervisor.send_message(SupervisorMsg::EvictRefused {
+                voice: self.voice.name.clone(),
+            });
+        }
+    }
+
+    fn start_process(&mut self, myself: &ActorRef<WorkerMsg>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let me = myself.clone();
+        let spawned = EngineProcess::spawn(
+            &self.spec,
+            &self.voice.files.model,
+            &self.voice.files.config,
+            move |event| {
+                let _ = me.send_message(WorkerMsg::Engine { generation, event });
+            },
+        );
+        match spawned {
+            Ok(engine) => {
+                counter!(m::PROCESS_STARTS, "voice" => self.voice.name.clone()).increment(1);
+                gauge!(m::PROCESSES).increment(1.0);
+                tracing::info!(voice = %self.voice.name, pid = engine.pid(), "engine starting");
+                self.proc = Proc::Starting {
+                    engine,
+                    fingerprint: self.voice.fingerprint,
+                    since: Instant::now(),
+                };
+                self.recycle = None;
+                myself.send_after(self.config.engine_start_timeout, move || {
+                    WorkerMsg::StartTimeout { generation }
+                });
+            }
+            Err(err) => {
+                let cause = format!("cannot start {}: {err}", self.spec.python.display());
+                self.proc = Proc::Backoff;
+                self.process_failed(myself, ExitReason::Crash, cause, None);
+            }
+        }
+    }
+
+    /// Takes the engine out of the state, counting its exit.
+    fn take_engine(&mut self, reason: ExitReason) -> Option<EngineProcess> {
+        let proc = std::mem::replace(&mut self.proc, Proc::Stopped);
+        match proc {
+            Proc::Starting { engine, .. } | Proc::Ready { engine, .. } => {
+                counter!(m::PROCESS_EXITS, "voice" => self.voice.name.clone(), "reason" => reason.label())
+                    .increment(1);
+                gauge!(m::PROCESSES).decrement(1.0);
+                gauge!(m::PROCESS_MEMORY, "voice" => self.voice.name.clone()).set(0.0);
+                self.generation += 1;
+                Some(engine)
+            }
+            other => {
+                self.proc = other;
+                None
+            }
+        }
+    }
+
+    /// Stops the process politely and gives the slot back.
+    fn stop_process(&mut self, reason: ExitReason) {
+        let held = self.proc.holds_slot();
+        if let Some(engine) = self.take_engine(reason) {
+            tokio::spawn(engine.stop(STOP_GRACE));
+        }
+        self.proc = Proc::Stopped;
+        if held {
+            let _ = self.supervisor.send_message(SupervisorMsg::SlotReleased {
+                voice: self.voice.name.clone(),
+            });
+        }
+    }
+
+    fn engine_event(&mut self, myself: &ActorRef<WorkerMsg>, event: EngineEvent) {
+        match event {
+            EngineEvent::Frame(Frame::Ready(info)) => self.ready(myself, info),
+            EngineEvent::Frame(Frame::Audio { id, pcm }) => match self.in_flight.front_mut() {
+                Some(head) if head.unit == id => head.pcm.push(pcm),
+                _ => self.protocol_broken(myself, format!("audio for unexpected request {id}")),
+            },
+            EngineEvent::Frame(Frame::Done { id, .. }) => self.unit_finished(myself, id, false),
+            EngineEvent::Frame(Frame::Error {
+                id,
+                message,
+                unspeakable,
+            }) => {
+                if !unspeakable {
+                    tracing::warn!(voice = %self.voice.name, "engine could not speak a sentence: {message}");
+                }
+                self.unit_finished(myself, id, true)
+            }
+            EngineEvent::Closed(None) => {
+                let cause = self.stderr_cause("the engine exited");
+                self.process_failed(myself, ExitReason::Crash, cause, None);
+            }
+            EngineEvent::Closed(Some(err)) => self.protocol_broken(myself, err.to_string()),
+        }
+    }
+
+    fn protocol_broken(&mut self, myself: &ActorRef<WorkerMsg>, what: String) {
+        tracing::error!(voice = %self.voice.name, "engine broke the protocol: {what}");
+        let err = SynthError::EngineBadOutput(what.clone());
+        self.process_failed(myself, ExitReason::BadOutput, what, Some(err));
+    }
+
+    fn stderr_cause(&self, what: &str) -> String {
+        match self.proc.engine().and_then(|e| e.stderr.last_line()) {
+            Some(line) => format!("{what}: {line}"),
+            None => what.to_string(),
+        }
+    }
+
+    fn ready(&mut self, myself: &ActorRef<WorkerMsg>, info: ReadyInfo) {
+        let proc = std::mem::replace(&mut self.proc, Proc::Stopped);
+        let Proc::Starting {
+            engine,
+            fingerprint,
+            since,
+        } = proc
+        else {
+            self.proc = proc;
+            return self.protocol_broken(myself, "a second ready frame".into());
+        };
+        let load = since.elapsed();
+        histogram!(m::COLD_START, "voice" => self.voice.name.clone()).record(load.as_secs_f64());
+        tracing::info!(voice = %self.voice.name, pid = engine.pid(), ms = load.as_millis() as u64, "engine ready");
+        if info.sample_rate != self.voice.sample_rate {
+            tracing::warn!(voice = %self.voice.name, "engine sample rate {} differs from the config's {}", info.sample_rate, self.voice.sample_rate);
+        }
+        for (asked, reply) in self.warmups.drain(..) {
+            let _ = reply.send(Ok(WarmInfo {
+                ready_ms: asked.elapsed().as_secs_f64() * 1000.0,
+                engine: info.engine.clone(),
+            }));
+        }
+        self.proc = Proc::Ready {
+            engine,
+            fingerprint,
+            info,
+        };
+        self.backoff = FIRST_BACKOFF;
+        self.pump(myself);
+        self.arm_idle_timer(myself);
+    }
+
+    /// A sentence is complete (or could not be spoken): forward its audio.
+    fn unit_finished(&mut self, myself: &ActorRef<WorkerMsg>, unit: u32, failed: bool) {
+        if self.in_flight.front().map(|f| f.unit) != Some(unit) {
+            return self.protocol_broken(myself, format!("end of unexpected request {unit}"));
+        }
+        let done = self.in_flight.pop_front().expect("checked above");
+        if let Some(pos) = self.jobs.iter().position(|j| j.id == done.job) {
+            let job = &mut self.jobs[pos];
+            job.in_flight -= 1;
+            if failed {
+                job.skipped += 1;
+            }
+            let pcm = concat(done.pcm);
+            if !pcm.is_empty() {
+                if job.first_audio.is_none() {
+                    let now = Instant::now();
+                    job.first_audio = Some(now);
+                    histogram!(m::TIME_TO_FIRST_AUDIO, "voice" => self.voice.name.clone())
+                        .record((now - job.received).as_secs_f64());
+                }
+                job.samples += pcm.len() as u64 / 2;
+                // Capacity was checked before this sentence was scheduled;
+                // a closed channel means the client left.
+                let _ = job.events.try_send(AudioEvent::Audio(pcm));
+            }
+            if job.units.is_empty() && job.in_flight == 0 {
+                let job = self.jobs.remove(pos).expect("position is valid");
+                self.finish(job);
+            }
+        }
+        self.arm_hang_timer(myself);
+        self.pump(myself);
+    }
+
+    fn finish(&mut self, job: Job) {
+        let voice = self.voice.name.clone();
+        if job.samples == 0 {
+            job.fail(SynthError::NoSpeakableText);
+            return;
+        }
+        let elapsed = job.received.elapsed().as_secs_f64();
+        let audio = job.samples as f64 / self.voice.sample_rate as f64;
+        histogram!(m::SYNTHESIS_DURATION, "voice" => voice.clone()).record(elapsed);
+        histogram!(m::AUDIO_DURATION, "voice" => voice.clone()).record(audio);
+        if audio > 0.0 {
+            histogram!(m::REAL_TIME_FACTOR, "voice" => voice).record(elapsed / audio);
+        }
+        let _ = job.events.try_send(AudioEvent::Done(SynthSummary {
+            samples: job.samples,
+            skipped_units: job.skipped,
+        }));
+    }
+
+    /// Writes sentences to the engine while it has room, round-robin.
+    fn pump(&mut self, myself: &ActorRef<WorkerMsg>) {
+        // Requests whose client went away free their place at once.
+        self.jobs.retain(|j| {
+            let gone = j.events.is_closed();
+            if gone && j.in_flight == 0 {
+                tracing::info!("request cancelled by its client");
+            }
+            !(gone && j.in_flight == 0)
+        });
+        for job in self.jobs.iter_mut().filter(|j| j.events.is_closed()) {
+            job.units.clear();
+        }
+        if let Some(reason) = self.recycle {
+            if self.in_flight.is_empty() && self.proc.engine().is_some() {
+                tracing::info!(voice = %self.voice.name, reason = reason.label(), "replacing engine");
+                if let Some(engine) = self.take_engine(reason) {
+                    tokio::spawn(engine.stop(STOP_GRACE));
+                }
+                self.proc = Proc::Backoff;
+                self.start_process(myself);
+            }
+            return;
+        }
+        let Proc::Ready { engine, .. } = &self.proc else {
+            return;
+        };
+        let mut paused = false;
+        while self.in_flight.len() < PIPELINE_DEPTH {
+            // Next request in turn that has a sentence and a reader with room.
+            let Some(pos) = self.jobs.iter().position(|j| {
+                let room = j.events.capacity() > j.in_flight + 1;
+                paused |= !j.units.is_empty() && !room;
+                !j.units.is_empty() && room
+            }) else {
+                break;
+            };
+            let mut job = self.jobs.remove(pos).expect("position is valid");
+            let Unit { text, retried } = job.units.pop_front().expect("has units");
+            let unit = self.next_unit;
+            self.next_unit = self.next_unit.wrapping_add(1).max(1);
+            let line = Request {
+                id: unit,
+                text: &text,
+                options: &job.options,
+            }
+            .to_line();
+            if !job.waited {
+                job.waited = true;
+                histogram!(m::QUEUE_WAIT, "voice" => self.voice.name.clone())
+                    .record(job.received.elapsed().as_secs_f64());
+            }
+            job.in_flight += 1;
+            let id = job.id;
+            // Round-robin: the request goes to the back of the line.
+            self.jobs.push_back(job);
+            engine.send(line);
+            self.in_flight.push_back(InFlight {
+                unit,
+                job: id,
+                text,
+                pcm: Vec::new(),
+                retried,
+            });
+            if self.in_flight.len() == 1 {
+                self.arm_hang_timer(myself);
+            }
+        }
+        if paused && !self.resume_pending {
+            self.resume_pending = true;
+            myself.send_after(RESUME_AFTER, || WorkerMsg::Resume);
+        }
+        if self.jobs.is_empty() && self.warmups.is_empty() {
+            self.arm_idle_timer(myself);
+        }
+    }
+
+    /// Deadline for the sentence the engine is working on now.
+    fn arm_hang_timer(&self, myself: &ActorRef<WorkerMsg>) {
+        if let Some(head) = self.in_flight.front() {
+            let chars = head.text.chars().count() as u32;
+            let deadline = self.config.engine_timeout + DEADLINE_PER_CHAR * chars;
+            let (generation, unit) = (self.generation, head.unit);
+            myself.send_after(deadline, move || WorkerMsg::HangCheck { generation, unit });
+        }
+    }
+
+    fn arm_idle_timer(&mut self, myself: &ActorRef<WorkerMsg>) {
+        self.idle_epoch += 1;
+        let epoch = self.idle_epoch;
+        myself.send_after(self.config.idle_timeout, move || WorkerMsg::IdleCheck {
+            epoch,
+        });
+    }
+
+    /// The process died, hung or broke the protocol. `blame` is the error for
+    /// the request whose sentence was at the head; the other sentences in
+    /// flight are sent again to the next process.
+    fn process_failed(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        reason: ExitReason,
+        cause: String,
+        blame: Option<SynthError>,
+    ) {
+        tracing::warn!(voice = %self.voice.name, reason = reason.label(), "engine failed: {cause}");
+        if let Some(engine) = self.take_engine(reason) {
+            engine.kill();
+        }
+        counter!(m::PROCESS_RESTARTS, "voice" => self.voice.name.clone()).increment(1);
+        let mut failed_jobs = Vec::new();
+        for (i, unit) in std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .enumerate()
+            .rev()
+        {
+            let Some(job) = self.jobs.iter_mut().find(|j| j.id == unit.job) else {
+                continue;
+            };
+            job.in_flight -= 1;
+            let error = match (&blame, i) {
+                (Some(err), 0) => Some(err.clone()),
+                _ if unit.retried => Some(SynthError::EngineCrashed(cause.clone())),
+                _ => None,
+            };
+            match error {
+                Some(err) => failed_jobs.push((job.id, err)),
+                None => {
+                    // Nothing of this sentence reached the client: say it again.
+                    job.units.push_front(Unit {
+                        text: unit.text,
+                        retried: true,
+                    });
+                }
+            }
+        }
+        for (id, err) in failed_jobs {
+            if let Some(pos) = self.jobs.iter().position(|j| j.id == id) {
+                let job = self.jobs.remove(pos).expect("position is valid");
+                job.fail(err);
+            }
+        }
+
+        let now = Instant::now();
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.config.restart_window)
+        {
+            self.crashes.pop_front();
+        }
+        if self.crashes.len() > self.config.max_restarts {
+            self.give_up(cause);
+            return;
+        }
+        self.proc = Proc::Backoff;
+        let generation = self.generation;
+        myself.send_after(self.backoff, move || WorkerMsg::Restart { generation });
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Too many crashes: the voice is failed for a cool-down.
+    fn give_up(&mut self, cause: String) {
+        tracing::error!(voice = %self.voice.name, "voice failed after repeated engine failures: {cause}");
+        gauge!(m::VOICE_FAILED, "voice" => self.voice.name.clone()).set(1.0);
+        let err = SynthError::VoiceUnavailable {
+            voice: self.voice.name.clone(),
+            cause: cause.clone(),
+        };
+        for job in self.jobs.drain(..) {
+            job.fail(err.clone());
+        }
+        for (_, reply) in self.warmups.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
+        self.proc = Proc::Failed {
+            until: Instant::now() + self.config.failed_cooldown,
+            cause,
+        };
+        let _ = self.supervisor.send_message(SupervisorMsg::SlotReleased {
+            voice: self.voice.name.clone(),
+        });
+    }
+
+    fn sample(&mut self, _myself: &ActorRef<WorkerMsg>) {
+        let Some(rss) = self.proc.engine().and_then(|e| e.rss_bytes()) else {
+            return;
+        };
+        gauge!(m::PROCESS_MEMORY, "voice" => self.voice.name.clone()).set(rss as f64);
+        if rss > self.config.engine_max_rss_mb << 20 && self.recycle.is_none() {
+            tracing::info!(voice = %self.voice.name, rss, "engine above its memory cap: recycling");
+            self.recycle = Some(ExitReason::Memory);
+        }
+    }
+}
+
+fn concat(parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.into_iter().next().expect("one part"),
+        _ => {
+            let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for part in parts {
+                out.extend_from_slice(&part);
+            }
+            out.freeze()
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Server configuration, read once from the environment at start-up.
+//!
+//! Every knob is an environment variable so that the same binary runs under
+//! `make run`, systemd and Kubernetes without a config file. A value that does
+//! not parse stops start-up with a message naming the variable: a server that
+//! silently fell back to a default would hide an operator's typo.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What went wrong while reading the environment.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?} for {name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole configuration of one server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub voices_dir: PathBuf,
+    /// Interpreter that runs the engine program.
+    pub python: PathBuf,
+    /// Engine program to run instead of the one built into the binary.
+    pub engine_program: Option<PathBuf>,
+    /// onnxruntime intra-op threads per engine process (0: its default).
+    pub engine_threads: usize,
+    pub chunk_size: usize,
+    /// Longest piece of text handed to the engine at once.
+    pub unit_max_chars: usize,
+    pub idle_timeout: Duration,
+    pub max_processes: usize,
+    pub config_cache_ttl: Duration,
+    pub queue_timeout: Duration,
+    pub max_restarts: usize,
+    pub restart_window: Duration,
+    /// How long a crash-looping voice stays failed before it may start again.
+    pub failed_cooldown: Duration,
+    /// Base of the per-utterance hang deadline (plus 50 ms per character).
+    pub engine_timeout: Duration,
+    /// How long an engine may take to load its voice and announce readiness.
+    pub engine_start_timeout: Duration,
+    pub engine_max_rss_mb: u64,
+    pub shutdown_grace: Duration,
+    /// Audio of a non-streamed answer above this size goes to a temp file.
+    pub spool_threshold_bytes: usize,
+    pub temp_dir: PathBuf,
+    pub audio_cache_mb: u64,
+    pub log_format: LogFormat,
+}
+
+/// Name, default and meaning of every variable, for `--help` and the README.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("PIPER_HOST", "127.0.0.1", "address to listen on"),
+    ("PIPER_PORT", "5050", "port to listen on"),
+    (
+        "PIPER_VOICES_DIR",
+        "./voices",
+        "folder of NAME.onnx + NAME.onnx.json voices",
+    ),
+    (
+        "PIPER_PYTHON",
+        ".venv/bin/python if present, else python3",
+        "interpreter that runs the engine",
+    ),
+    (
+        "PIPER_ENGINE",
+        "(built in)",
+        "engine program to run instead of the built-in one",
+    ),
+    (
+        "PIPER_ENGINE_THREADS",
+        "0",
+        "onnxruntime threads per engine process (0: onnxruntime's default)",
+    ),
+    (
+        "PIPER_CHUNK_SIZE",
+        "5000",
+        "longest chunk of text, in characters",
+    ),
+    (
+        "PIPER_ENGINE_MAX_CHARS",
+        "400",
+        "longest piece of a sentence sent to the engine at once",
+    ),
+    (
+        "PIPER_PROCESS_IDLE_TIMEOUT",
+        "120",
+        "seconds before an idle engine process is stopped",
+    ),
+    (
+        "PIPER_MAX_PROCESSES",
+        "3",
+        "engine processes running at once, over all voices",
+    ),
+    (
+        "PIPER_CONFIG_CACHE_TTL",
+        "300",
+        "seconds a voice config is kept",
+    ),
+    (
+        "PIPER_QUEUE_TIMEOUT",
+        "30",
+        "seconds a request waits for a process before 503",
+    ),
+    (
+        "PIPER_MAX_RESTARTS",
+        "5",
+        "crashes within the window before a voice is marked failed",
+    ),
+    (
+        "PIPER_RESTART_WINDOW",
+        "60",
+        "seconds over which crashes are counted",
+    ),
+    (
+        "PIPER_FAILED_COOLDOWN",
+        "30",
+        "seconds a failed voice refuses requests",
+    ),
+    (
+        "PIPER_ENGINE_TIMEOUT",
+        "10",
+        "seconds an utterance may take, plus 50 ms per character",
+    ),
+    (
+        "PIPER_ENGINE_START_TIMEOUT",
+        "60",
+        "seconds an engine may take to load its voice",
+    ),
+    (
+        "PIPER_ENGINE_MAX_RSS_MB",
+        "600",
+        "engine processes above this resident size are recycled",
+    ),
+    (
+        "PIPER_SHUTDOWN_GRACE",
+        "30",
+        "seconds in-flight requests get to finish on SIGTERM",
+    ),
+    (
+        "PIPER_SPOOL_THRESHOLD_MB",
+        "8",
+        "audio above this size is spooled to a temp file",
+    ),
+    (
+        "PIPER_TEMP_DIR",
+        "the system temp folder",
+        "where spooled audio goes",
+    ),
+    (
+        "PIPER_AUDIO_CACHE_MB",
+        "64",
+        "memory for cached audio (0 disables the cache)",
+    ),
+    ("PIPER_LOG_FORMAT", "text", "text or json"),
+];
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the configuration from a map of variables (tests pass their own).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let env = Env(vars);
+        let python = match env.get("PIPER_PYTHON") {
+            Some(p) => PathBuf::from(p),
+            // Absolute but not canonical: the venv's python is a symlink, and
+            // resolving it would leave the venv behind.
+            None if std::path::Path::new(".venv/bin/python").exists() => std::env::current_dir()
+                .map(|d| d.join(".venv/bin/python"))
+                .unwrap_or_else(|_| PathBuf::from(".venv/bin/python")),
+            None => PathBuf::from("python3"),
+        };
+        let log_format = match env.get("PIPER_LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(env.invalid("PIPER_LOG_FORMAT", other, "expected text or json")),
+        };
+        Ok(Config {
+            host: env.parse("PIPER_HOST", "127.0.0.1".parse().expect("valid address"))?,
+            port: env.parse("PIPER_PORT", 5050)?,
+            voices_dir: PathBuf::from(env.get("PIPER_VOICES_DIR").unwrap_or("./voices")),
+            python,
+            engine_program: env.get("PIPER_ENGINE").map(PathBuf::from),
+            engine_threads: env.parse("PIPER_ENGINE_THREADS", 0)?,
+            chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
+            unit_max_chars: env.positive("PIPER_ENGINE_MAX_CHARS", 400)?,
+            idle_timeout: env.seconds("PIPER_PROCESS_IDLE_TIMEOUT", 120.0)?,
+            max_processes: env.positive("PIPER_MAX_PROCESSES", 3)?,
+            config_cache_ttl: env.seconds("PIPER_CONFIG_CACHE_TTL", 300.0)?,
+            queue_timeout: env.seconds("PIPER_QUEUE_TIMEOUT", 30.0)?,
+            max_restarts: env.parse("PIPER_MAX_RESTARTS", 5)?,
+            restart_window: env.seconds("PIPER_RESTART_WINDOW", 60.0)?,
+            failed_cooldown: env.seconds("PIPER_FAILED_COOLDOWN", 30.0)?,
+            engine_timeout: env.seconds("PIPER_ENGINE_TIMEOUT", 10.0)?,
+            engine_start_timeout: env.seconds("PIPER_ENGINE_START_TIMEOUT", 60.0)?,
+            engine_max_rss_mb: env.parse("PIPER_ENGINE_MAX_RSS_MB", 600)?,
+            shutdown_grace: env.seconds("PIPER_SHUTDOWN_GRACE", 30.0)?,
+            spool_threshold_bytes: env.parse::<usize>("PIPER_SPOOL_THRESHOLD_MB", 8)? << 20,
+            temp_dir: env
+                .get("PIPER_TEMP_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+            audio_cache_mb: env.parse("PIPER_AUDIO_CACHE_MB", 64)?,
+            log_format,
+        })
+    }
+
+    /// Text of `piperd --help`.
+    pub fn help() -> String {
+        let mut out = String::from(
+            "piperd: a supervised HTTP server for Piper text-to-speech\n\n\
+             Usage: piperd [--help]\n\nConfigured by environment variables:\n",
+        );
+        for (name, default, meaning) in VARIABLES {
+            out.push_str(&format!("  {name:<28} {meaning} (default: {default})\n"));
+        }
+        out
+    }
+}
+
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, name: &'static str, value: &str, reason: &str) -> ConfigError {
+        ConfigError {
+            name,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e: T::Err| self.invalid(name, raw, &e.to_string())),
+        }
+    }
+
+    fn positive(&self, name: &'static str, default: usize) -> Result<usize, ConfigError> {
+        let value = self.parse(name, default)?;
+        if value == 0 {
+            return Err(self.invalid(name, "0", "must be at least 1"));
+        }
+        Ok(value)
+    }
+
+    fn seconds(&self, name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+        let value: f64 = self.parse(name, default)?;
+        if !value.is_finite() || value < 0.0 {
+            let raw = self.get(name).unwrap_or_default();
+            return Err(self.invalid(name, raw, "must be a number of seconds, 0 or more"));
+        }
+        Ok(Duration::from_secs_f64(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(config.port, 5050);
+        assert_eq!(config.host.to_string(), "127.0.0.1");
+        assert_eq!(config.chunk_size, 5000);
+        assert_eq!(config.max_processes, 3);
+        assert_eq!(config.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.config_cache_ttl, Duration::from_secs(300));
+        assert_eq!(config.queue_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_variable() {
+        for (name, value) in [
+            ("PIPER_PORT", "70000"),
+            ("PIPER_CHUNK_SIZE", "0"),
+            ("PIPER_MAX_PROCESSES", "many"),
+            ("PIPER_PROCESS_IDLE_TIMEOUT", "-1"),
+            ("PIPER_HOST", "not-an-address"),
+            ("PIPER_LOG_FORMAT", "xml"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.name, name);
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn fractional_seconds_are_accepted() {
+        let config = Config::from_vars(&vars(&[("PIPER_PROCESS_IDLE_TIMEOUT", "0.5")])).unwrap();
+        assert_eq!(config.idle_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = Config::help();
+        for (name, _, _) in VARIABLES {
+            assert!(help.contains(name), "{name} missing from --help");
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! One engine child process: spawning, feeding, listening and stopping it.
+//!
+//! The process is owned by exactly one voice worker. Reading its stdout and
+//! stderr happens on small tasks that turn bytes into [`EngineEvent`]s and
+//! hand them to the worker, so the worker itself never awaits the process.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use super::protocol::{read_frame, Frame, ProtocolError};
+
+/// The engine program shipped inside the binary, run with `python -c`, so the
+/// server needs no file of its own next to it and leaves none behind.
+pub const BUILTIN_PROGRAM: &str = include_str!("../../engine/piper_worker.py");
+
+/// How many lines of the engine's stderr are kept for error reports.
+const STDERR_LINES: usize = 20;
+
+/// How an engine is started: the same for every voice.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    pub python: PathBuf,
+    /// A program file to run instead of [`BUILTIN_PROGRAM`].
+    pub program: Option<PathBuf>,
+    pub threads: usize,
+}
+
+/// What the stdout reader reports to the process's owner.
+#[derive(Debug)]
+pub enum EngineEvent {
+    Frame(Frame),
+    /// Stdout ended: cleanly (`None`) or because it broke the protocol.
+    Closed(Option<ProtocolError>),
+}
+
+/// The last lines the engine wrote to stderr, shared with its reader task.
+#[derive(Debug, Clone, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().expect("stderr tail lock");
+        if lines.len() == STDERR_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The kept lines, oldest first, joined for an error message.
+    pub fn text(&self) -> String {
+        let lines = self.0.lock().expect("stderr tail lock");
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The most recent non-empty line (Python puts the exception last).
+    pub fn last_line(&self) -> Option<String> {
+        let lines = self.0.lock().expect("stderr tail lock");
+        lines.iter().rev().find(|l| !l.trim().is_empty()).cloned()
+    }
+}
+
+/// A running engine process.
+#[derive(Debug)]
+pub struct EngineProcess {
+    child: Child,
+    pid: u32,
+    stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    pub stderr: StderrTail,
+}
+
+impl EngineProcess {
+    /// Starts the engine for one voice. `on_event` receives every frame and
+    /// finally `Closed`; it runs on the reader task and must not block.
+    pub fn spawn(
+        spec: &EngineSpec,
+        model: &Path,
+        config: &Path,
+        on_event: impl Fn(EngineEvent) + Send + 'static,
+    ) -> std::io::Result<EngineProcess> {
+        let mut cmd = Command::new(&spec.python);
+        cmd.arg("-u");
+        match &spec.program {
+            Some(program) => cmd.arg(program),
+            None => cmd.arg("-c").arg(BUILTIN_PROGRAM),
+        };
+        cmd.arg(model)
+            .arg(config)
+            .env("PIPER_ENGINE_THREADS", spec.threads.to_string())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C meant for the server must not
+            // kill the engines while the server drains its requests.
+            .process_group(0)
+            .kill_on_drop(true);
+        tie_to_parent(&mut cmd);
+
+        let mut child = cmd.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr_pipe = child.stderr.take().expect("stderr is piped");
+        let mut stdin_pipe = child.stdin.take().expect("stdin is piped");
+
+        let stderr = StderrTail::default();
+        let tail = stderr.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr_pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "piperd::engine", pid, "{line}");
+                tail.push(line);
+            }
+        });
+
+        tokio::spawn(async move {
+            let mut reader = BufReader::with_capacity(256 << 10, stdout);
+            loop {
+                match read_frame(&mut reader).await {
+                    Ok(Some(frame)) => on_event(EngineEvent::Frame(frame)),
+                    Ok(None) => return on_event(EngineEvent::Closed(None)),
+                    Err(err) => return on_event(EngineEvent::Closed(Some(err))),
+                }
+            }
+        });
+
+        // Writes go through a task so that a full pipe never blocks the worker.
+        let (stdin_tx, mut stdin_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(line) = stdin_rx.recv().await {
+                if stdin_pipe.write_all(&line).await.is_err() {
+                    break;
+                }
+            }
+            // Dropping the pipe closes the engine's stdin: it exits on EOF.
+        });
+
+        Ok(EngineProcess {
+            child,
+            pid,
+            stdin: Some(stdin_tx),
+            stderr,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Queues one request line; false when the process no longer reads.
+    pub fn send(&self, line: Vec<u8>) -> bool {
+        self.stdin
+            .as_ref()
+            .map(|tx| tx.send(line).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        rss_of(self.pid)
+    }
+
+    /// Kills the process at once (a hung or broken engine gets no grace).
+    pub fn kill(mut self) {
+        let _ = self.child.start_kill();
+        reap(self.child);
+    }
+
+    /// Stops the process politely: stdin closes and SIGTERM is sent; after
+    /// `grace` it is killed. Returns once the process is gone.
+    pub async fn stop(mut self, grace: Duration) {
+        self.stdin = None;
+        if let Some(pid) = self.child.id() {
+            // SAFETY: plain kill(2) on our own child's pid, still unreaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Waits for a killed child in the background so that it leaves no zombie.
+fn reap(mut child: Child) {
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+}
+
+/// Resident set size of a process, in bytes.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(1) as u64)
+}
+
+/// Makes the kernel kill the child when the server dies, even by SIGKILL.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits;
+/// children are spawned from runtime worker threads, which live as long as
+/// the server, and the engine also exits when its stdin closes, which covers
+/// the rest.
+fn tie_to_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The server may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,23 @@
+//! piperd: a supervised HTTP server for Piper neural text-to-speech.
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting, read from the environment.
+//! - [`server`]: start-up, serving and the ordered shutdown.
+//! - [`http`]: the warp routes, handlers, JSON errors and audio bodies.
+//! - [`actors`]: the supervisor, one worker per voice, the config cache.
+//! - [`engine`]: the engine child process and its framed protocol.
+//! - [`text`]: splitting text into chunks and sentences for the engine.
+//! - [`voices`]: voice files on disk, name checks, `.onnx.json` configs.
+//! - [`metrics`]: Prometheus metric names, buckets and the exporter.
+
+pub mod actors;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod text;
+pub mod voices;
+
+pub use config::Config;

@@ -1,0 +1,64 @@
+//! The `piperd` binary: configuration, logging, signals, then the server.
+
+use std::net::SocketAddr;
+
+use futures::StreamExt;
+use piperd::config::{Config, LogFormat};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        print!("{}", Config::help());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("piperd: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Signals first, so that a SIGTERM during start-up is not lost.
+    let signals = Signals::new([SIGTERM, SIGINT])?;
+    let handle = signals.handle();
+    let addr = SocketAddr::new(config.host, config.port);
+    // Bound here rather than by warp, which panics when the port is taken.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    if !config.host.is_loopback() {
+        tracing::warn!("listening on {addr}, beyond this machine");
+    }
+    let result = piperd::server::run(config, listener, signals.boxed()).await;
+    handle.close();
+    result
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("PIPER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,103 @@
+//! Running the server, and shutting it down in order.
+//!
+//! Shutdown is explicit: the first SIGTERM or SIGINT marks the server as
+//! draining (`/health` answers 503), stops accepting connections and gives
+//! the requests in flight, streaming ones included, `PIPER_SHUTDOWN_GRACE`
+//! to finish. Then every engine is stopped (SIGTERM, SIGKILL after 2 s) and
+//! the actors end. A second signal skips the wait.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use ractor::Actor;
+use tokio::net::TcpListener;
+
+use crate::actors::config_cache::{CacheArgs, ConfigCache};
+use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::config::Config;
+use crate::http::{self, AppState};
+
+/// Serves on `listener` until `signals` yields twice or the drain completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    signals: impl Stream<Item = i32> + Unpin,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = Arc::new(config);
+    let metrics = crate::metrics::install(config.max_processes);
+
+    let (supervisor, supervisor_task) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            config: config.clone(),
+        },
+    )
+    .await?;
+    let (configs, configs_task) = Actor::spawn(
+        None,
+        ConfigCache,
+        CacheArgs {
+            voices_dir: config.voices_dir.clone(),
+            ttl: config.config_cache_ttl,
+        },
+    )
+    .await?;
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        config: config.clone(),
+        supervisor: supervisor.clone(),
+        configs: configs.clone(),
+        metrics,
+        draining: draining.clone(),
+        started: Instant::now(),
+    };
+
+    let addr = listener.local_addr()?;
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(http::routes(state))
+        .incoming(listener)
+        .graceful(async {
+            let _ = accepting_stopped.await;
+        })
+        .run();
+    let mut server = tokio::spawn(server);
+    tracing::info!(
+        "piperd {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let mut signals = signals;
+    tokio::select! {
+        signal = signals.next() => {
+            tracing::info!(signal, "shutting down: draining requests for up to {:?}", config.shutdown_grace);
+        }
+        _ = &mut server => {
+            tracing::error!("the HTTP server stopped by itself");
+        }
+    }
+    draining.store(true, Ordering::SeqCst);
+    let _ = stop_accepting.send(());
+    tokio::select! {
+        _ = &mut server => tracing::info!("all requests finished"),
+        _ = tokio::time::sleep(config.shutdown_grace) => {
+            tracing::warn!("grace period over: closing the remaining requests");
+        }
+        signal = signals.next() => tracing::warn!(signal, "second signal: shutting down at once"),
+    }
+    server.abort();
+
+    // Engines next: each gets SIGTERM, then SIGKILL after 2 s.
+    let _ = supervisor
+        .call(SupervisorMsg::StopWorkers, Some(Duration::from_secs(10)))
+        .await;
+    supervisor.stop(None);
+    configs.stop(None);
+    let _ = supervisor_task.await;
+    let _ = configs_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,623 @@
+//! Splitting input text before it reaches the speech engine.
+//!
+//! Text is split at two levels. [`split_chunks`] makes the user-visible chunks: their size
+//! (`PIPER_CHUNK_SIZE`, 5000 characters by default) bounds how much
+//! text and audio one step holds in memory. [`split_units`] makes the pieces actually written
+//! to the engine, one sentence each: the first audio is ready after one sentence instead of a
+//! whole chunk, and the server can interleave concurrent requests sentence by sentence.
+//!
+//! Both return slices whose concatenation is exactly the input, so nothing is lost or
+//! reordered. Limits count `char`s, not bytes, and no cut falls inside a UTF-8 character.
+
+/// Places where text may be cut, from the most to the least natural.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boundary {
+    /// A whitespace run containing a blank line (two or more newlines).
+    Paragraph,
+    /// Sentence-ending punctuation followed by whitespace (CJK marks need none).
+    Sentence,
+    /// Clause punctuation followed by whitespace (CJK marks need none).
+    Clause,
+    /// Any whitespace run.
+    Whitespace,
+}
+
+/// Levels tried for user-visible chunks; a hard cut is the last resort.
+const CHUNK_LEVELS: &[Boundary] = &[
+    Boundary::Paragraph,
+    Boundary::Sentence,
+    Boundary::Whitespace,
+];
+
+/// Levels tried inside a sentence too long to be one unit.
+const LONG_SENTENCE_LEVELS: &[Boundary] = &[Boundary::Clause, Boundary::Whitespace];
+
+fn is_sentence_mark(c: char) -> bool {
+    matches!(c, '.' | '!' | '?' | '…' | '。' | '！' | '？')
+}
+
+/// CJK text has no spaces between sentences, so these end one even when text follows directly.
+fn is_cjk_sentence_mark(c: char) -> bool {
+    matches!(c, '。' | '！' | '？')
+}
+
+fn is_clause_mark(c: char) -> bool {
+    matches!(c, ',' | ';' | ':' | '—' | '–' | '、' | '，' | '；')
+}
+
+fn is_cjk_clause_mark(c: char) -> bool {
+    matches!(c, '、' | '，' | '；')
+}
+
+/// Closing quotes and brackets that belong to the sentence or clause they follow.
+fn is_closer(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\'' | '”' | '’' | ')' | ']' | '}' | '»' | '」' | '』' | '）'
+    )
+}
+
+fn char_at(text: &str, pos: usize) -> Option<char> {
+    text[pos..].chars().next()
+}
+
+/// End of the run of chars matching `pred` starting at `pos`, never past `limit`.
+fn skip_run(text: &str, pos: usize, limit: usize, mut pred: impl FnMut(char) -> bool) -> usize {
+    text[pos..limit]
+        .char_indices()
+        .find(|&(_, c)| !pred(c))
+        .map_or(limit, |(i, _)| pos + i)
+}
+
+/// Ascending cut positions (byte offsets just after a boundary) of one kind.
+///
+/// Only boundaries starting before `limit` are found and no cut goes past it, so finding
+/// the last cut in a window costs time proportional to the window, not to the whole text.
+/// One char beyond `limit` is looked at to tell whether punctuation is followed by a space.
+struct Cuts<'a> {
+    text: &'a str,
+    pos: usize,
+    limit: usize,
+    kind: Boundary,
+}
+
+impl<'a> Cuts<'a> {
+    fn new(text: &'a str, kind: Boundary, limit: usize) -> Self {
+        Cuts {
+            text,
+            pos: 0,
+            limit,
+            kind,
+        }
+    }
+
+    /// A whitespace run at `start`: its end, and whether it is a boundary of this kind.
+    /// A run at offset 0 is never one, so no piece is made of whitespace only.
+    fn whitespace(&self, start: usize) -> (usize, bool) {
+        let mut newlines = 0;
+        let end = skip_run(self.text, start, self.limit, |c| {
+            newlines += usize::from(c == '\n');
+            c.is_whitespace()
+        });
+        let hit = start > 0 && (self.kind == Boundary::Whitespace || newlines >= 2);
+        (end, hit)
+    }
+
+    /// A run of marks at `start`: where to resume scanning, and the cut if it is a boundary.
+    fn punctuation(
+        &self,
+        start: usize,
+        is_mark: fn(char) -> bool,
+        is_cjk: fn(char) -> bool,
+    ) -> (usize, Option<usize>) {
+        let (text, limit) = (self.text, self.limit);
+        let mut cjk = false;
+        let marks_end = skip_run(text, start, limit, |c| {
+            cjk |= is_cjk(c);
+            is_mark(c)
+        });
+        let end = skip_run(text, marks_end, limit, is_closer);
+        match char_at(text, end) {
+            None => (end, Some(end)),
+            Some(c) if c.is_whitespace() => {
+                let ws_end = skip_run(text, end, limit, char::is_whitespace);
+                (ws_end, Some(ws_end))
+            }
+            // The run goes on past the limit (or a new one starts): not a boundary here.
+            Some(c) if is_mark(c) || is_closer(c) => (end, None),
+            Some(_) if cjk => (end, Some(end)),
+            Some(_) => (end, None),
+        }
+    }
+}
+
+impl Iterator for Cuts<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.pos < self.limit {
+            let start = self.pos;
+            let c = char_at(self.text, start)?;
+            let (resume, cut) = match self.kind {
+                Boundary::Paragraph | Boundary::Whitespace if c.is_whitespace() => {
+                    let (end, hit) = self.whitespace(start);
+                    (end, hit.then_some(end))
+                }
+                Boundary::Sentence if is_sentence_mark(c) => {
+                    self.punctuation(start, is_sentence_mark, is_cjk_sentence_mark)
+                }
+                Boundary::Clause if is_clause_mark(c) => {
+                    self.punctuation(start, is_clause_mark, is_cjk_clause_mark)
+                }
+                _ => (start + c.len_utf8(), None),
+            };
+            self.pos = resume;
+            if cut.is_some() {
+                return cut;
+            }
+        }
+        None
+    }
+}
+
+/// The one splitter behind both levels: while the rest is longer than `max_chars`, cut it
+/// at the last boundary of the first level that has one in the window, else hard at the
+/// window end. Greedy, so pieces are as long as the boundaries allow.
+fn split_greedy<'a>(text: &'a str, max_chars: usize, levels: &[Boundary], out: &mut Vec<&'a str>) {
+    let max_chars = max_chars.max(1);
+    let mut rest = text;
+    while let Some((window_end, _)) = rest.char_indices().nth(max_chars) {
+        let cut = levels
+            .iter()
+            .find_map(|&kind| Cuts::new(rest, kind, window_end).last())
+            .unwrap_or(window_end);
+        let (head, tail) = rest.split_at(cut);
+        out.push(head);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+}
+
+/// Splits `text` into user-visible chunks of at most `max_chars` chars (0 counts as 1),
+/// cut preferably after a paragraph break, then a sentence end, then whitespace.
+pub fn split_chunks(text: &str, max_chars: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    split_greedy(text, max_chars, CHUNK_LEVELS, &mut out);
+    out
+}
+
+/// Splits `text` into engine units: one per sentence (and a cut after every paragraph
+/// break), with sentences over `max_chars` chars packed by clauses, then whitespace, then
+/// cut hard.
+pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
+    let len = text.len();
+    let mut cuts: Vec<usize> = Cuts::new(text, Boundary::Paragraph, len)
+        .chain(Cuts::new(text, Boundary::Sentence, len))
+        .filter(|&cut| cut < len)
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in cuts.into_iter().chain(std::iter::once(len)) {
+        if end > start {
+            split_greedy(&text[start..end], max_chars, LONG_SENTENCE_LEVELS, &mut out);
+            start = end;
+        }
+    }
+    out
+}
+
+/// The line written to the engine for one piece. The engine reads one line per utterance,
+/// so control characters (newlines included) become spaces; whitespace is collapsed and
+/// trimmed.
+pub fn engine_line(piece: &str) -> String {
+    let mut line = String::with_capacity(piece.len());
+    for word in piece
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+    {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    line
+}
+
+/// Whether the engine would say anything for `piece`: it needs a letter or digit (any
+/// script). Pieces of punctuation, symbols or emoji alone are skipped instead.
+pub fn is_speakable(piece: &str) -> bool {
+    piece.chars().any(char::is_alphanumeric)
+}
+
+/// Length in chars, the unit every limit in this module uses.
+pub fn char_count(text: &str) -> usize {
+    text.chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiny deterministic generator (64-bit LCG), so the random tests need no crate.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random text mixing words in several scripts, punctuation, spaces and newlines.
+    fn random_text(seed: u64, tokens: usize) -> String {
+        const WORDS: &[&str] = &[
+            "the",
+            "quick",
+            "brown",
+            "fox",
+            "café",
+            "naïve",
+            "Ünïcödé",
+            "日本語",
+            "こんにちは",
+            "😀",
+            "🎉🎉",
+            "x",
+            "1234",
+            "internationalization",
+            "élève",
+            "Straße",
+            "Дом",
+            "ok",
+        ];
+        const SEPS: &[&str] = &[
+            " ",
+            " ",
+            " ",
+            " ",
+            ". ",
+            ", ",
+            "! ",
+            "? ",
+            "…",
+            "。",
+            "、",
+            "！",
+            "\n",
+            "\n\n",
+            " \r\n \r\n",
+            "\t",
+            "  ",
+            ".\" ",
+            "; ",
+            " — ",
+            "",
+            "...",
+            ":",
+            "\u{0}",
+        ];
+        let mut rng = Lcg(seed);
+        let mut text = String::new();
+        for _ in 0..tokens {
+            text.push_str(WORDS[rng.below(WORDS.len())]);
+            text.push_str(SEPS[rng.below(SEPS.len())]);
+        }
+        text
+    }
+
+    /// A non-final piece is either exactly `max` chars (hard cut) or ends at a boundary:
+    /// after whitespace, or after CJK punctuation.
+    fn ends_at_boundary(piece: &str) -> bool {
+        let last = piece.chars().last().unwrap();
+        last.is_whitespace()
+            || is_cjk_sentence_mark(last)
+            || is_cjk_clause_mark(last)
+            || is_closer(last)
+    }
+
+    fn check_pieces(text: &str, pieces: &[&str], max: usize) {
+        let max = max.max(1);
+        assert_eq!(pieces.concat(), text, "concatenation must equal the input");
+        for (i, piece) in pieces.iter().enumerate() {
+            assert!(!piece.is_empty(), "empty piece {i}");
+            let n = char_count(piece);
+            assert!(n <= max, "piece {i} has {n} chars > {max}: {piece:?}");
+            if i + 1 < pieces.len() {
+                assert!(
+                    n == max || ends_at_boundary(piece),
+                    "piece {i} is short but not cut at a boundary: {piece:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_text_gives_nothing() {
+        assert!(split_chunks("", 10).is_empty());
+        assert!(split_units("", 10).is_empty());
+    }
+
+    #[test]
+    fn text_that_fits_is_one_chunk() {
+        assert_eq!(
+            split_chunks("Hello. World.\n\nAgain.", 100),
+            ["Hello. World.\n\nAgain."]
+        );
+        assert_eq!(split_chunks("abc", 3), ["abc"]);
+    }
+
+    #[test]
+    fn paragraph_beats_sentence() {
+        let text = "First para.\n\nSecond one. Third one here. tail words";
+        assert_eq!(
+            split_chunks(text, 40),
+            ["First para.\n\n", "Second one. Third one here. tail words"]
+        );
+    }
+
+    #[test]
+    fn paragraph_break_with_spaces_and_crlf_is_taken_whole() {
+        let text = "Alpha beta. \r\n  \r\n Gamma delta. epsilon zeta";
+        let chunks = split_chunks(text, 30);
+        assert_eq!(chunks[0], "Alpha beta. \r\n  \r\n ");
+        check_pieces(text, &chunks, 30);
+    }
+
+    #[test]
+    fn single_newline_is_not_a_paragraph_break() {
+        let text = "One line\nanother. More text here";
+        assert_eq!(
+            split_chunks(text, 25),
+            ["One line\nanother. ", "More text here"]
+        );
+    }
+
+    #[test]
+    fn sentence_beats_whitespace() {
+        let text = "One two. three four five six";
+        assert_eq!(split_chunks(text, 20), ["One two. ", "three four five six"]);
+    }
+
+    #[test]
+    fn sentence_end_with_closing_quote_and_mixed_marks() {
+        let text = "He said \"Stop!?\" Then words and words";
+        assert_eq!(
+            split_chunks(text, 30),
+            ["He said \"Stop!?\" ", "Then words and words"]
+        );
+        let text = "Wait… what now";
+        assert_eq!(split_chunks(text, 12), ["Wait… ", "what now"]);
+    }
+
+    #[test]
+    fn decimal_point_is_not_a_sentence_end() {
+        let text = "Pi is 3.14 roughly so";
+        assert_eq!(split_chunks(text, 15), ["Pi is 3.14 ", "roughly so"]);
+    }
+
+    #[test]
+    fn whitespace_beats_hard_cut() {
+        let text = "alpha beta gamma";
+        assert_eq!(split_chunks(text, 12), ["alpha beta ", "gamma"]);
+        assert_eq!(split_chunks("ab   cdefgh", 6), ["ab   ", "cdefgh"]);
+    }
+
+    #[test]
+    fn hard_cut_at_exactly_max_chars() {
+        assert_eq!(split_chunks("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(split_chunks("ééééé", 2), ["éé", "éé", "é"]);
+    }
+
+    #[test]
+    fn zero_max_is_treated_as_one() {
+        assert_eq!(split_chunks("abc", 0), ["a", "b", "c"]);
+        assert_eq!(split_units("a. b", 0), ["a", ".", " ", "b"]);
+    }
+
+    #[test]
+    fn leading_whitespace_never_makes_a_blank_chunk() {
+        let text = "\n\n\nword another";
+        let chunks = split_chunks(text, 8);
+        check_pieces(text, &chunks, 8);
+        assert!(chunks.iter().all(|c| !c.trim().is_empty()), "{chunks:?}");
+        assert_eq!(
+            split_units("\n\nHello. World.", 50),
+            ["\n\nHello. ", "World."]
+        );
+    }
+
+    #[test]
+    fn cjk_sentences_cut_without_whitespace() {
+        let text = "今日は晴れです。明日は雨でしょう！その後は";
+        assert_eq!(
+            split_chunks(text, 17),
+            ["今日は晴れです。明日は雨でしょう！", "その後は"]
+        );
+        assert_eq!(
+            split_units(text, 100),
+            ["今日は晴れです。", "明日は雨でしょう！", "その後は"]
+        );
+    }
+
+    #[test]
+    fn closing_bracket_past_the_window_keeps_the_sentence_whole() {
+        // The window ends between "。" and "」": cutting there would strand the bracket.
+        assert_eq!(split_chunks("あ。いう。」え", 5), ["あ。", "いう。」え"]);
+    }
+
+    #[test]
+    fn multibyte_text_is_never_cut_inside_a_char() {
+        let texts = [
+            "日本語のテキストには空白がありませんので強制的に切る必要があります".to_string(),
+            "😀🎉👍🏽🇯🇵".repeat(20),
+            "Ça été très élégant, naïve façade. Über schön. ".repeat(10),
+            "mixé 日本 😀 x".repeat(30),
+        ];
+        for text in &texts {
+            for max in 1..40 {
+                // split_at / slicing would panic on a non-boundary; check limits too.
+                check_pieces(text, &split_chunks(text, max), max);
+                check_pieces(text, &split_units(text, max), max);
+            }
+        }
+        let chunks = split_chunks(&texts[0], 5);
+        assert_eq!(chunks[0], "日本語のテ");
+        assert!(chunks.iter().all(|c| char_count(c) <= 5));
+    }
+
+    #[test]
+    fn concatenation_is_exact_for_fixed_inputs() {
+        let texts = [
+            "a",
+            " ",
+            "   \n\n  ",
+            "Hello world.",
+            "Trailing space. ",
+            "One.\n\n\n\nTwo.\r\n\r\nThree!!! Four?! \"Five.\" (Six.) Seven",
+            "no punctuation at all just a lot of words to be split somewhere",
+            "comma, separated, clauses; and: more — dashes – here, 、、，；",
+            "\t\tTabs\tand\u{0}control\u{7}chars\n",
+        ];
+        for text in texts {
+            for max in [0, 1, 2, 3, 5, 8, 13, 100] {
+                check_pieces(text, &split_chunks(text, max), max);
+                check_pieces(text, &split_units(text, max), max);
+            }
+        }
+    }
+
+    #[test]
+    fn concatenation_is_exact_for_random_inputs() {
+        for seed in 0..40u64 {
+            let text = random_text(seed, 300);
+            for max in [1, 2, 7, 20, 64, 200, 5000] {
+                check_pieces(&text, &split_chunks(&text, max), max);
+                check_pieces(&text, &split_units(&text, max), max);
+            }
+        }
+    }
+
+    #[test]
+    fn hundred_thousand_chars_split_whole() {
+        let mut text = random_text(7, 30_000);
+        let cut = text.char_indices().nth(100_000).unwrap().0;
+        text.truncate(cut);
+        assert_eq!(char_count(&text), 100_000);
+
+        let chunks = split_chunks(&text, 5000);
+        let units = split_units(&text, 200);
+        let tiny = split_chunks(&text, 3);
+
+        check_pieces(&text, &chunks, 5000);
+        check_pieces(&text, &units, 200);
+        check_pieces(&text, &tiny, 3);
+        assert!((20..=30).contains(&chunks.len()), "{} chunks", chunks.len());
+    }
+
+    #[test]
+    fn units_are_one_per_sentence() {
+        let text = "Hello there. How are you? I'm fine!\n\nNew paragraph… yes";
+        assert_eq!(
+            split_units(text, 1000),
+            [
+                "Hello there. ",
+                "How are you? ",
+                "I'm fine!\n\n",
+                "New paragraph… ",
+                "yes"
+            ]
+        );
+    }
+
+    #[test]
+    fn units_cut_after_paragraph_break_without_punctuation() {
+        assert_eq!(
+            split_units("Heading\n\nBody text. More", 1000),
+            ["Heading\n\n", "Body text. ", "More"]
+        );
+    }
+
+    #[test]
+    fn long_sentence_is_split_at_clauses_then_whitespace() {
+        let text = "First part, second part, third; and then a veryverylongwordthatneverends here.";
+        let units = split_units(text, 25);
+        assert_eq!(
+            units,
+            [
+                "First part, second part, ",
+                "third; ",
+                "and then a ",
+                "veryverylongwordthatnever",
+                "ends here."
+            ]
+        );
+        check_pieces(text, &units, 25);
+    }
+
+    #[test]
+    fn clauses_are_packed_greedily() {
+        let text = "a, b, c, d, e, f.";
+        assert_eq!(split_units(text, 9), ["a, b, c, ", "d, e, f."]);
+        let text = "東京、大阪、京都、札幌、福岡";
+        assert_eq!(
+            split_units(text, 6),
+            ["東京、大阪、", "京都、札幌、", "福岡"]
+        );
+    }
+
+    #[test]
+    fn no_unit_holds_more_than_one_sentence() {
+        for seed in 100..120u64 {
+            let text = random_text(seed, 200);
+            for unit in split_units(&text, 10_000) {
+                let len = unit.len();
+                let inner = Cuts::new(unit, Boundary::Sentence, len)
+                    .chain(Cuts::new(unit, Boundary::Paragraph, len))
+                    .find(|&cut| cut < len);
+                assert_eq!(inner, None, "unit holds a boundary: {unit:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn engine_line_flattens_control_chars() {
+        assert_eq!(
+            engine_line("  Hello\nworld.\r\n\tNext\u{0}\u{7}one \u{85} end  "),
+            "Hello world. Next one end"
+        );
+        assert_eq!(engine_line("\n\n\r\t"), "");
+        assert_eq!(engine_line("日本語。"), "日本語。");
+        assert!(!engine_line("a\u{1b}[0mb\u{7f}c")
+            .chars()
+            .any(char::is_control));
+    }
+
+    #[test]
+    fn speakable_needs_a_letter_or_digit() {
+        for piece in ["...", "!!!", "  ", "♪♪", "😀", "", "\n\n", "— –", "。、"] {
+            assert!(!is_speakable(piece), "{piece:?} should not be speakable");
+        }
+        for piece in ["a", "5", "日本", "é", " x. ", "Дом"] {
+            assert!(is_speakable(piece), "{piece:?} should be speakable");
+        }
+    }
+
+    #[test]
+    fn char_count_counts_chars_not_bytes() {
+        assert_eq!(char_count(""), 0);
+        assert_eq!(char_count("abc"), 3);
+        assert_eq!(char_count("日本😀é"), 4);
+    }
+}
