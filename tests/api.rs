@@ -1,0 +1,425 @@
+//! The HTTP contract of `/api/*`, `/health` and `/metrics`, on the real engine.
+
+mod common;
+
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+fn error_code(body: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not a JSON error: {}", String::from_utf8_lossy(body)));
+    assert!(
+        value["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{value}"
+    );
+    value["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_text_gives_a_valid_wav_with_exact_sizes() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let text = "Hello there. This is a short test of the speech server.";
+    for name in [format!("{VOICE}.onnx"), VOICE.to_string()] {
+        let (status, headers, body) = post(
+            &server,
+            "/api/tts",
+            json!({"text": text, "voice_model": name}),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(headers["content-type"], "audio/wav");
+        assert_eq!(
+            headers["content-length"].to_str().unwrap(),
+            body.len().to_string()
+        );
+        assert!(headers.contains_key("x-request-id"));
+        let wav = parse_wav(&body);
+        assert_eq!(wav.spec.sample_rate, 22050);
+        assert_eq!(wav.spec.channels, 1);
+        assert_eq!(wav.spec.bits_per_sample, 16);
+        // About 55 characters: speech runs 8 to 25 characters a second.
+        let secs = wav.seconds();
+        assert!((2.0..7.0).contains(&secs), "{secs} s of audio");
+        assert!(rms(&wav.samples) > 300.0, "audio is silent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longer_text_gives_proportionally_longer_audio() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[("PIPER_CHUNK_SIZE", "300")]);
+    let short = prose(100);
+    let long = prose(1200);
+    let (s1, _, b1) = post(&server, "/api/tts", json!({"text": short})).await;
+    let (s2, _, b2) = post(&server, "/api/tts", json!({"text": long})).await;
+    assert_eq!((s1, s2), (200, 200));
+    let ratio = parse_wav(&b2).seconds() / parse_wav(&b1).seconds();
+    assert!(
+        (7.0..17.0).contains(&ratio),
+        "12x the text gave {ratio}x the audio"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_sends_audio_while_synthesis_goes_on() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let text = prose(2500);
+    let response = client()
+        .post(server.url("/api/tts"))
+        .json(&json!({"text": text, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    assert!(response.headers().get("content-length").is_none());
+    let mut body = response.bytes_stream();
+    let mut bytes = Vec::new();
+    while bytes.len() <= 44 {
+        bytes.extend_from_slice(&body.next().await.unwrap().unwrap());
+    }
+    // The first audio is here: the request must still be in the worker.
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let depth = metrics
+        .lines()
+        .find(|l| l.starts_with("piperd_queue_depth{"))
+        .unwrap_or_else(|| panic!("no queue depth in {metrics}"));
+    assert!(
+        depth.ends_with(" 1"),
+        "synthesis already over at first audio: {depth}"
+    );
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let wav = parse_streamed_wav(&bytes);
+    assert_eq!(wav.spec.sample_rate, 22050);
+    assert!(wav.seconds() > 60.0, "{} s", wav.seconds());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_error_and_disturbs_nothing() {
+    let dir = voices(&[VOICE]);
+    // A voice whose files live outside the folder, reached by symlinks.
+    let outside = voices(&["elsewhere"]);
+    for ext in ["onnx", "onnx.json"] {
+        std::os::unix::fs::symlink(
+            outside.path().join(format!("elsewhere.{ext}")),
+            dir.path().join(format!("linked.{ext}")),
+        )
+        .unwrap();
+    }
+    let server = Server::start(dir.path(), &[]);
+    let (status, _, _) = post(&server, "/api/warmup", json!({"voice_model": VOICE})).await;
+    assert_eq!(status, 200);
+    let engines = server.engines();
+    assert_eq!(engines.len(), 1);
+
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"text": ""}), 400, "empty_text"),
+        (json!({"text": "  \n\t "}), 400, "empty_text"),
+        (json!({"text": "a".repeat(100_001)}), 413, "text_too_long"),
+        (json!({"voice_model": VOICE}), 400, "invalid_request"),
+        (json!({"text": 42}), 400, "invalid_request"),
+        (
+            json!({"text": "hi", "length_scale": "slow"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"text": "hi", "voice_model": "nope"}),
+            404,
+            "voice_not_found",
+        ),
+        (
+            json!({"text": "hi", "voice_model": "../voices/x"}),
+            400,
+            "invalid_voice_name",
+        ),
+        (
+            json!({"text": "hi", "voice_model": "a/b.onnx"}),
+            400,
+            "invalid_voice_name",
+        ),
+        (
+            json!({"text": "hi", "voice_model": "/etc/passwd"}),
+            400,
+            "invalid_voice_name",
+        ),
+        (
+            json!({"text": "hi", "voice_model": ".."}),
+            400,
+            "invalid_voice_name",
+        ),
+        (
+            json!({"text": "hi", "voice_model": "linked"}),
+            400,
+            "invalid_voice_name",
+        ),
+        (
+            json!({"text": "hi", "length_scale": 0.0}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"text": "hi", "noise_scale": 5}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"text": "hi", "volume": -1}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"text": "hi", "sentence_silence": 100}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"text": "hi", "speaker": 3}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"text": "hi", "speaker": "nobody"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"text": "hi", "response_format": "ogg-vorbis"}),
+            400,
+            "unsupported_format",
+        ),
+        (json!({"text": "... !!! ???"}), 422, "no_speakable_text"),
+        (json!({"text": "♪ ♫ 😀 — …"}), 422, "no_speakable_text"),
+    ];
+    for (body, want_status, want_code) in cases {
+        let (status, headers, answer) = post(&server, "/api/tts", body.clone()).await;
+        assert_eq!(
+            status,
+            want_status,
+            "{body:.80}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(error_code(&answer), want_code, "{body:.80}");
+    }
+
+    // The unknown voice's error lists what there is.
+    let (_, _, answer) = post(
+        &server,
+        "/api/tts",
+        json!({"text": "hi", "voice_model": "nope"}),
+    )
+    .await;
+    let value: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(value["available"], json!(["en_US-joe-medium", "linked"]));
+
+    let raw = |body: &'static str| {
+        let server = &server;
+        async move {
+            let response = client()
+                .post(server.url("/api/tts"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.bytes().await.unwrap())
+        }
+    };
+    let (status, body) = raw("{\"text\": \"unterminated").await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_json"));
+    let (status, body) = raw("not json at all").await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "invalid_json"));
+
+    let huge = format!("{{\"text\": \"{}\"}}", "a".repeat(1_100_000));
+    let response = client()
+        .post(server.url("/api/tts"))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        error_code(&response.bytes().await.unwrap()),
+        "body_too_large"
+    );
+
+    let response = client().get(server.url("/api/tts")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        error_code(&response.bytes().await.unwrap()),
+        "method_not_allowed"
+    );
+    let response = client()
+        .get(server.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(error_code(&response.bytes().await.unwrap()), "not_found");
+
+    // The engine was never disturbed: same process, still speaking.
+    assert_eq!(server.engines(), engines);
+    let (status, _, body) = post(&server, "/api/tts", json!({"text": "Still here."})).await;
+    assert_eq!(status, 200);
+    assert!(parse_wav(&body).seconds() > 0.3);
+    assert_eq!(server.engines(), engines);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_the_engine_finds_hard_never_crash_it() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let (status, _, _) = post(&server, "/api/warmup", json!({})).await;
+    assert_eq!(status, 200);
+    let engines = server.engines();
+    let long_word = "x".repeat(3000);
+    let texts = [
+        "Hello 😀 world!",
+        "\u{0}\u{7}null and bell\u{1b}[31m",
+        long_word.as_str(),
+        "<speak>tags are not SSML here</speak>",
+        "123456789012345678901234567890",
+        "?!?!?! Wait... what?!",
+        "日本語のテキスト。",
+        "مرحبا بالعالم",
+        "a",
+        "\n\n\nText after blank lines\r\n\r\nand carriage returns.",
+        "Mr. Smith paid $3.50 (plus 20% tip) at 10:30 p.m. on 2026-11-25.",
+        "- - - a - - -",
+        "[[[ ]]] {{{ hello }}}",
+    ];
+    for text in texts {
+        let (status, _, body) = post(&server, "/api/tts", json!({"text": text})).await;
+        match status {
+            200 => assert!(parse_wav(&body).seconds() > 0.0),
+            422 => assert_eq!(error_code(&body), "no_speakable_text"),
+            other => panic!("{text:?} gave {other}: {}", String::from_utf8_lossy(&body)),
+        }
+        assert_eq!(server.engines(), engines, "{text:?} replaced the engine");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_requests_on_one_voice_all_succeed() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let requests = (0..8).map(|i| {
+        let text = format!("Request number {i}. {}", prose(80 + i * 40));
+        let server = &server;
+        async move { post(server, "/api/tts", json!({"text": text})).await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    for (status, _, body) in answers {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert!(parse_wav(&body).seconds() > 3.0);
+    }
+    assert_eq!(server.engines().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_health_and_voices_report_the_process() {
+    let dir = voices(&[VOICE, "second"]);
+    let server = Server::start(dir.path(), &[("PIPER_MAX_PROCESSES", "4")]);
+    let (status, health) = get_json(&server, "/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["ok"], true);
+    assert_eq!(health["processes"], 0);
+    assert_eq!(health["max_processes"], 4);
+    assert_eq!(health["voices"], 2);
+    assert!(health["uptime_s"].is_u64());
+    assert!(health["version"].is_string());
+
+    let (status, _, body) = post(
+        &server,
+        "/api/warmup",
+        json!({"voice_model": "second.onnx"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let warm: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(warm["ok"], true);
+    assert_eq!(warm["voice"], "second");
+    assert!(warm["ready_ms"].as_f64().unwrap() > 0.0, "{warm}");
+
+    let (_, health) = get_json(&server, "/health").await;
+    assert_eq!(health["processes"], 1);
+    let (status, voices) = get_json(&server, "/api/voices").await;
+    assert_eq!(status, 200);
+    let list = voices["voices"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let second = list.iter().find(|v| v["name"] == "second").unwrap();
+    assert_eq!(second["warm"], true);
+    assert_eq!(second["sample_rate"], 22050);
+    assert_eq!(second["language"], "en_US");
+    assert_eq!(second["quality"], "medium");
+    assert_eq!(second["num_speakers"], 1);
+    let first = list.iter().find(|v| v["name"] == VOICE).unwrap();
+    assert_eq!(first["warm"], false);
+
+    // Warm-up of a warm voice answers at once.
+    let (status, _, body) = post(&server, "/api/warmup", json!({"voice_model": "second"})).await;
+    assert_eq!(status, 200);
+    let again: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(again["ready_ms"], 0.0);
+    let (status, _, body) = post(&server, "/api/warmup", json!({"voice_model": "missing"})).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (404, "voice_not_found")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    for _ in 0..3 {
+        let (status, _, _) = post(&server, "/api/tts", json!({"text": "Count me."})).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": ""})).await;
+    assert_eq!(status, 400);
+    let response = client().get(server.url("/metrics")).send().await.unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("piperd_http_requests_total{route=\"/api/tts\",method=\"POST\",status=\"200\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("piperd_http_requests_total{route=\"/api/tts\",method=\"POST\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(value("piperd_errors_total{code=\"empty_text\"}"), 1.0);
+    assert_eq!(value("piperd_processes "), 1.0);
+    assert_eq!(
+        value("piperd_process_starts_total{voice=\"en_US-joe-medium\"}"),
+        1.0
+    );
+    assert!(value("piperd_http_request_duration_seconds_count{route=\"/api/tts\"}") >= 4.0);
+}
