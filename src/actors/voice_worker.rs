@@ -190,7 +190,8 @@ pub struct WorkerState {
     recycle: Option<ExitReason>,
     resume_pending: bool,
     slot_timer_armed: bool,
-    last_busy: bool,
+    /// What the supervisor was last told.
+    reported: Option<(WorkerStatus, bool)>,
 }
 
 impl Actor for VoiceWorker {
@@ -221,7 +222,7 @@ impl Actor for VoiceWorker {
             recycle: None,
             resume_pending: false,
             slot_timer_armed: false,
-            last_busy: false,
+            reported: None,
         })
     }
 
@@ -322,18 +323,20 @@ impl WorkerState {
     }
 
     /// Tells the supervisor what it needs for eviction and health.
+    /// Only changes are sent: most messages (audio frames) change nothing.
     fn report(&mut self) {
         let busy = !self.jobs.is_empty() || !self.warmups.is_empty();
+        let now = (self.status(), busy);
+        if self.reported.as_ref() == Some(&now) {
+            return;
+        }
         gauge!(m::QUEUE_DEPTH, "voice" => self.voice.name.clone()).set(self.jobs.len() as f64);
         let _ = self.supervisor.send_message(SupervisorMsg::WorkerReport {
             voice: self.voice.name.clone(),
-            status: self.status(),
+            status: now.0.clone(),
             busy,
         });
-        if self.last_busy && !busy {
-            self.idle_epoch += 1;
-        }
-        self.last_busy = busy;
+        self.reported = Some(now);
     }
 
     fn check_failed(&mut self) -> Option<SynthError> {

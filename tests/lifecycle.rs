@@ -1,0 +1,248 @@
+//! Process life on the real engine: idle stop, eviction, the process limit,
+//! config changes, and the server's own shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_process_is_stopped_and_restarted_on_demand() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[("PIPER_PROCESS_IDLE_TIMEOUT", "1")]);
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "Wake up."})).await;
+    assert_eq!(status, 200);
+    let stopped = eventually(Duration::from_secs(10), || server.engines().is_empty()).await;
+    assert!(stopped, "the idle engine was not stopped");
+    let (_, health) = get_json(&server, "/health").await;
+    assert_eq!(health["processes"], 0);
+    let (status, _, body) = post(&server, "/api/tts", json!({"text": "Back again."})).await;
+    assert_eq!(status, 200);
+    assert!(parse_wav(&body).seconds() > 0.3);
+    let (_, health) = get_json(&server, "/health").await;
+    assert_eq!(health["processes"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_voices_share_two_processes_through_idle_eviction() {
+    let names = ["v1", "v2", "v3", "v4"];
+    let dir = voices(&names);
+    let server = Server::start(dir.path(), &[("PIPER_MAX_PROCESSES", "2")]);
+    // Concurrently: two voices get processes, the others wait for one to idle.
+    let requests = names.iter().map(|name| {
+        let server = &server;
+        async move {
+            post(
+                server,
+                "/api/tts",
+                json!({"text": format!("This is voice {name}."), "voice_model": name}),
+            )
+            .await
+        }
+    });
+    for (status, _, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    // Then one after another, twice round.
+    for name in names.iter().chain(names.iter()) {
+        let (status, _, _) = post(
+            &server,
+            "/api/tts",
+            json!({"text": "Again.", "voice_model": name}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(server.engines().len() <= 2, "more processes than the limit");
+    }
+    let (_, health) = get_json(&server, "/health").await;
+    assert_eq!(health["processes"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_process_is_busy_a_request_waits_then_gets_503() {
+    let dir = voices(&["busy", "other"]);
+    let server = Server::start(
+        dir.path(),
+        &[("PIPER_MAX_PROCESSES", "1"), ("PIPER_QUEUE_TIMEOUT", "1")],
+    );
+    let response = client()
+        .post(server.url("/api/tts"))
+        .json(&json!({"text": prose(6000), "voice_model": "busy", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    let started = Instant::now();
+    let (status, headers, body) = post(
+        &server,
+        "/api/tts",
+        json!({"text": "Me too.", "voice_model": "other"}),
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "did not wait"
+    );
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(value["code"], "process_limit");
+    assert!(value["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("Process limit reached"));
+    assert!(headers.contains_key("retry-after"));
+    // The busy request is unharmed.
+    let mut bytes = 0;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk.unwrap().len();
+    }
+    assert!(bytes > 1_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_voice_config_is_picked_up_without_a_restart() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "Before."})).await;
+    assert_eq!(status, 200);
+    let before = server.engines();
+    assert_eq!(before.len(), 1);
+
+    let path = dir.path().join(format!("{VOICE}.onnx.json"));
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["audio"]["quality"] = json!("high");
+    config["dataset"] = json!("edited");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+
+    let (_, voices) = get_json(&server, "/api/voices").await;
+    assert_eq!(voices["voices"][0]["quality"], "high");
+    let (status, _, body) = post(&server, "/api/tts", json!({"text": "After."})).await;
+    assert_eq!(status, 200);
+    assert!(parse_wav(&body).seconds() > 0.2);
+    let after = server.engines();
+    assert_eq!(after.len(), 1);
+    assert_ne!(
+        before, after,
+        "the engine was not restarted for the new config"
+    );
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("piperd_config_cache_lookups_total{result=\"reloaded\"}"));
+    assert!(metrics.contains("reason=\"config_change\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_long_streaming_request_then_exits_cleanly() {
+    let dir = voices(&[VOICE]);
+    let mut server = Server::start(dir.path(), &[]);
+    let response = client()
+        .post(server.url("/api/tts"))
+        .json(&json!({"text": prose(3000), "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let mut bytes = stream.next().await.unwrap().unwrap().to_vec();
+    server.signal(libc::SIGTERM);
+    // New connections are refused while the request goes on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client().get(server.url("/health")).send().await.is_err());
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.expect("the drained request completes"));
+    }
+    let wav = parse_streamed_wav(&bytes);
+    assert!(wav.seconds() > 100.0, "{} s", wav.seconds());
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(server.engines().is_empty(), "engine left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once() {
+    let dir = voices(&[VOICE]);
+    let mut server = Server::start(dir.path(), &[]);
+    let response = client()
+        .post(server.url("/api/tts"))
+        .json(&json!({"text": prose(20_000), "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    server.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(server.engines().is_empty(), "engine left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_server_leaves_no_engine() {
+    let dir = voices(&["a", "b"]);
+    let mut server = Server::start(dir.path(), &[]);
+    for name in ["a", "b"] {
+        let (status, _, _) = post(&server, "/api/warmup", json!({"voice_model": name})).await;
+        assert_eq!(status, 200);
+    }
+    // One engine busy mid-utterance, one idle.
+    let busy = tokio::spawn({
+        let url = server.url("/api/tts");
+        async move {
+            let _ = client()
+                .post(url)
+                .json(&json!({"text": prose(5000), "voice_model": "a"}))
+                .send()
+                .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.engines().len(), 2);
+    server.signal(libc::SIGKILL);
+    let _ = server.wait_exit(Duration::from_secs(5));
+    let gone = eventually(Duration::from_secs(2), || server.engines().is_empty()).await;
+    assert!(gone, "engines outlived the server: {:?}", server.engines());
+    busy.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_engine_mid_request_is_replaced_and_the_request_succeeds() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let (status, _, _) = post(&server, "/api/warmup", json!({})).await;
+    assert_eq!(status, 200);
+    let engine = server.engines()[0];
+    let text = prose(1500);
+    let request = tokio::spawn({
+        let url = server.url("/api/tts");
+        async move {
+            let response = client()
+                .post(url)
+                .json(&json!({"text": text}))
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.bytes().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SAFETY: kill(2) on the engine process this test's server started.
+    unsafe {
+        libc::kill(engine as i32, libc::SIGKILL);
+    }
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let wav = parse_wav(&body);
+    assert!(wav.seconds() > 60.0, "{} s", wav.seconds());
+    let engines = server.engines();
+    assert_eq!(engines.len(), 1);
+    assert_ne!(engines[0], engine);
+}
