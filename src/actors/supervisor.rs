@@ -404,3 +404,106 @@ impl SupervisorState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::SynthSummary;
+    use std::collections::HashMap as Vars;
+    use std::path::PathBuf;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// A voices folder with one voice, spoken by the test double.
+    fn setup() -> (tempfile::TempDir, Arc<Config>, Arc<VoiceInfo>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("v.onnx"), b"not read by the double").unwrap();
+        std::fs::write(
+            dir.path().join("v.onnx.json"),
+            br#"{"audio":{"sample_rate":22050}}"#,
+        )
+        .unwrap();
+        let vars: Vars<String, String> = [
+            ("PIPER_VOICES_DIR", dir.path().to_str().unwrap()),
+            ("PIPER_PYTHON", "python3"),
+            (
+                "PIPER_ENGINE",
+                root().join("tests/fake_engine.py").to_str().unwrap(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Arc::new(Config::from_vars(&vars).unwrap());
+        let (files, fingerprint) = crate::voices::resolve(dir.path(), "v").unwrap();
+        let voice = Arc::new(crate::voices::load(files, fingerprint).unwrap());
+        (dir, config, voice)
+    }
+
+    async fn speak(supervisor: &ActorRef<SupervisorMsg>, voice: &Arc<VoiceInfo>) -> SynthSummary {
+        let (job, mut events) = SynthJob::new(
+            voice.clone(),
+            vec!["Hello there.".into()],
+            Default::default(),
+            12,
+            1,
+        );
+        supervisor
+            .send_message(SupervisorMsg::Synthesize(job))
+            .unwrap();
+        loop {
+            match events.recv().await.expect("the job ends with Done") {
+                AudioEvent::Audio(_) => continue,
+                AudioEvent::Done(summary) => return summary,
+                AudioEvent::Failed(err) => panic!("synthesis failed: {err}"),
+            }
+        }
+    }
+
+    async fn health(supervisor: &ActorRef<SupervisorMsg>) -> Health {
+        ractor::call!(supervisor, SupervisorMsg::Health).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_worker_is_replaced_and_its_engine_killed() {
+        let (_dir, config, voice) = setup();
+        let (supervisor, handle) = Actor::spawn(None, Supervisor, SupervisorArgs { config })
+            .await
+            .unwrap();
+        assert!(speak(&supervisor, &voice).await.samples > 0);
+        let pid = health(&supervisor).await.workers[0]
+            .pid
+            .expect("engine running");
+
+        supervisor
+            .send_message(SupervisorMsg::PanicWorker("v".into()))
+            .unwrap();
+        // The supervisor forgets the worker; the engine dies with its state.
+        let mut gone = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let dead = stat.is_empty()
+                || stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('Z');
+            if health(&supervisor).await.workers.is_empty() && dead {
+                gone = true;
+                break;
+            }
+        }
+        assert!(gone, "the failed worker or its engine lingered");
+
+        // Still serving: a fresh worker with a fresh engine.
+        assert!(speak(&supervisor, &voice).await.samples > 0);
+        let new_pid = health(&supervisor).await.workers[0].pid.unwrap();
+        assert_ne!(new_pid, pid);
+        supervisor.stop(None);
+        handle.await.unwrap();
+    }
+}
