@@ -14,6 +14,10 @@ REQUIREMENTS := engine/requirements.txt tests/requirements.txt
 setup: $(STAMP) voices/$(VOICE).onnx voices/$(VOICE).onnx.json
 
 $(STAMP): $(REQUIREMENTS)
+	@# The Opus encoder's crate builds libopus from source with cmake.
+	command -v cmake >/dev/null || apt-get install -y cmake || \
+	  (apt-get update && apt-get install -y cmake) || \
+	  { echo "cmake is needed to build the Opus encoder: install it" >&2; exit 1; }
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(addprefix -r ,$(REQUIREMENTS))
 	touch $(STAMP)
@@ -31,7 +35,7 @@ test: setup
 	cargo test --release -- --test-threads=2
 
 bench: setup
-	cargo run --release --example bench
+	cargo bench --bench piperd
 
 lint:
 	cargo fmt --all -- --check
