@@ -60,6 +60,14 @@ pub struct Config {
     pub temp_dir: PathBuf,
     pub audio_cache_mb: u64,
     pub log_format: LogFormat,
+    /// Bearer keys; empty: the API is open.
+    pub api_keys: Vec<String>,
+    /// Origins allowed by CORS; empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Serve the demo page at `/`.
+    pub web_ui: bool,
+    /// OpenAI voice names mapped to installed voices (others: the first voice).
+    pub openai_voices: HashMap<String, String>,
 }
 
 /// Name, default and meaning of every variable, for `--help` and the README.
@@ -167,6 +175,26 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "memory for cached audio (0 disables the cache)",
     ),
     ("PIPER_LOG_FORMAT", "text", "text or json"),
+    (
+        "PIPER_API_KEYS",
+        "(none: open)",
+        "comma-separated keys required as 'Authorization: Bearer KEY'",
+    ),
+    (
+        "PIPER_API_KEYS_FILE",
+        "(none)",
+        "file with one API key per line",
+    ),
+    (
+        "PIPER_CORS_ORIGINS",
+        "(none)",
+        "comma-separated origins allowed by CORS, or *",
+    ),
+    (
+        "PIPER_WEB_UI",
+        "1",
+        "serve the demo page at / (0 to turn off)",
+    ),
 ];
 
 impl Config {
@@ -219,6 +247,10 @@ impl Config {
                 .unwrap_or_else(std::env::temp_dir),
             audio_cache_mb: env.parse("PIPER_AUDIO_CACHE_MB", 64)?,
             log_format,
+            api_keys: env.api_keys()?,
+            cors_origins: env.list("PIPER_CORS_ORIGINS"),
+            web_ui: env.parse::<u8>("PIPER_WEB_UI", 1)? != 0,
+            openai_voices: env.pairs("PIPER_OPENAI_VOICES")?,
         })
     }
 
@@ -260,6 +292,46 @@ impl Env<'_> {
                 .parse()
                 .map_err(|e: T::Err| self.invalid(name, raw, &e.to_string())),
         }
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn pairs(&self, name: &'static str) -> Result<HashMap<String, String>, ConfigError> {
+        self.list(name)
+            .into_iter()
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_end_matches(".onnx").to_string(),
+                )),
+                _ => Err(self.invalid(name, &pair, "expected name=voice")),
+            })
+            .collect()
+    }
+
+    fn api_keys(&self) -> Result<Vec<String>, ConfigError> {
+        let mut keys = self.list("PIPER_API_KEYS");
+        if let Some(path) = self.get("PIPER_API_KEYS_FILE") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| self.invalid("PIPER_API_KEYS_FILE", path, &e.to_string()))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        }
+        Ok(keys)
     }
 
     fn positive(&self, name: &'static str, default: usize) -> Result<usize, ConfigError> {

@@ -54,6 +54,9 @@ pub async fn run(
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
+        audio_cache: Arc::new(crate::audio_cache::AudioCache::new(
+            (config.audio_cache_mb << 20) as usize,
+        )),
     };
 
     let addr = listener.local_addr()?;

@@ -173,15 +173,18 @@ async fn output_that_breaks_the_protocol_gives_502_and_the_worker_recovers() {
     let dir = voices(&[VOICE]);
     let fake = fake();
     let server = Server::start(dir.path(), &[("PIPER_ENGINE", &fake)]);
-    for marker in ["GARBAGE", "TRUNCATE", "ODDAUDIO"] {
+    for (round, marker) in ["GARBAGE", "TRUNCATE", "ODDAUDIO"].into_iter().enumerate() {
         let (status, _, body) = post(&server, "/api/tts", json!({"text": marker})).await;
         assert_eq!(
             (status, code(&body).as_str()),
             (502, "engine_bad_output"),
             "{marker}"
         );
-        let (status, _, _) = post(&server, "/api/tts", json!({"text": "Fine again."})).await;
+        // A new text each time, so the audio cache cannot answer for the engine.
+        let text = format!("Fine again, round {round}.");
+        let (status, headers, _) = post(&server, "/api/tts", json!({"text": text})).await;
         assert_eq!(status, 200, "after {marker}");
+        assert_eq!(headers["x-audio-cache"], "miss");
     }
     assert_eq!(server.engines().len(), 1);
 }

@@ -16,7 +16,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use crate::actors::{AudioEvent, SynthSummary};
+use crate::actors::{AudioEvent, SynthError};
+use crate::formats::Encoder;
 
 /// Size of the pieces a spooled answer is read back in.
 const READ_CHUNK: usize = 256 << 10;
@@ -54,7 +55,7 @@ fn write_pcm<W: Write + Seek>(writer: &mut hound::WavWriter<W>, pcm: &[u8]) -> h
     samples.flush()
 }
 
-/// A finished WAV, in memory or in an anonymous file.
+/// A finished answer, in memory or in an anonymous file.
 pub enum WavBody {
     Memory(Bytes),
     File { file: std::fs::File, len: u64 },
@@ -191,78 +192,190 @@ impl Stream for ChunkStream {
     }
 }
 
-/// The body of a streamed answer: header, then audio as it is synthesized.
-/// A failure after the headers went out aborts the transfer (the client sees
-/// a broken response, never a short one that looks complete).
-pub struct LiveStream {
-    header: Option<Bytes>,
-    first: Option<Bytes>,
-    events: mpsc::Receiver<AudioEvent>,
-    done: bool,
-    /// Called once with the outcome when the stream ends or is dropped.
-    on_end: Option<Box<dyn FnOnce(Option<SynthSummary>) + Send + Sync>>,
-    summary: Option<SynthSummary>,
+/// How a synthesis ended, for the stream's end callback.
+#[derive(Debug)]
+pub enum Outcome {
+    /// All audio was sent; `pcm` holds a copy when it was small enough to cache.
+    Complete { pcm: Option<Bytes> },
+    /// The synthesis failed (with its error), or the client went away.
+    Broken(Option<SynthError>),
 }
 
-impl LiveStream {
+/// Where the PCM of an answer comes from.
+pub enum Source {
+    /// A live job: its first audio (already received) and the rest.
+    Live(Bytes, mpsc::Receiver<AudioEvent>),
+    /// Audio from the cache.
+    Cached(Bytes),
+}
+
+/// An answer encoded as it is produced. A failure after the first bytes
+/// went out aborts the transfer (the client sees a broken response, never a
+/// short one that looks complete).
+pub struct EncodedStream {
+    pending: Option<Bytes>,
+    events: Option<mpsc::Receiver<AudioEvent>>,
+    encoder: Box<dyn Encoder>,
+    finished: bool,
+    /// A copy of the PCM, kept while it stays under the limit.
+    tee: Option<(Vec<u8>, usize)>,
+    on_end: Option<Box<dyn FnOnce(Outcome) + Send + Sync>>,
+}
+
+impl EncodedStream {
+    /// `tee_limit` > 0 keeps a copy of up to that many PCM bytes for the cache.
     pub fn new(
-        header: Option<Bytes>,
-        first: Bytes,
-        events: mpsc::Receiver<AudioEvent>,
-        on_end: impl FnOnce(Option<SynthSummary>) + Send + Sync + 'static,
-    ) -> LiveStream {
-        LiveStream {
-            header,
-            first: Some(first),
+        source: Source,
+        encoder: Box<dyn Encoder>,
+        tee_limit: usize,
+        on_end: impl FnOnce(Outcome) + Send + Sync + 'static,
+    ) -> EncodedStream {
+        let (pending, events) = match source {
+            Source::Live(first, events) => (Some(first), Some(events)),
+            Source::Cached(pcm) => (Some(pcm), None),
+        };
+        EncodedStream {
+            pending,
             events,
-            done: false,
+            encoder,
+            finished: false,
+            tee: (tee_limit > 0).then(|| (Vec::new(), tee_limit)),
             on_end: Some(Box::new(on_end)),
-            summary: None,
         }
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        self.finished = true;
+        if let Some(on_end) = self.on_end.take() {
+            on_end(outcome);
+        }
+    }
+
+    fn encode(&mut self, pcm: &[u8]) -> Result<Bytes, std::io::Error> {
+        if let Some((copy, limit)) = &mut self.tee {
+            if copy.len() + pcm.len() <= *limit {
+                copy.extend_from_slice(pcm);
+            } else {
+                self.tee = None;
+            }
+        }
+        // Compressed formats cost milliseconds per sentence: keep that off
+        // the async threads' hot path.
+        let encoder = &mut self.encoder;
+        tokio::task::block_in_place(|| encoder.push(pcm)).map_err(std::io::Error::other)
+    }
+
+    fn fail(
+        &mut self,
+        why: String,
+        err: Option<SynthError>,
+    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        tracing::warn!("audio stream aborted: {why}");
+        self.end(Outcome::Broken(err));
+        Poll::Ready(Some(Err(std::io::Error::other(why))))
     }
 }
 
-impl Stream for LiveStream {
+impl Stream for EncodedStream {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(header) = this.header.take() {
-            return Poll::Ready(Some(Ok(header)));
-        }
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(first)));
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match this.events.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(AudioEvent::Audio(pcm))) => Poll::Ready(Some(Ok(pcm))),
-            Poll::Ready(Some(AudioEvent::Done(summary))) => {
-                this.done = true;
-                this.summary = Some(summary);
-                Poll::Ready(None)
+        loop {
+            if this.finished {
+                return Poll::Ready(None);
             }
-            Poll::Ready(Some(AudioEvent::Failed(err))) => {
-                this.done = true;
-                tracing::warn!("streamed synthesis failed after audio was sent: {err}");
-                Poll::Ready(Some(Err(std::io::Error::other(err.to_string()))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(Some(Err(std::io::Error::other(
-                    "synthesis ended without finishing",
-                ))))
+            let pcm = match this.pending.take() {
+                Some(pcm) => pcm,
+                None => match this.events.as_mut().map(|e| e.poll_recv(cx)) {
+                    Some(Poll::Pending) => return Poll::Pending,
+                    Some(Poll::Ready(Some(AudioEvent::Audio(pcm)))) => pcm,
+                    Some(Poll::Ready(Some(AudioEvent::Failed(err)))) => {
+                        return this.fail(err.to_string(), Some(err))
+                    }
+                    Some(Poll::Ready(None)) => {
+                        return this.fail("synthesis ended without finishing".into(), None)
+                    }
+                    // Done, or a cached answer with nothing more to come.
+                    Some(Poll::Ready(Some(AudioEvent::Done(_)))) | None => {
+                        let tail = match this.encoder.finish() {
+                            Ok(tail) => tail,
+                            Err(err) => return this.fail(err.to_string(), None),
+                        };
+                        let pcm = this.tee.take().map(|(copy, _)| Bytes::from(copy));
+                        this.end(Outcome::Complete { pcm });
+                        return Poll::Ready((!tail.is_empty()).then_some(Ok(tail)));
+                    }
+                },
+            };
+            match this.encode(&pcm) {
+                Ok(bytes) if bytes.is_empty() => continue,
+                Ok(bytes) => return Poll::Ready(Some(Ok(bytes))),
+                Err(err) => return this.fail(err.to_string(), None),
             }
         }
     }
 }
 
-impl Drop for LiveStream {
+impl Drop for EncodedStream {
     fn drop(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(self.summary);
+        // Dropped before the end: the client went away.
+        self.end(Outcome::Broken(None));
+    }
+}
+
+/// Collects encoded bytes into memory, spooling past a threshold, so that a
+/// complete answer can be sent with its `Content-Length`.
+pub struct Spool {
+    threshold: usize,
+    temp_dir: std::path::PathBuf,
+    memory: Vec<u8>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    len: u64,
+}
+
+impl Spool {
+    pub fn new(threshold: usize, temp_dir: std::path::PathBuf) -> Spool {
+        Spool {
+            threshold,
+            temp_dir,
+            memory: Vec::new(),
+            file: None,
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), ApiError> {
+        let io = |e: std::io::Error| ApiError::Internal(format!("cannot spool audio: {e}"));
+        self.len += bytes.len() as u64;
+        if self.file.is_none() && self.memory.len() + bytes.len() <= self.threshold {
+            self.memory.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let file = tempfile::tempfile_in(&self.temp_dir).map_err(io)?;
+            let mut writer = std::io::BufWriter::new(file);
+            writer
+                .write_all(&std::mem::take(&mut self.memory))
+                .map_err(io)?;
+            self.file = Some(writer);
+        }
+        let writer = self.file.as_mut().expect("set above");
+        tokio::task::block_in_place(|| writer.write_all(bytes)).map_err(io)
+    }
+
+    pub fn finish(self) -> Result<WavBody, ApiError> {
+        let io = |e: std::io::Error| ApiError::Internal(format!("cannot read spooled audio: {e}"));
+        match self.file {
+            None => Ok(WavBody::Memory(Bytes::from(self.memory))),
+            Some(writer) => tokio::task::block_in_place(|| {
+                let mut file = writer.into_inner().map_err(|e| io(e.into_error()))?;
+                file.seek(SeekFrom::Start(0)).map_err(io)?;
+                Ok(WavBody::File {
+                    file,
+                    len: self.len,
+                })
+            }),
         }
     }
 }

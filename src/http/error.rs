@@ -17,6 +17,13 @@ use crate::actors::SynthError;
 use crate::metrics as m;
 use crate::voices::VoiceError;
 
+/// The two error body shapes: piperd's own and OpenAI's.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Piperd,
+    OpenAi,
+}
+
 /// Everything a request can fail with.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ApiError {
@@ -114,19 +121,60 @@ impl ApiError {
 
     /// The JSON error response, counted in `piperd_errors_total`.
     pub fn into_response(self) -> Response {
+        self.respond(Shape::Piperd)
+    }
+
+    /// The error in the shape OpenAI's SDKs expect, for `/v1/*`.
+    pub fn into_openai_response(self) -> Response {
+        self.respond(Shape::OpenAi)
+    }
+
+    /// Which request field an error is about, when there is one.
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            ApiError::InvalidParameter { param, .. } => Some(param),
+            ApiError::TextTooLong(_) | ApiError::EmptyText | ApiError::NoSpeakableText => {
+                Some("input")
+            }
+            ApiError::VoiceNotFound { .. } | ApiError::InvalidVoiceName(_) => Some("voice"),
+            ApiError::UnsupportedFormat(_) => Some("response_format"),
+            _ => None,
+        }
+    }
+
+    fn respond(self, shape: Shape) -> Response {
         let (status, code) = self.status_and_code();
         counter!(m::ERRORS, "code" => code).increment(1);
-        let mut body = json!({ "error": self.to_string(), "code": code });
-        match &self {
-            ApiError::VoiceNotFound { available, .. } => body["available"] = json!(available),
-            ApiError::TextTooLong(_) => body["max_characters"] = json!(crate::http::MAX_TEXT_CHARS),
-            ApiError::InvalidParameter { param, .. } => body["param"] = json!(param),
-            _ => {}
-        }
         let retry = self.retry_after();
-        if let Some(secs) = retry {
-            body["retry_after"] = json!(secs);
-        }
+        let body = match shape {
+            Shape::Piperd => {
+                let mut body = json!({ "error": self.to_string(), "code": code });
+                match &self {
+                    ApiError::VoiceNotFound { available, .. } => {
+                        body["available"] = json!(available)
+                    }
+                    ApiError::TextTooLong(_) => {
+                        body["max_characters"] = json!(crate::http::MAX_TEXT_CHARS)
+                    }
+                    ApiError::InvalidParameter { param, .. } => body["param"] = json!(param),
+                    _ => {}
+                }
+                if let Some(secs) = retry {
+                    body["retry_after"] = json!(secs);
+                }
+                body
+            }
+            Shape::OpenAi => {
+                let kind = match status.as_u16() {
+                    401 => "authentication_error",
+                    400..=499 => "invalid_request_error",
+                    _ => "server_error",
+                };
+                json!({"error": {
+                    "message": self.to_string(), "type": kind, "param": self.param(), "code": code,
+                }})
+            }
+        };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), status).into_response();
         if let Some(secs) = retry {
@@ -175,7 +223,20 @@ impl From<SynthError> for ApiError {
 
 /// The single `recover`: warp's own rejections become JSON errors too.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    let err = if let Some(err) = rejection.find::<ApiError>() {
+    let response = rejection_error(&rejection).into_response();
+    crate::http::observe("other", "", response.status(), std::time::Instant::now());
+    Ok(response)
+}
+
+/// The same for `/v1/*`, in OpenAI's shape.
+pub async fn recover_openai(rejection: Rejection) -> Result<Response, Infallible> {
+    let response = rejection_error(&rejection).into_openai_response();
+    crate::http::observe("other", "", response.status(), std::time::Instant::now());
+    Ok(response)
+}
+
+fn rejection_error(rejection: &Rejection) -> ApiError {
+    if let Some(err) = rejection.find::<ApiError>() {
         err.clone()
     } else if rejection.is_not_found() {
         ApiError::NotFound
@@ -185,8 +246,5 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::BodyTooLarge
     } else {
         ApiError::InvalidRequest(format!("{rejection:?}"))
-    };
-    let response = err.into_response();
-    crate::http::observe("other", "", response.status(), std::time::Instant::now());
-    Ok(response)
+    }
 }

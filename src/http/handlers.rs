@@ -13,12 +13,13 @@ use tokio::sync::mpsc;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
-use super::audio::{streaming_header, LiveStream, WavCollector};
+use super::synthesis::{self, Speak, Spoken};
 use super::{observe, ApiError, AppState, MAX_TEXT_CHARS};
 use crate::actors::config_cache::ConfigMsg;
 use crate::actors::supervisor::{EngineHealth, Health, SupervisorMsg};
-use crate::actors::{AudioEvent, SynthError, SynthJob};
+use crate::actors::{AudioEvent, SynthJob};
 use crate::engine::SynthOptions;
+use crate::formats::AudioFormat;
 use crate::text;
 use crate::voices::{self, VoiceInfo};
 
@@ -71,7 +72,11 @@ fn boot_tag() -> u32 {
 }
 
 /// Finishes a non-streamed answer: error mapping, id header, metrics.
-fn finish(route: &'static str, ctx: &RequestCtx, result: Result<Response, ApiError>) -> Response {
+pub fn finish(
+    route: &'static str,
+    ctx: &RequestCtx,
+    result: Result<Response, ApiError>,
+) -> Response {
     let mut response = result.unwrap_or_else(ApiError::into_response);
     if let Ok(value) = HeaderValue::from_str(&ctx.id) {
         response.headers_mut().insert("x-request-id", value);
@@ -127,7 +132,7 @@ pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiErr
     })
 }
 
-fn check_range(
+pub fn check_range(
     param: &'static str,
     value: Option<f32>,
     min: f32,
@@ -247,118 +252,56 @@ pub async fn start_job(
 
 /// `POST /api/tts`.
 pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Response, Infallible> {
-    let started = ctx.started;
     let route = "/api/tts";
-    let request: TtsRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(err) => return Ok(finish(route, &ctx, Err(err))),
-    };
-    let result = tts_response(&state, &ctx, request).await;
-    let response = match result {
-        Ok(TtsAnswer::Streaming(response)) => {
-            // Metrics and the log line are recorded when the stream ends.
-            return Ok(response);
-        }
-        Ok(TtsAnswer::Complete(response)) => Ok(response),
-        Err(err) => Err(err),
-    };
-    let response = finish(route, &ctx, response);
-    tracing::info!(
-        request_id = %ctx.id,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "tts answered"
-    );
-    Ok(response)
-}
-
-enum TtsAnswer {
-    Complete(Response),
-    Streaming(Response),
-}
-
-async fn tts_response(
-    state: &AppState,
-    ctx: &RequestCtx,
-    request: TtsRequest,
-) -> Result<TtsAnswer, ApiError> {
-    match request.response_format.as_deref() {
-        None | Some("wav") => {}
-        Some(other) => return Err(ApiError::UnsupportedFormat(other.to_string())),
-    }
-    let mut options = SynthOptions {
-        speaker_id: None,
-        length_scale: check_range("length_scale", request.length_scale, 0.1, 10.0)?,
-        noise_scale: check_range("noise_scale", request.noise_scale, 0.0, 2.0)?,
-        noise_w_scale: check_range("noise_w_scale", request.noise_w_scale, 0.0, 2.0)?,
-        sentence_silence: check_range("sentence_silence", request.sentence_silence, 0.0, 10.0)?,
-        volume: check_range("volume", request.volume, 0.0, 10.0)?,
-    };
-    let (units, chunks, chars) = prepare_text(&state.config, &request.text)?;
-    let voice = lookup_voice(state, request.voice_model.as_deref()).await?;
-    options.speaker_id = resolve_speaker(&voice, request.speaker)?;
-    let sample_rate = voice.sample_rate;
-    let voice_name = voice.name.clone();
-    metrics::histogram!(crate::metrics::REQUEST_CHARACTERS).record(chars as f64);
-    metrics::histogram!(crate::metrics::REQUEST_CHUNKS).record(chunks as f64);
-    let prepared = Prepared {
-        voice,
-        units,
-        chunks,
-        chars,
-    };
-    let (first, mut events) = start_job(state, prepared, options).await?;
-
-    if request.stream {
-        let end_ctx = ctx.clone();
-        let on_end = move |summary: Option<crate::actors::SynthSummary>| {
-            let status = if summary.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            observe("/api/tts", "POST", StatusCode::OK, end_ctx.started);
-            tracing::info!(
-                request_id = %end_ctx.id, voice = %voice_name, chars, chunks,
-                complete = summary.is_some(), status = status.as_u16(),
-                ms = end_ctx.started.elapsed().as_millis() as u64, "tts stream ended"
-            );
+    let result = async {
+        let request: TtsRequest = parse_json(&body)?;
+        let format = match request.response_format.as_deref() {
+            None => AudioFormat::Wav,
+            Some(name) => AudioFormat::parse(name)
+                .ok_or_else(|| ApiError::UnsupportedFormat(name.to_string()))?,
         };
-        let stream = LiveStream::new(Some(streaming_header(sample_rate)), first, events, on_end);
-        let mut response = warp::reply::stream(stream).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
-        if let Ok(value) = HeaderValue::from_str(&ctx.id) {
-            headers.insert("x-request-id", value);
-        }
-        return Ok(TtsAnswer::Streaming(response));
+        let mut options = SynthOptions {
+            speaker_id: None,
+            length_scale: check_range("length_scale", request.length_scale, 0.1, 10.0)?,
+            noise_scale: check_range("noise_scale", request.noise_scale, 0.0, 2.0)?,
+            noise_w_scale: check_range("noise_w_scale", request.noise_w_scale, 0.0, 2.0)?,
+            sentence_silence: check_range("sentence_silence", request.sentence_silence, 0.0, 10.0)?,
+            volume: check_range("volume", request.volume, 0.0, 10.0)?,
+        };
+        let (units, chunks, chars) = prepare_text(&state.config, &request.text)?;
+        let voice = lookup_voice(&state, request.voice_model.as_deref()).await?;
+        options.speaker_id = resolve_speaker(&voice, request.speaker)?;
+        let prepared = Prepared {
+            voice,
+            units,
+            chunks,
+            chars,
+        };
+        let speak = Speak {
+            prepared,
+            options,
+            format,
+            stream: request.stream,
+        };
+        synthesis::speak(&state, &ctx, route, speak).await
     }
-
-    let mut collector = WavCollector::new(
-        sample_rate,
-        state.config.spool_threshold_bytes,
-        state.config.temp_dir.clone(),
-    );
-    collector.push(&first)?;
-    loop {
-        match events.recv().await {
-            Some(AudioEvent::Audio(pcm)) => collector.push(&pcm)?,
-            Some(AudioEvent::Done(_)) => break,
-            Some(AudioEvent::Failed(err)) => return Err(err.into()),
-            None => return Err(SynthError::EngineCrashed("the voice worker stopped".into()).into()),
+    .await;
+    Ok(match result {
+        Ok(Spoken::Streaming(response)) => response,
+        Ok(Spoken::Complete(response)) => finish(route, &ctx, Ok(response)),
+        Err(err) => {
+            let response = finish(route, &ctx, Err(err));
+            tracing::info!(request_id = %ctx.id, status = response.status().as_u16(),
+                ms = ctx.started.elapsed().as_millis() as u64, "tts refused");
+            response
         }
-    }
-    let body = collector.finish()?;
-    let len = body.len();
-    tracing::info!(request_id = %ctx.id, voice = %voice_name, chars, chunks, bytes = len, "tts synthesized");
-    let mut response = warp::reply::stream(body.into_stream()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/wav"));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    Ok(TtsAnswer::Complete(response))
+    })
 }
 
-fn resolve_speaker(voice: &VoiceInfo, speaker: Option<Speaker>) -> Result<Option<u32>, ApiError> {
+pub fn resolve_speaker(
+    voice: &VoiceInfo,
+    speaker: Option<Speaker>,
+) -> Result<Option<u32>, ApiError> {
     let invalid = |message: String| ApiError::InvalidParameter {
         param: "speaker",
         message,
@@ -529,4 +472,15 @@ pub async fn metrics(state: AppState) -> Result<Response, Infallible> {
     );
     observe("/metrics", "GET", StatusCode::OK, started);
     Ok(response)
+}
+
+/// The demo page (`examples/web/index.html`), built into the binary.
+const WEB_PAGE: &str = include_str!("../../examples/web/index.html");
+
+/// `GET /`: the demo page, unless `PIPER_WEB_UI=0`.
+pub async fn web_page(state: AppState) -> Result<Response, warp::Rejection> {
+    if !state.config.web_ui {
+        return Err(warp::reject::not_found());
+    }
+    Ok(warp::reply::html(WEB_PAGE).into_response())
 }

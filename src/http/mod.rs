@@ -6,7 +6,9 @@
 pub mod audio;
 pub mod error;
 pub mod handlers;
+pub mod openai;
 pub mod routes;
+pub mod synthesis;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub struct AppState {
     /// Set on SIGTERM: `/health` turns 503 so load balancers move away.
     pub draining: Arc<AtomicBool>,
     pub started: Instant,
+    pub audio_cache: Arc<crate::audio_cache::AudioCache>,
 }
 
 /// Records one answered request in the HTTP metrics.

@@ -5,40 +5,85 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use warp::{Filter, Rejection, Reply};
 
-use super::error::{recover, ApiError};
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+
+use super::error::{recover, recover_openai, ApiError};
 use super::handlers::{self, RequestCtx};
+use super::openai;
 use super::{AppState, MAX_BODY_BYTES};
 
-/// Every route of the API, with the JSON error `recover`.
-pub fn routes(
-    state: AppState,
-) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+/// Every route of the API, with the JSON error `recover`s, API keys and CORS.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let keys = Arc::new(state.config.api_keys.clone());
     let tts = warp::path!("api" / "tts")
         .and(warp::post())
+        .and(authorized(keys.clone()))
         .and(with_state(state.clone()))
         .and(request_ctx())
         .and(body())
         .and_then(handlers::tts);
     let warmup = warp::path!("api" / "warmup")
         .and(warp::post())
+        .and(authorized(keys.clone()))
         .and(with_state(state.clone()))
         .and(request_ctx())
         .and(body())
         .and_then(handlers::warmup);
     let voices = warp::path!("api" / "voices")
         .and(warp::get())
+        .and(authorized(keys.clone()))
         .and(with_state(state.clone()))
         .and_then(handlers::list_voices);
+    // Probes and scrapers carry no key: these two stay open.
     let health = warp::path!("health")
         .and(warp::get())
         .and(with_state(state.clone()))
         .and_then(handlers::health);
     let metrics = warp::path!("metrics")
         .and(warp::get())
-        .and(with_state(state))
+        .and(with_state(state.clone()))
         .and_then(handlers::metrics);
+    let web = warp::path::end()
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and_then(handlers::web_page);
 
-    tts.or(warmup)
+    // `/v1/*` answers every error, its own 404s included, in OpenAI's shape.
+    let speech = warp::path!("audio" / "speech")
+        .and(warp::post())
+        .and(authorized(keys.clone()))
+        .and(with_state(state.clone()))
+        .and(request_ctx())
+        .and(body())
+        .and_then(openai::speech);
+    let models = warp::path!("models")
+        .and(warp::get())
+        .and(authorized(keys.clone()))
+        .and(with_state(state.clone()))
+        .and_then(openai::models);
+    let audio_voices = warp::path!("audio" / "voices")
+        .and(warp::get())
+        .and(authorized(keys))
+        .and(with_state(state.clone()))
+        .and_then(openai::audio_voices);
+    let v1 = warp::path("v1").and(
+        speech
+            .or(models)
+            .unify()
+            .or(audio_voices)
+            .unify()
+            .recover(recover_openai)
+            .unify(),
+    );
+
+    let api = v1
+        .or(tts)
+        .unify()
+        .or(warmup)
         .unify()
         .or(voices)
         .unify()
@@ -46,8 +91,63 @@ pub fn routes(
         .unify()
         .or(metrics)
         .unify()
-        .recover(recover)
+        .or(web)
         .unify()
+        .recover(recover)
+        .unify();
+    let origins = &state.config.cors_origins;
+    if origins.is_empty() {
+        return api.boxed();
+    }
+    let mut cors = warp::cors()
+        .allow_methods(["GET", "POST", "OPTIONS"])
+        .allow_headers(["authorization", "content-type", "x-request-id"])
+        .expose_headers([
+            "x-request-id",
+            "x-sample-rate",
+            "x-audio-cache",
+            "retry-after",
+        ]);
+    cors = if origins.iter().any(|o| o == "*") {
+        cors.allow_any_origin()
+    } else {
+        cors.allow_origins(origins.iter().map(String::as_str))
+    };
+    api.with(cors).map(Reply::into_response).boxed()
+}
+
+/// Requires `Authorization: Bearer <key>` when keys are configured. Keys
+/// are compared in constant time, against every key, so neither timing nor
+/// position tells anything about them.
+fn authorized(keys: Arc<Vec<String>>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let keys = keys.clone();
+            async move {
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                let presented = header
+                    .as_deref()
+                    .and_then(|h| {
+                        h.strip_prefix("Bearer ")
+                            .or_else(|| h.strip_prefix("bearer "))
+                    })
+                    .unwrap_or("")
+                    .trim()
+                    .as_bytes();
+                let mut matched = subtle::Choice::from(0);
+                for key in keys.iter() {
+                    matched |= key.as_bytes().ct_eq(presented);
+                }
+                if bool::from(matched) {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
 }
 
 fn with_state(
