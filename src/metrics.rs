@@ -49,6 +49,12 @@ const CHARACTER_BUCKETS: &[f64] = &[
     10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0, 50000.0, 100000.0,
 ];
 const CHUNK_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+/// Audio length per request: half a second (a word) to two hours (the
+/// longest text accepted), not the latency buckets its `_seconds` suffix
+/// would otherwise pick.
+const AUDIO_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
 
 /// Why an engine process ended: the `reason` label of [`PROCESS_EXITS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +92,10 @@ pub fn install(max_processes: usize) -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                // A full-name matcher wins over the suffix one.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(AUDIO_DURATION.into()), AUDIO_BUCKETS)
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(REAL_TIME_FACTOR.into()), RTF_BUCKETS)
                 })
