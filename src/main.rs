@@ -44,8 +44,10 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    if !config.host.is_loopback() {
-        tracing::warn!("listening on {addr}, beyond this machine");
+    if !config.host.is_loopback() && config.api_keys.is_empty() {
+        tracing::warn!(
+            "listening on {addr}, beyond this machine, with no API keys: set PIPER_API_KEYS"
+        );
     }
     let result = piperd::server::run(config, listener, signals.boxed()).await;
     handle.close();
