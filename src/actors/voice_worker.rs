@@ -109,7 +109,7 @@ enum Proc {
     /// No process and no slot.
     Stopped,
     /// Asked the supervisor for a slot.
-    WaitingSlot { since: Instant },
+    WaitingSlot,
     /// Holds a slot; waiting out a backoff before starting again.
     Backoff,
     Starting {
@@ -209,6 +209,11 @@ impl Actor for VoiceWorker {
         _myself: ActorRef<Self::Msg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
+        // Series that only move on failures exist from the start, at 0, so
+        // rates and alerts over them have data on a healthy server.
+        let voice = args.voice.name.clone();
+        counter!(m::PROCESS_RESTARTS, "voice" => voice.clone()).absolute(0);
+        gauge!(m::VOICE_FAILED, "voice" => voice).set(0.0);
         Ok(WorkerState {
             voice: args.voice,
             config: args.config,
@@ -436,9 +441,7 @@ impl WorkerState {
     /// Asks for a slot when there is work and no process.
     fn ensure_process(&mut self, myself: &ActorRef<WorkerMsg>) {
         if matches!(self.proc, Proc::Stopped) {
-            self.proc = Proc::WaitingSlot {
-                since: Instant::now(),
-            };
+            self.proc = Proc::WaitingSlot;
             let _ = self.supervisor.send_message(SupervisorMsg::SlotRequest {
                 voice: self.voice.name.clone(),
             });
@@ -466,11 +469,13 @@ impl WorkerState {
 
     fn slot_granted(&mut self, myself: &ActorRef<WorkerMsg>) {
         match self.proc {
-            Proc::WaitingSlot { since } => {
-                let waited = since.elapsed().as_secs_f64();
-                histogram!(m::QUEUE_WAIT, "voice" => self.voice.name.clone()).record(waited);
-                for job in self.jobs.iter_mut() {
+            Proc::WaitingSlot => {
+                // One sample per waiting request, so that the distribution
+                // weighs waits by the requests that suffered them.
+                for job in self.jobs.iter_mut().filter(|j| !j.waited) {
                     job.waited = true;
+                    histogram!(m::QUEUE_WAIT, "voice" => self.voice.name.clone())
+                        .record(job.received.elapsed().as_secs_f64());
                 }
                 self.start_process(myself);
             }
@@ -486,7 +491,7 @@ impl WorkerState {
     /// Fails the requests that waited too long for a slot.
     fn slot_timeout(&mut self, myself: &ActorRef<WorkerMsg>) {
         self.slot_timer_armed = false;
-        if !matches!(self.proc, Proc::WaitingSlot { .. }) {
+        if !matches!(self.proc, Proc::WaitingSlot) {
             return;
         }
         let now = Instant::now();
