@@ -5,7 +5,8 @@ project's virtual environment. It loads the voice with the `piper` package's
 Python API, announces that it is ready, then answers synthesis requests one
 at a time. The protocol is documented in docs/engine-protocol.md; in short:
 
-  stdin   one JSON object per line: {"id": 7, "text": "...", options...}
+  stdin   one JSON object per line: {"id": 7, "text": "...", options...};
+          PIPER_ENGINE_PARALLEL requests are synthesized at once
   stdout  binary frames only:  b"PD" | kind (1 byte) | 0 | id (u32 LE)
                                | payload length (u32 LE) | payload
           kinds: R ready (JSON), A audio (s16le PCM), D done (JSON), X error (JSON)
@@ -127,6 +128,7 @@ def main():
         return 2
     model_path, config_path = sys.argv[1], sys.argv[2]
     threads = int(os.environ.get("PIPER_ENGINE_THREADS", "0") or 0)
+    parallel = max(1, int(os.environ.get("PIPER_ENGINE_PARALLEL", "1") or 1))
 
     inbox = queue.Queue()
     threading.Thread(target=read_requests, args=(inbox,), daemon=True).start()
@@ -152,10 +154,19 @@ def main():
             "num_speakers": voice.config.num_speakers,
             "engine": f"piper-tts {version('piper-tts')}",
             "load_ms": round(load_ms, 1),
+            "threads": parallel,
             "pid": os.getpid(),
         },
     )
     log(f"ready in {load_ms:.0f} ms: {model_path}")
+    # Several sentences at once: onnxruntime releases the GIL while it runs,
+    # and piper serializes its phonemizer, so threads share one loaded model.
+    for _ in range(parallel - 1):
+        threading.Thread(target=serve, args=(voice, inbox), daemon=True).start()
+    serve(voice, inbox)
+
+
+def serve(voice, inbox):
     while True:
         synthesize(voice, inbox.get())
 

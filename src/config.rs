@@ -36,8 +36,10 @@ pub struct Config {
     pub python: PathBuf,
     /// Engine program to run instead of the one built into the binary.
     pub engine_program: Option<PathBuf>,
-    /// onnxruntime intra-op threads per engine process (0: its default).
+    /// onnxruntime intra-op threads per synthesis (0: its default).
     pub engine_threads: usize,
+    /// Sentences one engine process synthesizes at once.
+    pub engine_parallel: usize,
     pub chunk_size: usize,
     /// Longest piece of text handed to the engine at once.
     pub unit_max_chars: usize,
@@ -215,6 +217,11 @@ impl Config {
                 .unwrap_or_else(|_| PathBuf::from(".venv/bin/python")),
             None => PathBuf::from("python3"),
         };
+        // Measured on 2 cores: two syntheses at once with one onnxruntime
+        // thread each beat one synthesis on both cores (see BENCHMARKS.md);
+        // more than two cost memory (each adds its own working set).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let engine_parallel = env.positive("PIPER_ENGINE_PARALLEL", cores.min(2))?;
         let log_format = match env.get("PIPER_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -226,9 +233,12 @@ impl Config {
             voices_dir: PathBuf::from(env.get("PIPER_VOICES_DIR").unwrap_or("./voices")),
             python,
             engine_program: env.get("PIPER_ENGINE").map(PathBuf::from),
-            engine_threads: env.parse("PIPER_ENGINE_THREADS", 0)?,
+            engine_parallel,
+            engine_threads: env.parse("PIPER_ENGINE_THREADS", usize::from(engine_parallel > 1))?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
-            unit_max_chars: env.positive("PIPER_ENGINE_MAX_CHARS", 400)?,
+            // The engine's memory grows with the longest piece it is given:
+            // 150 characters keep two at once under 600 MB (measured).
+            unit_max_chars: env.positive("PIPER_ENGINE_MAX_CHARS", 150)?,
             idle_timeout: env.seconds("PIPER_PROCESS_IDLE_TIMEOUT", 120.0)?,
             max_processes: env.positive("PIPER_MAX_PROCESSES", 3)?,
             config_cache_ttl: env.seconds("PIPER_CONFIG_CACHE_TTL", 300.0)?,

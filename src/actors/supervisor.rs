@@ -114,6 +114,7 @@ impl Actor for Supervisor {
             python: config.python.clone(),
             program: config.engine_program.clone(),
             threads: config.engine_threads,
+            parallel: config.engine_parallel,
         };
         myself.send_interval(SAMPLE_EVERY, || SupervisorMsg::SampleTick);
         gauge!(m::PROCESSES).set(0.0);

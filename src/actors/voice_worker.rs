@@ -27,13 +27,10 @@ use crate::engine::{EngineEvent, EngineProcess, EngineSpec, Frame, ReadyInfo};
 use crate::metrics::{self as m, ExitReason};
 use crate::voices::{Fingerprint, VoiceInfo};
 
-/// Sentences in the engine's pipe while one request is served: the next
-/// sentence is already there when the engine finishes one.
-const PIPELINE_DEPTH: usize = 2;
-/// The same with several requests: one, so that a newcomer's first sentence
-/// waits for at most the sentence being spoken (the round trip the pipe
-/// saves is a fraction of a millisecond against ~70 ms a sentence).
-const SHARED_PIPELINE_DEPTH: usize = 1;
+// Sentences in flight: one per engine synthesis thread, plus one waiting in
+// the pipe while a single request is served (so the engine never idles
+// between its sentences). With several requests nothing waits in the pipe:
+// a newcomer's first sentence starts as soon as any engine thread is free.
 /// Hang deadline per character of the sentence, on top of the base.
 const DEADLINE_PER_CHAR: Duration = Duration::from_millis(50);
 /// First restart delay after a crash; doubles up to [`MAX_BACKOFF`].
@@ -142,8 +139,10 @@ impl Proc {
     }
 }
 
-/// A sentence waiting for the engine; `retried` once it was lost to a crash.
+/// A sentence waiting for the engine: its place in the request and whether
+/// it was already lost once to a crash.
 struct Unit {
+    seq: u32,
     text: String,
     retried: bool,
 }
@@ -159,6 +158,10 @@ struct Job {
     samples: u64,
     skipped: usize,
     in_flight: usize,
+    /// The next sentence to forward; sentences finished out of order (the
+    /// engine synthesizes several at once) wait in `finished`.
+    next_to_send: u32,
+    finished: std::collections::BTreeMap<u32, Bytes>,
 }
 
 impl Job {
@@ -170,6 +173,7 @@ impl Job {
 struct InFlight {
     unit: u32,
     job: u64,
+    seq: u32,
     text: String,
     pcm: Vec<Bytes>,
     retried: bool,
@@ -184,7 +188,10 @@ pub struct WorkerState {
     generation: u64,
     /// Requests held, in round-robin order (front is served next).
     jobs: VecDeque<Job>,
-    in_flight: VecDeque<InFlight>,
+    /// Sentences sent to the engine, in the order they were sent.
+    in_flight: Vec<InFlight>,
+    /// Sentences the engine synthesizes at once (from its ready frame).
+    engine_threads: usize,
     next_job: u64,
     next_unit: u32,
     warmups: Vec<(Instant, RpcReplyPort<Result<WarmInfo, SynthError>>)>,
@@ -222,7 +229,8 @@ impl Actor for VoiceWorker {
             proc: Proc::Stopped,
             generation: 0,
             jobs: VecDeque::new(),
-            in_flight: VecDeque::new(),
+            in_flight: Vec::new(),
+            engine_threads: 1,
             next_job: 0,
             next_unit: 1,
             warmups: Vec::new(),
@@ -282,15 +290,11 @@ impl Actor for VoiceWorker {
             }
             WorkerMsg::HangCheck { generation, unit } => {
                 let hung = generation == state.generation
-                    && state.in_flight.front().map(|f| f.unit) == Some(unit);
+                    && state.in_flight.iter().any(|f| f.unit == unit);
                 if hung {
                     let cause = "the engine did not finish an utterance in time".to_string();
-                    state.process_failed(
-                        &myself,
-                        ExitReason::Hang,
-                        cause,
-                        Some(SynthError::EngineTimeout),
-                    );
+                    let blame = Some((unit, SynthError::EngineTimeout));
+                    state.process_failed(&myself, ExitReason::Hang, cause, blame);
                 }
             }
             WorkerMsg::IdleCheck { epoch } => {
@@ -387,7 +391,9 @@ impl WorkerState {
             units: job
                 .units
                 .into_iter()
-                .map(|text| Unit {
+                .enumerate()
+                .map(|(seq, text)| Unit {
+                    seq: seq as u32,
                     text,
                     retried: false,
                 })
@@ -400,6 +406,8 @@ impl WorkerState {
             samples: 0,
             skipped: 0,
             in_flight: 0,
+            next_to_send: 0,
+            finished: Default::default(),
         });
         self.ensure_process(myself);
         self.pump(myself);
@@ -603,10 +611,14 @@ impl WorkerState {
     fn engine_event(&mut self, myself: &ActorRef<WorkerMsg>, event: EngineEvent) {
         match event {
             EngineEvent::Frame(Frame::Ready(info)) => self.ready(myself, info),
-            EngineEvent::Frame(Frame::Audio { id, pcm }) => match self.in_flight.front_mut() {
-                Some(head) if head.unit == id => head.pcm.push(pcm),
-                _ => self.protocol_broken(myself, format!("audio for unexpected request {id}")),
-            },
+            EngineEvent::Frame(Frame::Audio { id, pcm }) => {
+                match self.in_flight.iter_mut().find(|f| f.unit == id) {
+                    Some(unit) => unit.pcm.push(pcm),
+                    None => {
+                        self.protocol_broken(myself, format!("audio for unexpected request {id}"))
+                    }
+                }
+            }
             EngineEvent::Frame(Frame::Done { id, .. }) => self.unit_finished(myself, id, false),
             EngineEvent::Frame(Frame::Error {
                 id,
@@ -626,10 +638,15 @@ impl WorkerState {
         }
     }
 
+    /// The stream is not to be trusted: the oldest sentence in flight, the
+    /// one the engine was most surely working on, takes the blame.
     fn protocol_broken(&mut self, myself: &ActorRef<WorkerMsg>, what: String) {
         tracing::error!(voice = %self.voice.name, "engine broke the protocol: {what}");
-        let err = SynthError::EngineBadOutput(what.clone());
-        self.process_failed(myself, ExitReason::BadOutput, what, Some(err));
+        let blame = self
+            .in_flight
+            .first()
+            .map(|f| (f.unit, SynthError::EngineBadOutput(what.clone())));
+        self.process_failed(myself, ExitReason::BadOutput, what, blame);
     }
 
     fn stderr_cause(&self, what: &str) -> String {
@@ -656,6 +673,7 @@ impl WorkerState {
         if info.sample_rate != self.voice.sample_rate {
             tracing::warn!(voice = %self.voice.name, "engine sample rate {} differs from the config's {}", info.sample_rate, self.voice.sample_rate);
         }
+        self.engine_threads = info.threads.max(1) as usize;
         for (asked, reply) in self.warmups.drain(..) {
             let _ = reply.send(Ok(WarmInfo {
                 ready_ms: asked.elapsed().as_secs_f64() * 1000.0,
@@ -672,20 +690,25 @@ impl WorkerState {
         self.arm_idle_timer(myself);
     }
 
-    /// A sentence is complete (or could not be spoken): forward its audio.
+    /// A sentence is complete (or could not be spoken): forward its audio,
+    /// and that of later sentences of its request that finished before it.
     fn unit_finished(&mut self, myself: &ActorRef<WorkerMsg>, unit: u32, failed: bool) {
-        if self.in_flight.front().map(|f| f.unit) != Some(unit) {
+        let Some(index) = self.in_flight.iter().position(|f| f.unit == unit) else {
             return self.protocol_broken(myself, format!("end of unexpected request {unit}"));
-        }
-        let done = self.in_flight.pop_front().expect("checked above");
+        };
+        let done = self.in_flight.remove(index);
         if let Some(pos) = self.jobs.iter().position(|j| j.id == done.job) {
             let job = &mut self.jobs[pos];
             job.in_flight -= 1;
             if failed {
                 job.skipped += 1;
             }
-            let pcm = concat(done.pcm);
-            if !pcm.is_empty() {
+            job.finished.insert(done.seq, concat(done.pcm));
+            while let Some(pcm) = job.finished.remove(&job.next_to_send) {
+                job.next_to_send += 1;
+                if pcm.is_empty() {
+                    continue;
+                }
                 if job.first_audio.is_none() {
                     let now = Instant::now();
                     job.first_audio = Some(now);
@@ -693,8 +716,8 @@ impl WorkerState {
                         .record((now - job.received).as_secs_f64());
                 }
                 job.samples += pcm.len() as u64 / 2;
-                // Capacity was checked before this sentence was scheduled;
-                // a closed channel means the client left.
+                // Room was checked before this sentence was scheduled; a
+                // closed channel means the client left.
                 let _ = job.events.try_send(AudioEvent::Audio(pcm));
             }
             if job.units.is_empty() && job.in_flight == 0 {
@@ -702,7 +725,6 @@ impl WorkerState {
                 self.finish(job);
             }
         }
-        self.arm_hang_timer(myself);
         self.pump(myself);
     }
 
@@ -753,22 +775,30 @@ impl WorkerState {
             return;
         };
         let mut paused = false;
-        let depth = if self.jobs.len() > 1 {
-            SHARED_PIPELINE_DEPTH
+        // After a crash the lost sentences go one at a time, so the one that
+        // kills the engine is found and fails alone.
+        let suspect = self.in_flight.iter().any(|f| f.retried)
+            || self
+                .jobs
+                .iter()
+                .any(|j| j.units.front().is_some_and(|u| u.retried));
+        let depth = if suspect {
+            1
         } else {
-            PIPELINE_DEPTH
+            self.engine_threads + usize::from(self.jobs.len() <= 1)
         };
         while self.in_flight.len() < depth {
-            // Next request in turn that has a sentence and a reader with room.
+            // Next request in turn that has a sentence and a reader with room
+            // for everything it has in flight or finished out of order.
             let Some(pos) = self.jobs.iter().position(|j| {
-                let room = j.events.capacity() > j.in_flight + 1;
+                let room = j.events.capacity() > j.in_flight + j.finished.len() + 1;
                 paused |= !j.units.is_empty() && !room;
                 !j.units.is_empty() && room
             }) else {
                 break;
             };
             let mut job = self.jobs.remove(pos).expect("position is valid");
-            let Unit { text, retried } = job.units.pop_front().expect("has units");
+            let Unit { seq, text, retried } = job.units.pop_front().expect("has units");
             let unit = self.next_unit;
             self.next_unit = self.next_unit.wrapping_add(1).max(1);
             let line = Request {
@@ -787,16 +817,20 @@ impl WorkerState {
             // Round-robin: the request goes to the back of the line.
             self.jobs.push_back(job);
             engine.send(line);
-            self.in_flight.push_back(InFlight {
+            // Its deadline counts the sentences ahead of it in the engine.
+            let ahead: usize = self.in_flight.iter().map(|f| f.text.chars().count()).sum();
+            let chars = (ahead + text.chars().count()) as u32;
+            let deadline = self.config.engine_timeout + DEADLINE_PER_CHAR * chars;
+            let generation = self.generation;
+            myself.send_after(deadline, move || WorkerMsg::HangCheck { generation, unit });
+            self.in_flight.push(InFlight {
                 unit,
                 job: id,
+                seq,
                 text,
                 pcm: Vec::new(),
                 retried,
             });
-            if self.in_flight.len() == 1 {
-                self.arm_hang_timer(myself);
-            }
         }
         if paused && !self.resume_pending {
             self.resume_pending = true;
@@ -804,16 +838,6 @@ impl WorkerState {
         }
         if self.jobs.is_empty() && self.warmups.is_empty() {
             self.arm_idle_timer(myself);
-        }
-    }
-
-    /// Deadline for the sentence the engine is working on now.
-    fn arm_hang_timer(&self, myself: &ActorRef<WorkerMsg>) {
-        if let Some(head) = self.in_flight.front() {
-            let chars = head.text.chars().count() as u32;
-            let deadline = self.config.engine_timeout + DEADLINE_PER_CHAR * chars;
-            let (generation, unit) = (self.generation, head.unit);
-            myself.send_after(deadline, move || WorkerMsg::HangCheck { generation, unit });
         }
     }
 
@@ -825,45 +849,43 @@ impl WorkerState {
         });
     }
 
-    /// The process died, hung or broke the protocol. `blame` is the error for
-    /// the request whose sentence was at the head; the other sentences in
-    /// flight are sent again to the next process.
+    /// The process died, hung or broke the protocol. `blame` names the
+    /// sentence at fault and the error for its request; the other sentences
+    /// in flight are sent again to the next process, once.
     fn process_failed(
         &mut self,
         myself: &ActorRef<WorkerMsg>,
         reason: ExitReason,
         cause: String,
-        blame: Option<SynthError>,
+        blame: Option<(u32, SynthError)>,
     ) {
         tracing::warn!(voice = %self.voice.name, reason = reason.label(), "engine failed: {cause}");
         if let Some(engine) = self.take_engine(reason) {
             engine.kill();
         }
         counter!(m::PROCESS_RESTARTS, "voice" => self.voice.name.clone()).increment(1);
+        let mut lost = std::mem::take(&mut self.in_flight);
+        // Latest first, so that pushing each to its request's front keeps order.
+        lost.sort_by_key(|f| std::cmp::Reverse(f.seq));
         let mut failed_jobs = Vec::new();
-        for (i, unit) in std::mem::take(&mut self.in_flight)
-            .into_iter()
-            .enumerate()
-            .rev()
-        {
+        for unit in lost {
             let Some(job) = self.jobs.iter_mut().find(|j| j.id == unit.job) else {
                 continue;
             };
             job.in_flight -= 1;
-            let error = match (&blame, i) {
-                (Some(err), 0) => Some(err.clone()),
+            let error = match &blame {
+                Some((at, err)) if *at == unit.unit => Some(err.clone()),
                 _ if unit.retried => Some(SynthError::EngineCrashed(cause.clone())),
                 _ => None,
             };
             match error {
                 Some(err) => failed_jobs.push((job.id, err)),
-                None => {
-                    // Nothing of this sentence reached the client: say it again.
-                    job.units.push_front(Unit {
-                        text: unit.text,
-                        retried: true,
-                    });
-                }
+                // Nothing of this sentence reached the client: say it again.
+                None => job.units.push_front(Unit {
+                    seq: unit.seq,
+                    text: unit.text,
+                    retried: true,
+                }),
             }
         }
         for (id, err) in failed_jobs {

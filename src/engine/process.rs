@@ -29,7 +29,10 @@ pub struct EngineSpec {
     pub python: PathBuf,
     /// A program file to run instead of [`BUILTIN_PROGRAM`].
     pub program: Option<PathBuf>,
+    /// onnxruntime intra-op threads per synthesis (0: its default).
     pub threads: usize,
+    /// Sentences synthesized at once in one process.
+    pub parallel: usize,
 }
 
 /// What the stdout reader reports to the process's owner.
@@ -93,6 +96,7 @@ impl EngineProcess {
         cmd.arg(model)
             .arg(config)
             .env("PIPER_ENGINE_THREADS", spec.threads.to_string())
+            .env("PIPER_ENGINE_PARALLEL", spec.parallel.to_string())
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -66,6 +66,13 @@ pub struct ReadyInfo {
     pub engine: String,
     #[serde(default)]
     pub load_ms: f64,
+    /// Sentences the engine synthesizes at once (absent: one).
+    #[serde(default = "one")]
+    pub threads: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A frame from the engine.
