@@ -32,7 +32,7 @@ run: setup
 	cargo run --release
 
 test: setup
-	cargo test --release -- --test-threads=2
+	cargo test --release --no-fail-fast -- --test-threads=2
 
 bench: setup
 	cargo bench --bench piperd

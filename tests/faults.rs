@@ -14,31 +14,6 @@ fn fake() -> String {
     root().join("tests/fake_engine.py").display().to_string()
 }
 
-fn code(body: &[u8]) -> String {
-    let value: Value = serde_json::from_slice(body)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
-    value["code"].as_str().unwrap_or_default().to_string()
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics(server: &Server) -> String {
-    client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_utterance_is_retried_once_and_succeeds() {
     let dir = voices(&[VOICE]);
@@ -62,7 +37,7 @@ async fn a_crash_mid_utterance_is_retried_once_and_succeeds() {
         "{} s",
         wav.seconds()
     );
-    let text = metrics(&server).await;
+    let text = metrics_text(&server).await;
     assert_eq!(
         metric(
             &text,
@@ -102,7 +77,7 @@ async fn a_sentence_that_always_crashes_fails_its_request_only() {
         json!({"text": "A healthy request alongside."}),
     );
     let ((s1, _, b1), (s2, _, b2)) = tokio::join!(crashing, fine);
-    assert_eq!((s1, code(&b1).as_str()), (502, "engine_crashed"));
+    assert_eq!((s1, error_code(&b1).as_str()), (502, "engine_crashed"));
     assert_eq!(s2, 200, "{}", String::from_utf8_lossy(&b2));
     let (status, _, _) = post(&server, "/api/tts", json!({"text": "After the storm."})).await;
     assert_eq!(status, 200);
@@ -150,7 +125,10 @@ async fn a_hung_engine_is_killed_and_the_request_gets_504() {
     let before = server.engines();
     let started = Instant::now();
     let (status, _, body) = post(&server, "/api/tts", json!({"text": "HANG"})).await;
-    assert_eq!((status, code(&body).as_str()), (504, "engine_timeout"));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (504, "engine_timeout")
+    );
     // 1 s base plus 50 ms a character: it cannot answer before the deadline.
     assert!(started.elapsed() >= Duration::from_secs(1));
     let (status, _, _) = post(&server, "/api/tts", json!({"text": "Recovered."})).await;
@@ -158,7 +136,7 @@ async fn a_hung_engine_is_killed_and_the_request_gets_504() {
     let after = server.engines();
     assert_eq!(after.len(), 1);
     assert_ne!(before, after, "the hung process was replaced");
-    let text = metrics(&server).await;
+    let text = metrics_text(&server).await;
     assert_eq!(
         metric(
             &text,
@@ -176,7 +154,7 @@ async fn output_that_breaks_the_protocol_gives_502_and_the_worker_recovers() {
     for (round, marker) in ["GARBAGE", "TRUNCATE", "ODDAUDIO"].into_iter().enumerate() {
         let (status, _, body) = post(&server, "/api/tts", json!({"text": marker})).await;
         assert_eq!(
-            (status, code(&body).as_str()),
+            (status, error_code(&body).as_str()),
             (502, "engine_bad_output"),
             "{marker}"
         );
@@ -222,7 +200,10 @@ async fn a_crash_looping_voice_is_failed_and_others_are_untouched() {
         json!({"text": "Again.", "voice_model": "broken"}),
     )
     .await;
-    assert_eq!((status, code(&body).as_str()), (503, "voice_unavailable"));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (503, "voice_unavailable")
+    );
 
     let (status, health) = get_json(&server, "/health").await;
     assert_eq!(
@@ -244,7 +225,7 @@ async fn a_crash_looping_voice_is_failed_and_others_are_untouched() {
     )
     .await;
     assert_eq!(status, 200);
-    let text = metrics(&server).await;
+    let text = metrics_text(&server).await;
     assert_eq!(metric(&text, "piperd_voice_failed{voice=\"broken\"}"), 1.0);
     assert_eq!(
         metric(&text, "piperd_errors_total{code=\"voice_unavailable\"}"),
@@ -266,7 +247,10 @@ async fn an_engine_that_never_gets_ready_is_given_up_on() {
         ],
     );
     let (status, _, body) = post(&server, "/api/tts", json!({"text": "Anyone there?"})).await;
-    assert_eq!((status, code(&body).as_str()), (503, "voice_unavailable"));
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (503, "voice_unavailable")
+    );
     assert!(eventually(Duration::from_secs(5), || server.engines().is_empty()).await);
 }
 
@@ -309,7 +293,10 @@ async fn a_missing_engine_leaves_the_server_up_and_saying_why() {
         let error = health["error"].as_str().unwrap();
         assert!(error.contains(reason), "{error}");
         let (status, _, body) = post(&server, "/api/tts", json!({"text": "Hello."})).await;
-        assert_eq!((status, code(&body).as_str()), (503, "engine_unavailable"));
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (503, "engine_unavailable")
+        );
         assert!(server.engines().is_empty());
     }
 }
@@ -322,13 +309,12 @@ async fn a_client_that_leaves_frees_its_place() {
         &[("PIPER_MAX_PROCESSES", "1"), ("PIPER_QUEUE_TIMEOUT", "20")],
     );
     // A long streamed request on voice one, abandoned after its first audio.
-    let response = client()
-        .post(server.url("/api/tts"))
-        .json(&json!({"text": prose(20_000), "voice_model": "one", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = response.bytes_stream();
+    let mut stream = post_stream(
+        &server,
+        "/api/tts",
+        json!({"text": prose(20_000), "voice_model": "one", "stream": true}),
+    )
+    .await;
     stream.next().await.unwrap().unwrap();
     drop(stream);
     // Voice two needs the only process slot: voice one must let it go.
@@ -341,7 +327,7 @@ async fn a_client_that_leaves_frees_its_place() {
     .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(started.elapsed() < Duration::from_secs(20));
-    let text = metrics(&server).await;
+    let text = metrics_text(&server).await;
     assert_eq!(
         metric(
             &text,

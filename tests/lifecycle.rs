@@ -68,13 +68,12 @@ async fn when_every_process_is_busy_a_request_waits_then_gets_503() {
         dir.path(),
         &[("PIPER_MAX_PROCESSES", "1"), ("PIPER_QUEUE_TIMEOUT", "1")],
     );
-    let response = client()
-        .post(server.url("/api/tts"))
-        .json(&json!({"text": prose(6000), "voice_model": "busy", "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = response.bytes_stream();
+    let mut stream = post_stream(
+        &server,
+        "/api/tts",
+        json!({"text": prose(6000), "voice_model": "busy", "stream": true}),
+    )
+    .await;
     stream.next().await.unwrap().unwrap();
     let started = Instant::now();
     let (status, headers, body) = post(
@@ -145,13 +144,12 @@ async fn a_changed_voice_config_is_picked_up_without_a_restart() {
 async fn sigterm_drains_a_long_streaming_request_then_exits_cleanly() {
     let dir = voices(&[VOICE]);
     let mut server = Server::start(dir.path(), &[]);
-    let response = client()
-        .post(server.url("/api/tts"))
-        .json(&json!({"text": prose(3000), "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = response.bytes_stream();
+    let mut stream = post_stream(
+        &server,
+        "/api/tts",
+        json!({"text": prose(3000), "stream": true}),
+    )
+    .await;
     let mut bytes = stream.next().await.unwrap().unwrap().to_vec();
     server.signal(libc::SIGTERM);
     // New connections are refused while the request goes on.
@@ -163,26 +161,27 @@ async fn sigterm_drains_a_long_streaming_request_then_exits_cleanly() {
     let wav = parse_streamed_wav(&bytes);
     assert!(wav.seconds() > 100.0, "{} s", wav.seconds());
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
-    assert!(server.engines().is_empty(), "engine left behind");
+    let gone = eventually(Duration::from_secs(2), || server.engines().is_empty()).await;
+    assert!(gone, "engine left behind: {:?}", server.engines());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_at_once() {
     let dir = voices(&[VOICE]);
     let mut server = Server::start(dir.path(), &[]);
-    let response = client()
-        .post(server.url("/api/tts"))
-        .json(&json!({"text": prose(20_000), "stream": true}))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = response.bytes_stream();
+    let mut stream = post_stream(
+        &server,
+        "/api/tts",
+        json!({"text": prose(20_000), "stream": true}),
+    )
+    .await;
     stream.next().await.unwrap().unwrap();
     server.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.signal(libc::SIGINT);
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(server.engines().is_empty(), "engine left behind");
+    let gone = eventually(Duration::from_secs(2), || server.engines().is_empty()).await;
+    assert!(gone, "engine left behind: {:?}", server.engines());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

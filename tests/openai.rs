@@ -168,22 +168,7 @@ async fn speech_streams_before_a_long_input_is_synthesized() {
     let mut stream = response.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let depth = metrics
-        .lines()
-        .find(|l| l.starts_with("piperd_queue_depth{"))
-        .unwrap();
-    assert!(
-        depth.ends_with(" 1"),
-        "synthesis already over at first audio: {depth}"
-    );
+    assert_still_synthesizing(&server).await;
     let mut total = first.len();
     while let Some(chunk) = stream.next().await {
         total += chunk.unwrap().len();
@@ -349,14 +334,7 @@ async fn api_keys_guard_every_route_but_health_and_metrics() {
         let response = client().get(server.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path} must stay open for probes");
     }
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(!metrics.contains(secret));
     assert!(
         !server.log().contains(secret),

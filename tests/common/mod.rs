@@ -329,3 +329,65 @@ pub fn prose(chars: usize) -> String {
     }
     out.chars().take(chars).collect()
 }
+
+/// The `code` of a JSON error body, checking that `error` is a sentence.
+pub fn error_code(body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not a JSON error: {}", String::from_utf8_lossy(body)));
+    assert!(
+        value["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{value}"
+    );
+    value["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(server: &Server) -> String {
+    client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first sample whose line starts with `prefix` (0 if none).
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// POSTs JSON, checks for 200 and returns the body as a stream of chunks.
+pub async fn post_stream(
+    server: &Server,
+    path: &str,
+    body: serde_json::Value,
+) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin {
+    let response = client()
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes_stream()
+}
+
+/// Asserts that a request is still being synthesized (in its worker's queue):
+/// called right after the first audio, it proves audio streams before the end.
+pub async fn assert_still_synthesizing(server: &Server) {
+    let text = metrics_text(server).await;
+    let depth = text
+        .lines()
+        .find(|l| l.starts_with("piperd_queue_depth{"))
+        .unwrap_or_else(|| panic!("no queue depth in {text}"));
+    assert!(
+        depth.ends_with(" 1"),
+        "synthesis already over at first audio: {depth}"
+    );
+}
