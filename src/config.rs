@@ -92,9 +92,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "engine program to run instead of the built-in one",
     ),
     (
+        "PIPER_ENGINE_PARALLEL",
+        "CPU cores, at most 2",
+        "sentences one engine process synthesizes at once",
+    ),
+    (
         "PIPER_ENGINE_THREADS",
-        "0",
-        "onnxruntime threads per engine process (0: onnxruntime's default)",
+        "1 (0 when PIPER_ENGINE_PARALLEL is 1)",
+        "onnxruntime threads per synthesis (0: onnxruntime's default)",
     ),
     (
         "PIPER_CHUNK_SIZE",
@@ -103,7 +108,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_MAX_CHARS",
-        "400",
+        "150",
         "longest piece of a sentence sent to the engine at once",
     ),
     (

@@ -24,6 +24,9 @@ fn main() -> std::process::ExitCode {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A thread that exits takes the engines it spawned with it (their
+        // parent-death signal is per thread): blocking threads never retire.
+        .thread_keep_alive(std::time::Duration::from_secs(u32::MAX as u64))
         .build()
         .expect("the async runtime starts");
     match runtime.block_on(serve(config)) {

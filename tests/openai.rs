@@ -79,7 +79,8 @@ fn symphonia_duration(extension: &str, bytes: &[u8]) -> (u32, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_format_on_both_apis_decodes_to_the_same_audio_length() {
     let dir = voices(&[VOICE]);
-    let server = Server::start(dir.path(), &[]);
+    // Spool every complete answer, to exercise the temp-file path too.
+    let server = Server::start(dir.path(), &[("PIPER_SPOOL_THRESHOLD_MB", "0")]);
     let text = "Every format should carry the same speech. This is the second sentence.";
     // The first request synthesizes and fills the audio cache, so every
     // format below encodes the very same samples: lengths compare exactly.
@@ -151,6 +152,13 @@ async fn every_format_on_both_apis_decodes_to_the_same_audio_length() {
         serde_json::from_slice::<Value>(&body).unwrap()["code"],
         "unsupported_format"
     );
+    // Encoding and spooling ran on the server's threads; no engine may
+    // have died with a thread meanwhile (the blocking pool retires idle
+    // threads after 10 s, so wait that out too).
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let metrics = metrics_text(&server).await;
+    assert_eq!(metric(&metrics, "piperd_process_restarts_total{"), 0.0);
+    assert_eq!(server.engines().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

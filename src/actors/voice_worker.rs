@@ -942,7 +942,8 @@ impl WorkerState {
             return;
         };
         gauge!(m::PROCESS_MEMORY, "voice" => self.voice.name.clone()).set(rss as f64);
-        if rss > self.config.engine_max_rss_mb << 20 && self.recycle.is_none() {
+        // Megabytes as named: 10^6 bytes.
+        if rss > self.config.engine_max_rss_mb * 1_000_000 && self.recycle.is_none() {
             tracing::info!(voice = %self.voice.name, rss, "engine above its memory cap: recycling");
             self.recycle = Some(ExitReason::Memory);
         }

@@ -213,10 +213,13 @@ pub fn rss_of(pid: u32) -> Option<u64> {
 
 /// Makes the kernel kill the child when the server dies, even by SIGKILL.
 ///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits;
-/// children are spawned from runtime worker threads, which live as long as
-/// the server, and the engine also exits when its stdin closes, which covers
-/// the rest.
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits.
+/// Children are spawned from runtime worker threads, which live as long as
+/// the server, so nothing in the server may call `block_in_place` (it turns
+/// the current worker into a blocking-pool thread, which exits when idle and
+/// would take the engines it spawned with it); `main` also keeps blocking
+/// threads alive for good. The engine exits when its stdin closes, which
+/// covers the rest.
 fn tie_to_parent(cmd: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and only makes

@@ -123,13 +123,13 @@ impl WavCollector {
             self.file = Some(writer);
         }
         let writer = self.file.as_mut().expect("set above");
-        tokio::task::block_in_place(|| write_pcm(writer, pcm)).map_err(hound_err)
+        write_pcm(writer, pcm).map_err(hound_err)
     }
 
     /// The finished WAV with exact sizes.
     pub fn finish(self) -> Result<WavBody, ApiError> {
         match (self.file, self.file_handle) {
-            (Some(writer), Some(mut handle)) => tokio::task::block_in_place(|| {
+            (Some(writer), Some(mut handle)) => {
                 writer.finalize().map_err(hound_err)?;
                 let io = |e: std::io::Error| {
                     ApiError::Internal(format!("cannot read spooled audio: {e}"))
@@ -137,7 +137,7 @@ impl WavCollector {
                 let len = handle.seek(SeekFrom::End(0)).map_err(io)?;
                 handle.seek(SeekFrom::Start(0)).map_err(io)?;
                 Ok(WavBody::File { file: handle, len })
-            }),
+            }
             _ => {
                 let mut cursor = Cursor::new(Vec::with_capacity(self.memory.len() + 44));
                 let mut writer = hound::WavWriter::new(&mut cursor, spec(self.sample_rate))
@@ -172,7 +172,7 @@ impl Stream for ChunkStream {
                     return Poll::Ready(None);
                 };
                 let mut buf = vec![0u8; READ_CHUNK];
-                let read = tokio::task::block_in_place(|| std::io::Read::read(file, &mut buf));
+                let read = std::io::Read::read(file, &mut buf);
                 match read {
                     Ok(0) => {
                         *reader = None;
@@ -259,10 +259,9 @@ impl EncodedStream {
                 self.tee = None;
             }
         }
-        // Compressed formats cost milliseconds per sentence: keep that off
-        // the async threads' hot path.
-        let encoder = &mut self.encoder;
-        tokio::task::block_in_place(|| encoder.push(pcm)).map_err(std::io::Error::other)
+        // Inline: a few milliseconds per second of audio at most (see the
+        // README's formats table).
+        self.encoder.push(pcm).map_err(std::io::Error::other)
     }
 
     fn fail(
@@ -361,21 +360,21 @@ impl Spool {
             self.file = Some(writer);
         }
         let writer = self.file.as_mut().expect("set above");
-        tokio::task::block_in_place(|| writer.write_all(bytes)).map_err(io)
+        writer.write_all(bytes).map_err(io)
     }
 
     pub fn finish(self) -> Result<WavBody, ApiError> {
         let io = |e: std::io::Error| ApiError::Internal(format!("cannot read spooled audio: {e}"));
         match self.file {
             None => Ok(WavBody::Memory(Bytes::from(self.memory))),
-            Some(writer) => tokio::task::block_in_place(|| {
+            Some(writer) => {
                 let mut file = writer.into_inner().map_err(|e| io(e.into_error()))?;
                 file.seek(SeekFrom::Start(0)).map_err(io)?;
                 Ok(WavBody::File {
                     file,
                     len: self.len,
                 })
-            }),
+            }
         }
     }
 }

@@ -70,7 +70,10 @@ pub async fn speak(
     };
     let encoder = formats::encoder(format, voice.sample_rate)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let tee = if hit { 0 } else { cache.max_entry() };
+    // A copy for the cache only when the answer can fit in it: speech runs
+    // well under 3,000 bytes of PCM per character, so longer texts skip it.
+    let fits = chars.saturating_mul(3_000) <= cache.max_entry();
+    let tee = if hit || !fits { 0 } else { cache.max_entry() };
     let store = move |key: Option<CacheKey>, outcome: &Outcome| {
         if let (Some(key), Outcome::Complete { pcm: Some(pcm) }) = (key, outcome) {
             cache.insert(key, pcm.clone());
