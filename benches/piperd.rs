@@ -7,9 +7,12 @@
 //! `BENCHMARKS.md` with the machine and the command. Every number in the
 //! output is measured in this run; every loop and wait is bounded.
 //!
-//! Sections, in the order they run:
-//!   cold start, short-sentence latency, audio cache, time to first audio,
-//!   fairness, throughput, memory of one long request, engine memory.
+//! Sections, in the order they run (numbers as in the issue that asked for
+//! them): cold start (4), short-sentence latency (1), audio cache, time to
+//! first audio (2), fairness (6), throughput (3; with a second server that
+//! runs one onnxruntime thread per engine), engine memory (7), and piperd's
+//! memory during one long request (5) on a fresh server.
+//! About five and a half minutes on two cores.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -36,8 +39,17 @@ const CACHE_REPEATS: usize = 50;
 const TTFA_LENGTHS: [usize; 3] = [1_000, 20_000, 100_000];
 const TTFA_TRIALS: usize = 3;
 const FAIRNESS_TRIALS: usize = 5;
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(15);
-const THROUGHPUT_CONCURRENCY: [usize; 3] = [1, 4, 16];
+/// The second server of the throughput section: one sentence at a time per
+/// engine, with onnxruntime's default threads.
+const ALT_ENGINE_ENV: [(&str, &str); 2] = [
+    ("PIPER_ENGINE_PARALLEL", "1"),
+    ("PIPER_ENGINE_THREADS", "0"),
+];
+const ALT_LABEL: &str = " (PIPER_ENGINE_PARALLEL=1, PIPER_ENGINE_THREADS=0)";
+/// Throughput: every configuration runs one window per round; the rounds
+/// interleave piperd and the raw engine so that both see the same machine.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+const THROUGHPUT_ROUNDS: usize = 3;
 const THROUGHPUT_TEXTS: usize = 2_000;
 /// How long the long non-streamed request of the memory section is watched.
 const MEMORY_WINDOW: Duration = Duration::from_secs(40);
@@ -549,6 +561,8 @@ struct Server {
     base: String,
     pid: u32,
     log: Arc<Mutex<VecDeque<String>>>,
+    /// Its warnings and errors (the first 100), for the report.
+    warnings: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -574,15 +588,26 @@ impl Server {
         let mut child = cmd.spawn().expect("piperd starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(VecDeque::new()));
+        let warnings = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
+        let warn_sink = warnings.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let line = strip_ansi(&line);
                 const MARK: &str = "listening on http://";
                 if let Some(at) = line.find(MARK) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(line[at + MARK.len()..].trim().to_string());
+                    }
+                }
+                // Dropped connections are this benchmark cancelling requests.
+                let cancelled = line.contains("server connection error");
+                if (line.contains(" WARN ") || line.contains(" ERROR ")) && !cancelled {
+                    let mut warnings = warn_sink.lock().unwrap();
+                    if warnings.len() < 100 {
+                        warnings.push(line.clone());
                     }
                 }
                 let mut log = sink.lock().unwrap();
@@ -602,6 +627,7 @@ impl Server {
             base: format!("http://{addr}"),
             pid,
             log,
+            warnings,
         }
     }
 
@@ -624,6 +650,44 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A log line without its terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters, ending with a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Engine exits of `server` that piperd did not ask for (crash, hang, bad
+/// output), and the warnings it logged since the last call.
+async fn incidents_of(client: &reqwest::Client, server: &Server) -> (Vec<String>, Vec<String>) {
+    let mut incidents = Vec::new();
+    if let Ok(response) = client.get(server.url("/metrics")).send().await {
+        let metrics = response.text().await.unwrap_or_default();
+        for line in metrics.lines() {
+            let unasked = ["crash", "hang", "bad_output"]
+                .iter()
+                .any(|r| line.contains(&format!("reason=\"{r}\"")));
+            if line.starts_with("piperd_process_exits_total") && unasked {
+                incidents.push(format!("server pid {}: {line}", server.pid));
+            }
+        }
+    }
+    let warnings = std::mem::take(&mut *server.warnings.lock().unwrap());
+    (incidents, warnings)
 }
 
 /// A voices folder with the real voice under each of [`VOICES`].
@@ -821,11 +885,6 @@ impl RawEngine {
         stdin.flush().expect("flush");
     }
 
-    /// Starts the window of a `throughput` run.
-    fn go(&mut self) {
-        self.send_line("go");
-    }
-
     /// A `serve` engine, loaded and warm.
     fn serve() -> RawEngine {
         let model = model().to_string_lossy().to_string();
@@ -867,6 +926,70 @@ fn num(value: &Value, key: &str) -> f64 {
     value[key]
         .as_f64()
         .unwrap_or_else(|| panic!("raw engine result has no {key}: {value}"))
+}
+
+/// One piperd throughput window: `conc` clients stream distinct texts over
+/// `voices` voices; audio seconds, wall seconds and requests completed.
+async fn piperd_window(
+    server: &Server,
+    client: &reqwest::Client,
+    texts: &Arc<Vec<String>>,
+    next: &Arc<AtomicUsize>,
+    voices: usize,
+    conc: usize,
+) -> (f64, f64, usize) {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + THROUGHPUT_WINDOW;
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (texts, next, bytes, completed) = (
+            texts.clone(),
+            next.clone(),
+            bytes.clone(),
+            completed.clone(),
+        );
+        let client = client.clone();
+        let base = server.base.clone();
+        tasks.push(tokio::spawn(async move {
+            while tokio::time::Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let voice = VOICES[i % voices];
+                let text = &texts[i % texts.len()];
+                if stream_until_url(&base, &client, voice, text, deadline, &bytes).await {
+                    completed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("throughput task");
+    }
+    let wall = started
+        .elapsed()
+        .as_secs_f64()
+        .max(THROUGHPUT_WINDOW.as_secs_f64());
+    let audio = bytes.load(Ordering::Relaxed) as f64 / 2.0 / 22050.0;
+    (audio, wall, completed.load(Ordering::Relaxed))
+}
+
+/// One raw throughput window run by every process of a group at once: audio
+/// seconds (summed) and wall seconds.
+fn raw_window(group: &mut [RawEngine], max_rss_mb: &mut f64) -> (f64, f64) {
+    let window = THROUGHPUT_WINDOW.as_secs_f64().to_string();
+    for engine in group.iter_mut() {
+        engine.send_line(&window);
+    }
+    let mut audio = 0.0;
+    let mut wall: f64 = 0.0;
+    for engine in group.iter_mut() {
+        let (result, _) = engine.next_json(THROUGHPUT_WINDOW + RAW_LIMIT);
+        audio += num(&result, "audio_s");
+        wall = wall.max(num(&result, "wall_s"));
+        *max_rss_mb = max_rss_mb.max(num(&result, "max_rss_mb"));
+    }
+    (audio, wall)
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,6 +1148,19 @@ struct Bench {
     /// Distinct short sentences, each used once in the whole run (an audio
     /// cache must not answer a request that is meant to be synthesized).
     shorts: Vec<String>,
+    /// Distinct texts of the throughput runs, handed out in order.
+    throughput_texts: Arc<Vec<String>>,
+    next_text: Arc<AtomicUsize>,
+    voices_dir: PathBuf,
+    piperd_after_traffic_kib: u64,
+    /// Engine exits nobody asked for (crash, hang, bad output), per server,
+    /// and the servers' warnings.
+    incidents: Vec<String>,
+    server_warnings: Vec<String>,
+    /// CPU ticks of the engines of servers already replaced.
+    retired_ticks: u64,
+    /// A second server running alongside `server`, if any.
+    other_server: Option<u32>,
 }
 
 fn main() {
@@ -1060,6 +1196,14 @@ fn main() {
         engine_pids_at_start: BTreeMap::new(),
         raw_max_rss_mb: 0.0,
         shorts: short_sentences(SHORT_WARMUP + SHORT_MEASURED + FAIRNESS_TRIALS, 1),
+        throughput_texts: Arc::new(Vec::new()),
+        next_text: Arc::new(AtomicUsize::new(0)),
+        voices_dir: voices.path().to_path_buf(),
+        piperd_after_traffic_kib: 0,
+        incidents: Vec::new(),
+        server_warnings: Vec::new(),
+        retired_ticks: 0,
+        other_server: None,
         server,
     };
     runtime.block_on(bench.wait_healthy());
@@ -1069,8 +1213,12 @@ fn main() {
     macro_rules! timed {
         ($name:expr, $e:expr) => {{
             let t = Instant::now();
+            let (machine0, ours0) = (machine_ticks(), bench.own_ticks());
             $e;
-            timings.push(($name, t.elapsed()));
+            let (machine1, ours1) = (machine_ticks(), bench.own_ticks());
+            let all = (machine1.1 - machine0.1).max(1) as f64;
+            let others = (machine1.0 - machine0.0).saturating_sub(ours1.saturating_sub(ours0));
+            timings.push(($name, t.elapsed(), 100.0 * others as f64 / all));
             eprintln!(
                 "[{:>5.1} s] {} done",
                 run_started.elapsed().as_secs_f64(),
@@ -1087,19 +1235,15 @@ fn main() {
     );
     timed!("fairness", runtime.block_on(bench.fairness()));
     timed!("throughput", runtime.block_on(bench.throughput()));
+    timed!("engine memory", runtime.block_on(bench.engine_memory()));
     timed!("memory", runtime.block_on(bench.long_request_memory()));
-    timed!("engine memory", bench.engine_memory());
 
     let total = run_started.elapsed();
+    runtime.block_on(bench.record_incidents());
     // CPU the machine spent outside this benchmark (its server, engines and
     // raw engines included) while it ran: other work skews the numbers.
     let (busy, all) = machine_ticks();
-    let ours = process_ticks(std::process::id()) - own_ticks_at_start
-        + process_ticks(bench.server.pid)
-        + engines(bench.server.pid)
-            .iter()
-            .map(|(pid, _)| process_ticks(*pid))
-            .sum::<u64>();
+    let ours = bench.own_ticks() - own_ticks_at_start;
     let busy = busy - ticks_at_start.0;
     let all = (all - ticks_at_start.1).max(1);
     let others = busy.saturating_sub(ours);
@@ -1108,7 +1252,7 @@ fn main() {
         total.as_secs_f64(),
         timings
             .iter()
-            .map(|(n, d)| format!("{n} {:.0} s", d.as_secs_f64()))
+            .map(|(n, d, _)| format!("{n} {:.0} s", d.as_secs_f64()))
             .collect::<Vec<_>>()
             .join(", ")
     )];
@@ -1119,6 +1263,40 @@ fn main() {
         100.0 * ours as f64 / all as f64,
         loadavg()
     ));
+    notes.push(format!(
+        "share of the machine's CPU used by other processes, per section: {}",
+        timings
+            .iter()
+            .filter(|(_, d, _)| d.as_secs() >= 2)
+            .map(|(n, _, others)| format!("{n} {others:.0}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if !bench.incidents.is_empty() {
+        notes.push(format!(
+            "**warning**: engine processes ended without piperd stopping them ({}); piperd restarted them, \
+             and the restarts fall inside the measurements of the sections they happened in",
+            bench.incidents.join("; ")
+        ));
+    }
+    if !bench.server_warnings.is_empty() {
+        notes.push(format!(
+            "piperd logged {} warnings or errors{}: {}",
+            bench.server_warnings.len(),
+            if bench.server_warnings.len() > 8 {
+                ", the first 8"
+            } else {
+                ""
+            },
+            bench
+                .server_warnings
+                .iter()
+                .take(8)
+                .map(|w| format!("`{}`", w.replace('`', "'")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     notes.push(
         "every number above was measured in this run; nothing is carried over from earlier runs"
             .into(),
@@ -1131,9 +1309,13 @@ fn main() {
 
 impl Bench {
     async fn wait_healthy(&self) {
+        self.wait_healthy_of(&self.server).await;
+    }
+
+    async fn wait_healthy_of(&self, server: &Server) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.client.get(self.server.url("/health")).send().await {
+            if let Ok(r) = self.client.get(server.url("/health")).send().await {
                 if let Ok(v) = r.json::<Value>().await {
                     if v["ok"] == json!(true) && v["engine"].as_str() != Some("checking") {
                         return;
@@ -1143,7 +1325,7 @@ impl Bench {
             assert!(
                 Instant::now() < deadline,
                 "piperd never became healthy:\n{}",
-                self.server.log_tail()
+                server.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -1162,7 +1344,7 @@ impl Bench {
         write_texts(self.texts_dir.path(), name, texts)
     }
 
-    /// 4. `/api/warmup` of a cold voice vs the raw engine's load + first synthesis.
+    /// Section 4: `/api/warmup` of a cold voice vs the raw engine's load + first synthesis.
     async fn cold_start(&mut self) {
         let model = model().to_string_lossy().to_string();
         let mut walls = Vec::new();
@@ -1228,7 +1410,7 @@ impl Bench {
         self.report.add("Cold start (4)", rows, notes);
     }
 
-    /// 1. Warm short sentences, one at a time, non-streamed.
+    /// Section 1: Warm short sentences, one at a time, non-streamed.
     async fn short_latency(&mut self) {
         let texts = self.fresh_shorts(SHORT_WARMUP + SHORT_MEASURED);
         let mut raw_engine = RawEngine::serve();
@@ -1354,7 +1536,7 @@ impl Bench {
             .add("Audio cache (repeat one request)", rows, notes);
     }
 
-    /// 2. Time to first audio of long streamed texts.
+    /// Section 2: Time to first audio of long streamed texts.
     async fn time_to_first_audio(&mut self) {
         let mut texts = Vec::new();
         for (li, &len) in TTFA_LENGTHS.iter().enumerate() {
@@ -1451,7 +1633,7 @@ impl Bench {
             .add("Time to first audio, streamed (2)", rows, notes);
     }
 
-    /// 6. A short sentence while a 100,000-character stream is synthesized on the same voice.
+    /// Section 6: A short sentence while a 100,000-character stream is synthesized on the same voice.
     async fn fairness(&mut self) {
         let long = long_text(&opener(60), 600, 100_000);
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
@@ -1529,7 +1711,9 @@ impl Bench {
         self.report.add("Fairness (6)", rows, notes);
     }
 
-    /// 3. Audio seconds per wall second, piperd and raw.
+    /// Section 3: Audio seconds per wall second, piperd and raw, in
+    /// interleaved rounds. A second piperd with one onnxruntime thread per
+    /// engine runs alongside, idle except in its own windows.
     async fn throughput(&mut self) {
         let mut seen = HashSet::new();
         let texts: Vec<String> = (0..THROUGHPUT_TEXTS * 2)
@@ -1543,147 +1727,176 @@ impl Bench {
             .take(THROUGHPUT_TEXTS)
             .collect();
         let mean_chars = texts.iter().map(|t| t.len()).sum::<usize>() as f64 / texts.len() as f64;
-        let texts = Arc::new(texts);
-        let next = Arc::new(AtomicUsize::new(0));
-        let mut rows = Vec::new();
-        let mut piperd_results = Vec::new();
-        reset_hwm(self.server.pid);
-        self.sampler.reset();
-        for voices in [1usize, 3] {
-            for conc in THROUGHPUT_CONCURRENCY {
-                let bytes = Arc::new(AtomicU64::new(0));
-                let completed = Arc::new(AtomicUsize::new(0));
-                let started = Instant::now();
-                let deadline = tokio::time::Instant::now() + THROUGHPUT_WINDOW;
-                let mut tasks = Vec::new();
-                for _ in 0..conc {
-                    let (texts, next, bytes, completed) = (
-                        texts.clone(),
-                        next.clone(),
-                        bytes.clone(),
-                        completed.clone(),
-                    );
-                    let client = self.client.clone();
-                    let base = self.server.base.clone();
-                    tasks.push(tokio::spawn(async move {
-                        while tokio::time::Instant::now() < deadline {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let voice = VOICES[i % voices];
-                            let text = &texts[i % texts.len()];
-                            let done =
-                                stream_until_url(&base, &client, voice, text, deadline, &bytes)
-                                    .await;
-                            if done {
-                                completed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }));
-                }
-                for task in tasks {
-                    task.await.expect("throughput task");
-                }
-                let wall = started
-                    .elapsed()
-                    .as_secs_f64()
-                    .max(THROUGHPUT_WINDOW.as_secs_f64());
-                let audio = bytes.load(Ordering::Relaxed) as f64 / 2.0 / 22050.0;
-                let (waited, _) = wait_engines_idle(self.server.pid).await;
-                piperd_results.push((
-                    voices,
-                    conc,
-                    audio / wall,
-                    completed.load(Ordering::Relaxed),
-                    waited,
-                ));
-            }
-        }
-        let load_peak = hwm_kib(self.server.pid).max(self.sampler.max());
-        let used = next.load(Ordering::Relaxed);
-
-        // The raw engine: one process, two with one thread each, two with default threads.
         let file = self.texts_file("throughput.json", &texts);
+        self.throughput_texts = Arc::new(texts);
+
+        let one_thread = Server::start(&self.voices_dir, &ALT_ENGINE_ENV);
+        self.other_server = Some(one_thread.pid);
+        self.wait_healthy_of(&one_thread).await;
+        self.warm(&one_thread, &VOICES).await;
         let model = model().to_string_lossy().to_string();
-        let window = THROUGHPUT_WINDOW.as_secs_f64().to_string();
-        let mut raw_results = Vec::new();
-        for (label, procs, threads) in [
+        let raw_setups = [
             ("raw: 1 process, default threads", 1, "0"),
             ("raw: 2 processes, 1 intra-op thread each", 2, "1"),
             ("raw: 2 processes, default threads", 2, "0"),
-        ] {
-            let mut engines: Vec<RawEngine> = (0..procs)
-                .map(|p| {
-                    let offset = (p * THROUGHPUT_TEXTS / 2).to_string();
-                    RawEngine::spawn(&["throughput", &model, &file, &window, threads, &offset])
-                })
-                .collect();
-            for e in engines.iter_mut() {
-                let (ready, _) = e.next_json(RAW_LIMIT);
-                assert_eq!(ready["ready"], json!(true), "raw engine not ready: {ready}");
-            }
-            for e in engines.iter_mut() {
-                e.go();
-            }
-            let mut audio = 0.0;
-            let mut wall: f64 = 0.0;
-            for e in engines.iter_mut() {
-                let (result, _) = e.next_json(THROUGHPUT_WINDOW + RAW_LIMIT);
-                audio += result["audio_s"].as_f64().unwrap_or(0.0);
-                wall = wall.max(result["wall_s"].as_f64().unwrap_or(f64::NAN));
-                self.raw_max_rss_mb = self
-                    .raw_max_rss_mb
-                    .max(result["max_rss_mb"].as_f64().unwrap_or(0.0));
-            }
-            raw_results.push((label, audio / wall));
+        ];
+        let mut raw_groups: Vec<Vec<RawEngine>> = raw_setups
+            .iter()
+            .enumerate()
+            .map(|(g, (_, procs, threads))| {
+                (0..*procs)
+                    .map(|p| {
+                        // Each raw process starts far from the others and from piperd's texts.
+                        let offset = ((1 + g * 2 + p) * THROUGHPUT_TEXTS / 7).to_string();
+                        RawEngine::spawn(&["throughput", &model, &file, threads, &offset])
+                    })
+                    .collect()
+            })
+            .collect();
+        for engine in raw_groups.iter_mut().flatten() {
+            let (ready, _) = engine.next_json(RAW_LIMIT);
+            assert_eq!(ready["ready"], json!(true), "raw engine not ready: {ready}");
         }
-        let (best_label, best_raw) =
-            raw_results
+
+        #[derive(Clone, Copy)]
+        enum Config {
+            Raw(usize),
+            /// Server (0: defaults, 1: [`ALT_ENGINE_ENV`]), voices, concurrency.
+            Piperd(usize, usize, usize),
+        }
+        let configs = [
+            Config::Raw(0),
+            Config::Piperd(0, 1, 1),
+            Config::Piperd(0, 1, 4),
+            Config::Raw(1),
+            Config::Piperd(0, 1, 16),
+            Config::Piperd(0, 3, 1),
+            Config::Raw(2),
+            Config::Piperd(0, 3, 4),
+            Config::Piperd(0, 3, 16),
+            Config::Piperd(1, 3, 16),
+        ];
+        // Per configuration: audio s, wall s, requests completed, rate per round.
+        let mut totals = vec![(0.0, 0.0, 0usize, Vec::new()); configs.len()];
+        let mut idle_waits = Vec::new();
+        reset_hwm(self.server.pid);
+        self.sampler.reset();
+        for round in 0..THROUGHPUT_ROUNDS {
+            // Each round starts at a different place in the order.
+            for k in 0..configs.len() {
+                let c = (k + round * 3) % configs.len();
+                let (audio, wall, completed) = match configs[c] {
+                    Config::Raw(g) => {
+                        let (audio, wall) =
+                            raw_window(&mut raw_groups[g], &mut self.raw_max_rss_mb);
+                        (audio, wall, 0)
+                    }
+                    Config::Piperd(which, voices, conc) => {
+                        let server = if which == 0 {
+                            &self.server
+                        } else {
+                            &one_thread
+                        };
+                        let result = piperd_window(
+                            server,
+                            &self.client,
+                            &self.throughput_texts,
+                            &self.next_text,
+                            voices,
+                            conc,
+                        )
+                        .await;
+                        idle_waits.push(wait_engines_idle(server.pid).await.0);
+                        result
+                    }
+                };
+                let t = &mut totals[c];
+                t.0 += audio;
+                t.1 += wall;
+                t.2 += completed;
+                t.3.push(audio / wall);
+            }
+        }
+        let load_peak = hwm_kib(self.server.pid).max(self.sampler.max());
+        let used = self.next_text.load(Ordering::Relaxed);
+        drop(raw_groups);
+        self.retire(one_thread).await;
+
+        let rate = |c: usize| totals[c].0 / totals[c].1;
+        let rounds = |c: usize| {
+            totals[c]
+                .3
                 .iter()
-                .cloned()
-                .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
-        for (label, rate) in &raw_results {
-            rows.push(row(
-                &format!("{label}: audio s per wall s"),
-                String::new(),
-                format!("{rate:.2}"),
-                String::new(),
-            ));
+                .map(|r| format!("{r:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let mut best_raw = (String::new(), 0.0);
+        let mut rows = Vec::new();
+        for (c, config) in configs.iter().enumerate() {
+            if let Config::Raw(g) = config {
+                let label = raw_setups[*g].0;
+                if rate(c) > best_raw.1 {
+                    best_raw = (label.trim_start_matches("raw: ").to_string(), rate(c));
+                }
+                rows.push(row(
+                    &format!("{label}: audio s per wall s (rounds: {})", rounds(c)),
+                    String::new(),
+                    format!("{:.2}", rate(c)),
+                    String::new(),
+                ));
+            }
         }
+        let same_setup_raw = rate(0);
         let mut best_piperd: f64 = 0.0;
-        for (voices, conc, rate, completed, _) in &piperd_results {
-            best_piperd = best_piperd.max(*rate);
-            rows.push(
-                row(
-                    &format!(
-                        "piperd: {} voice{}, concurrency {conc}: audio s per wall s ({completed} requests completed)",
-                        voices,
-                        if *voices == 1 { "" } else { "s" }
-                    ),
-                    format!("{rate:.2}"),
-                    format!("{best_raw:.2}"),
-                    ratio(*rate, best_raw),
-                )
-                .target("≥ 1.0× best raw", *rate >= best_raw),
-            );
+        for (c, config) in configs.iter().enumerate() {
+            if let Config::Piperd(which, voices, conc) = *config {
+                best_piperd = best_piperd.max(rate(c));
+                rows.push(
+                    row(
+                        &format!(
+                            "piperd{}: {voices} voice{}, concurrency {conc}: audio s per wall s \
+                             ({} requests completed; rounds: {})",
+                            if which == 1 { ALT_LABEL } else { "" },
+                            if voices == 1 { "" } else { "s" },
+                            totals[c].2,
+                            rounds(c)
+                        ),
+                        format!("{:.2}", rate(c)),
+                        format!("{:.2}", best_raw.1),
+                        ratio(rate(c), best_raw.1),
+                    )
+                    .target("≥ 1.0× best raw", rate(c) >= best_raw.1),
+                );
+            }
         }
         rows.push(
             row(
                 "best piperd vs best raw",
                 format!("{best_piperd:.2}"),
-                format!("{best_raw:.2} ({})", best_label.trim_start_matches("raw: ")),
-                ratio(best_piperd, best_raw),
+                format!("{:.2} ({})", best_raw.1, best_raw.0),
+                ratio(best_piperd, best_raw.1),
             )
-            .target("≥ 1.0×", best_piperd >= best_raw),
+            .target("≥ 1.0×", best_piperd >= best_raw.1),
         );
+        rows.push(row(
+            "piperd RSS under load (peak over its runs above, default-thread server)",
+            mib(load_peak),
+            String::new(),
+            String::new(),
+        ));
         let notes = vec![
             format!(
-                "each configuration runs for a {:.0} s window: streamed requests of distinct 1–3 sentence texts \
-                 (mean {mean_chars:.0} characters), audio counted as its bytes arrive and cut at the window's end; \
-                 the raw engine synthesizes the same texts one after another and counts sentences finished in its window",
+                "{THROUGHPUT_ROUNDS} rounds; in each, every configuration gets a {:.0} s window, piperd's and the raw \
+                 engine's in turn; streamed requests of distinct 1–3 sentence texts (mean {mean_chars:.0} characters), \
+                 audio counted as its bytes arrive and cut at the window's end; the raw engine synthesizes the same kind \
+                 of texts one after another and counts the sentences finished in its window",
                 THROUGHPUT_WINDOW.as_secs_f64()
             ),
             format!(
-                "3 voices: requests round-robin over {} (3 engine processes, default threads each); \
-                 {used} of {THROUGHPUT_TEXTS} texts used{}",
+                "piperd: its defaults (this benchmark sets no engine variable) unless marked; the marked rows come \
+                 from a second piperd started with{ALT_LABEL}, running alongside; 3 voices: requests round-robin over {} \
+                 (3 engine processes); {used} of {THROUGHPUT_TEXTS} texts used{}",
                 VOICES.join(", "),
                 if used > THROUGHPUT_TEXTS {
                     " (wrapped: some repeated)"
@@ -1692,99 +1905,180 @@ impl Bench {
                 }
             ),
             format!(
-                "piperd's RSS peak over the throughput runs: {} (idle with 3 warm engines: {})",
-                mib(load_peak),
-                mib(self.piperd_idle_warm_kib)
-            ),
-            format!(
-                "after each window the engines finished the sentences of cancelled requests in: {}",
-                piperd_results
+                "piperd with 1 voice (one engine process) vs raw 1 process, default threads: {}",
+                configs
                     .iter()
-                    .map(|r| ms(r.4.as_secs_f64()))
+                    .enumerate()
+                    .filter_map(|(c, config)| match config {
+                        Config::Piperd(0, 1, conc) => Some(format!(
+                            "concurrency {conc} {}",
+                            ratio(rate(c), same_setup_raw)
+                        )),
+                        _ => None,
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            format!(
+                "after each piperd window its engines finished the sentences of cancelled requests in {} on average",
+                ms(idle_waits.iter().map(Duration::as_secs_f64).sum::<f64>()
+                    / idle_waits.len().max(1) as f64)
+            ),
         ];
         self.report.add("Throughput (3)", rows, notes);
-        self.report.sections.last_mut().unwrap().rows.push(row(
-            "piperd RSS under load (peak during throughput)",
-            mib(load_peak),
-            String::new(),
-            String::new(),
-        ));
     }
 
-    /// 5. piperd's own memory during one non-streamed 100,000-character request.
+    /// Warms `voices` of a server.
+    async fn warm(&self, server: &Server, voices: &[&str]) {
+        for voice in voices {
+            let response = self
+                .client
+                .post(server.url("/api/warmup"))
+                .json(&json!({ "voice_model": voice }))
+                .send()
+                .await
+                .expect("warmup sent");
+            check(server, response).await;
+        }
+    }
+
+    /// Stops a server other than `self.server`, keeping its incidents and CPU time.
+    async fn retire(&mut self, server: Server) {
+        self.other_server = None;
+        let (incidents, warnings) = incidents_of(&self.client, &server).await;
+        self.incidents.extend(incidents);
+        self.server_warnings.extend(warnings);
+        self.retired_ticks += engines(server.pid)
+            .iter()
+            .map(|(pid, _)| process_ticks(*pid))
+            .sum::<u64>();
+        drop(server);
+    }
+
+    /// CPU ticks of this benchmark: itself, the raw engines it reaped, the
+    /// server, the engines the server reaped and its live engines.
+    fn own_ticks(&self) -> u64 {
+        let server = |pid: u32| {
+            process_ticks(pid)
+                + engines(pid)
+                    .iter()
+                    .map(|(pid, _)| process_ticks(*pid))
+                    .sum::<u64>()
+        };
+        self.retired_ticks
+            + process_ticks(std::process::id())
+            + server(self.server.pid)
+            + self.other_server.map(server).unwrap_or(0)
+    }
+
+    /// Notes engine exits of the current server that piperd did not ask for.
+    async fn record_incidents(&mut self) {
+        let (incidents, warnings) = incidents_of(&self.client, &self.server).await;
+        self.incidents.extend(incidents);
+        self.server_warnings.extend(warnings);
+    }
+
+    /// Replaces the server with a fresh one (the old one is killed) and warms `voices` of it.
+    async fn restart_server(&mut self, env: &[(&str, &str)], voices: &[&str]) {
+        self.record_incidents().await;
+        self.retired_ticks += engines(self.server.pid)
+            .iter()
+            .map(|(pid, _)| process_ticks(*pid))
+            .sum::<u64>();
+        self.server = Server::start(&self.voices_dir, env);
+        self.sampler = RssSampler::start(self.server.pid);
+        println!(
+            "piperd {} (pid {}) with {env:?}",
+            self.server.base, self.server.pid
+        );
+        self.wait_healthy().await;
+        self.warm(&self.server, voices).await;
+    }
+
+    /// Section 5: piperd's own memory during one non-streamed 100,000-character
+    /// request, on a fresh server so that nothing earlier counts.
     async fn long_request_memory(&mut self) {
+        self.restart_server(&[], &VOICES[..1]).await;
         let text = long_text(&opener(70), 700, 100_000);
         let chars = text.len();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = rss_kib(self.server.pid);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = rss_kib(self.server.pid);
         let hwm_reset = reset_hwm(self.server.pid);
         self.sampler.reset();
         let started = Instant::now();
-        let request = self
-            .client
-            .post(self.server.url("/api/tts"))
-            .json(&tts_body(VOICES[0], &text, false))
-            .send();
-        let outcome = tokio::time::timeout(MEMORY_WINDOW, request).await;
+        let request = {
+            let client = self.client.clone();
+            let url = self.server.url("/api/tts");
+            let body = tts_body(VOICES[0], &text, false);
+            tokio::spawn(async move {
+                let response = client.post(url).json(&body).send().await;
+                match response {
+                    Ok(r) => r.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            })
+        };
+        let mut trajectory = Vec::new();
+        let step = MEMORY_WINDOW / 8;
+        while started.elapsed() < MEMORY_WINDOW && !request.is_finished() {
+            tokio::time::sleep(step.min(MEMORY_WINDOW.saturating_sub(started.elapsed()))).await;
+            trajectory.push((started.elapsed().as_secs_f64(), rss_kib(self.server.pid)));
+        }
         let watched = started.elapsed().as_secs_f64();
         let during = if hwm_reset {
             hwm_kib(self.server.pid).max(self.sampler.max())
         } else {
             self.sampler.max()
         };
-        let finished = matches!(outcome, Ok(Ok(_)));
-        drop(outcome);
-        let (cancel_wait, idle) = wait_engines_idle(self.server.pid).await;
+        let finished = request.is_finished();
+        request.abort();
+        let _ = request.await;
+        let engine = engines(self.server.pid).into_iter().next();
+        let engine_rss = engine
+            .as_ref()
+            .map(|(pid, _)| (rss_kib(*pid), hwm_kib(*pid)));
+        let (cancel_wait, went_idle) = wait_engines_idle(self.server.pid).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let after = rss_kib(self.server.pid);
-        let grow = during.saturating_sub(before);
+        let grow = during.saturating_sub(idle);
         let expected_s = chars as f64 / self.raw_chars_per_s.max(1.0);
         let window_audio = watched * self.raw_audio_per_s;
         let window_pcm_kib = (window_audio * 22050.0 * 2.0 / 1024.0) as u64;
-        let rows = vec![
+        let empty = String::new;
+        let mut rows = vec![
+            row("piperd RSS idle: first server, started, no engine", mib(self.piperd_idle_kib), empty(), empty()),
+            row("piperd RSS idle: first server, 3 warm engines", mib(self.piperd_idle_warm_kib), empty(), empty()),
             row(
-                "piperd RSS idle (started, no engine)",
-                mib(self.piperd_idle_kib),
-                String::new(),
-                String::new(),
+                "piperd RSS idle: first server after all the traffic above (audio cache filled)",
+                mib(self.piperd_after_traffic_kib),
+                empty(),
+                empty(),
             ),
+            row("piperd RSS idle: fresh server, 1 warm engine", mib(idle), empty(), empty()),
             row(
-                "piperd RSS idle (3 warm engines)",
-                mib(self.piperd_idle_warm_kib),
-                String::new(),
-                String::new(),
-            ),
-            row(
-                "piperd RSS just before the long request",
-                mib(before),
-                String::new(),
-                String::new(),
-            ),
-            row(
-                &format!("piperd RSS peak during one non-streamed {chars}-character request"),
+                &format!("piperd RSS peak during one non-streamed {chars}-character request (fresh server)"),
                 mib(during),
-                String::new(),
-                String::new(),
+                empty(),
+                empty(),
             )
             .target(
-                &format!("≤ idle + 64 MiB ({})", mib(before + 64 * 1024)),
-                during <= before + 64 * 1024,
+                &format!("≤ idle + 64 MiB ({})", mib(idle + 64 * 1024)),
+                during <= idle + 64 * 1024,
             ),
-            row(
-                "  growth over the RSS before it",
-                mib(grow),
-                String::new(),
-                String::new(),
-            ),
-            row(
-                "piperd RSS after it was cancelled",
-                mib(after),
-                String::new(),
-                String::new(),
-            ),
+            row("  growth over idle", mib(grow), empty(), empty()),
+            row("piperd RSS after the request was cancelled", mib(after), empty(), empty()),
         ];
+        if let (Some((pid, voice)), Some((rss, hwm))) = (&engine, engine_rss) {
+            rows.push(
+                row(
+                    &format!("its engine `{voice}` (pid {pid}) after {watched:.0} s of the long text: RSS / peak"),
+                    format!("{} / {}", mib(rss), mib(hwm)),
+                    format!("{:.1} MiB (peak)", self.raw_max_rss_mb),
+                    ratio(hwm as f64, self.raw_max_rss_mb * 1024.0),
+                )
+                .target("peak < 600 MB", (hwm as f64) * 1024.0 < 600e6),
+            );
+        }
         let notes = vec![
             format!(
                 "the request was {} after {watched:.0} s: at this machine's speed (raw engine, short sentences) the whole text \
@@ -1794,6 +2088,14 @@ impl Bench {
                 mib(window_pcm_kib),
             ),
             format!(
+                "piperd RSS during the request: {}",
+                trajectory
+                    .iter()
+                    .map(|(t, kib)| format!("{t:.0} s {}", mib(*kib)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
                 "peak from {}; the engine finished its in-flight sentences {} after the client left{}",
                 if hwm_reset {
                     "VmHWM (reset through /proc/<pid>/clear_refs before the request) and 10 ms polling of VmRSS"
@@ -1801,7 +2103,7 @@ impl Bench {
                     "10 ms polling of VmRSS"
                 },
                 ms(cancel_wait.as_secs_f64()),
-                if idle {
+                if went_idle {
                     String::new()
                 } else {
                     format!(" — still busy after {IDLE_LIMIT:?}: the cancelled request kept being synthesized")
@@ -1811,8 +2113,9 @@ impl Bench {
         self.report.add("piperd memory (5)", rows, notes);
     }
 
-    /// 7. Engine processes' memory after the long texts.
-    fn engine_memory(&mut self) {
+    /// Section 7: Engine processes' memory after the long texts.
+    async fn engine_memory(&mut self) {
+        self.piperd_after_traffic_kib = rss_kib(self.server.pid);
         let now = engines(self.server.pid);
         let mut rows = Vec::new();
         for (pid, voice) in &now {
@@ -1838,20 +2141,42 @@ impl Bench {
                 .target("peak < 600 MB", (hwm as f64) * 1024.0 < 600e6),
             );
         }
+        let metrics = self
+            .client
+            .get(self.server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let exits: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("piperd_process_exits_total"))
+            .collect();
         let notes = vec![
-            "after the 1,000–100,000-character texts, the fairness stream, the throughput runs and the long request; \
-             raw column: the highest peak RSS of the raw engine processes in the throughput runs"
+            "after the 1,000–100,000-character texts, the fairness stream and the throughput runs; \
+             raw column: the highest peak RSS of the raw engine processes in the throughput runs (same texts); \
+             the target is in MB (10⁶ bytes), while PIPER_ENGINE_MAX_RSS_MB (600) is applied in MiB"
                 .to_string(),
             format!(
-                "engine pids at start: {:?}; now: {:?}",
+                "engine pids after warm-up: {:?}; now: {:?}; `/metrics` engine exits: {}",
                 self.engine_pids_at_start,
-                now.iter().map(|(p, v)| (v.clone(), *p)).collect::<BTreeMap<_, _>>()
+                now.iter().map(|(p, v)| (v.clone(), *p)).collect::<BTreeMap<_, _>>(),
+                if exits.is_empty() { "none".to_string() } else { exits.join("; ") }
             ),
         ];
         self.report.add("Engine memory (7)", rows, notes);
     }
 
     fn write_markdown(&self, run_notes: &[String]) {
+        let help = command_output(env!("CARGO_BIN_EXE_piperd"), &["--help"]).unwrap_or_default();
+        let engine_defaults: Vec<String> = help
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("PIPER_ENGINE_") || l.starts_with("PIPER_MAX_PROCESSES"))
+            .map(|l| format!("`{}`", l.split_whitespace().collect::<Vec<_>>().join(" ")))
+            .collect();
         let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
         let revision = command_output("git", &["describe", "--always", "--dirty"])
             .unwrap_or_else(|| "unknown".into());
@@ -1877,6 +2202,13 @@ impl Bench {
         let _ = writeln!(out, "- engine: {versions}, voice {VOICE_FILE} (22,050 Hz)");
         for line in machine() {
             let _ = writeln!(out, "- {line}");
+        }
+        if !engine_defaults.is_empty() {
+            let _ = writeln!(
+                out,
+                "- piperd's engine settings, as `piperd --help` documents them: {}",
+                engine_defaults.join("; ")
+            );
         }
         for note in run_notes {
             let _ = writeln!(out, "- {note}");

@@ -6,15 +6,17 @@ Run by benches/piperd.rs with the project's interpreter (.venv/bin/python):
   raw_engine.py serve MODEL       one timed synthesis per stdin line:
                                   {"text": ..., "first": false} the whole text,
                                   {"text": ..., "first": true} its first audio chunk
-  raw_engine.py throughput MODEL TEXTS SECONDS THREADS OFFSET
-                                  audio seconds made in a window of SECONDS
+  raw_engine.py throughput MODEL TEXTS THREADS OFFSET
+                                  audio seconds made in windows: each stdin line
+                                  is a window length in seconds
 
 TEXTS is a JSON file holding a list of strings. THREADS is onnxruntime's intra-op
 thread count (0: its default), set the way engine/piper_worker.py sets it.
-`serve` and `throughput` print {"ready": true} once the voice is loaded and warm;
-`throughput` then waits for a line on stdin before it starts, so that two copies
-start their windows together. Every answer is one JSON object on one stdout line. Timings cover what piperd's engine does per sentence too: synthesis
-and the conversion to 16-bit PCM bytes.
+`serve` and `throughput` print {"ready": true} once the voice is loaded and warm,
+then answer stdin lines; two `throughput` copies given their lines together run
+their windows together. Every answer is one JSON object on one stdout line.
+Timings cover what piperd's engine does per sentence too: synthesis and the
+conversion to 16-bit PCM bytes.
 """
 
 import json
@@ -137,37 +139,40 @@ def mode_serve(model_path):
             )
 
 
-def mode_throughput(model_path, texts_path, window_s, threads, offset):
+def mode_throughput(model_path, texts_path, threads, offset):
+    # Windows on demand: each stdin line is a window length in seconds; the
+    # texts continue where the previous window stopped.
     texts = read_texts(texts_path)
     voice = load_voice(model_path, threads)
     warm(voice)
     emit({"ready": True})
-    sys.stdin.readline()
-    began = time.monotonic()
-    deadline = began + window_s
-    samples = 0
-    texts_done = 0
     i = offset
-    # Bounded: stops at the first sentence that ends after the deadline.
-    while time.monotonic() < deadline:
-        for chunk in voice.synthesize(texts[i % len(texts)]):
-            pcm = chunk.audio_int16_bytes
-            if time.monotonic() > deadline:
-                break
-            samples += len(pcm) // 2
-        else:
-            texts_done += 1
-        i += 1
-    wall = min(time.monotonic(), deadline) - began
-    audio = samples / voice.config.sample_rate
-    emit(
-        {
-            "audio_s": audio,
-            "wall_s": wall,
-            "texts_done": texts_done,
-            "max_rss_mb": max_rss_mb(),
-        }
-    )
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        window_s = float(line)
+        began = time.monotonic()
+        deadline = began + window_s
+        samples = 0
+        texts_done = 0
+        # Bounded: stops at the first sentence that ends after the deadline.
+        while time.monotonic() < deadline:
+            for chunk in voice.synthesize(texts[i % len(texts)]):
+                pcm = chunk.audio_int16_bytes
+                if time.monotonic() > deadline:
+                    break
+                samples += len(pcm) // 2
+            else:
+                texts_done += 1
+                i += 1
+        emit(
+            {
+                "audio_s": samples / voice.config.sample_rate,
+                "wall_s": window_s,
+                "texts_done": texts_done,
+                "max_rss_mb": max_rss_mb(),
+            }
+        )
 
 
 def main():
@@ -176,8 +181,8 @@ def main():
         mode_load(args[1])
     elif len(args) == 2 and args[0] == "serve":
         mode_serve(args[1])
-    elif len(args) == 6 and args[0] == "throughput":
-        mode_throughput(args[1], args[2], float(args[3]), int(args[4]), int(args[5]))
+    elif len(args) == 5 and args[0] == "throughput":
+        mode_throughput(args[1], args[2], int(args[3]), int(args[4]))
     else:
         sys.stderr.write(__doc__)
         return 2
