@@ -349,3 +349,51 @@ async fn api_keys_guard_every_route_but_health_and_metrics() {
         "the key appeared in the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_the_configured_origin_in() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[("PIPER_CORS_ORIGINS", "https://app.example")]);
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, server.url("/v1/audio/speech"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let (_, headers, _) = post(&server, "/api/tts", json!({"text": "Cross origin."})).await;
+    assert!(
+        headers.get("access-control-allow-origin").is_none(),
+        "no Origin header sent"
+    );
+    let response = client()
+        .get(server.url("/api/voices"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = client()
+        .request(reqwest::Method::OPTIONS, server.url("/api/tts"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
