@@ -57,6 +57,8 @@ pub struct Config {
     pub engine_start_timeout: Duration,
     pub engine_max_rss_mb: u64,
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long to keep accepting while `/health` says 503.
+    pub drain_delay: Duration,
     /// Audio of a non-streamed answer above this size goes to a temp file.
     pub spool_threshold_bytes: usize,
     pub temp_dir: PathBuf,
@@ -167,6 +169,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "seconds in-flight requests get to finish on SIGTERM",
     ),
     (
+        "PIPER_DRAIN_DELAY",
+        "0",
+        "seconds to keep accepting after SIGTERM while /health answers 503",
+    ),
+    (
         "PIPER_SPOOL_THRESHOLD_MB",
         "8",
         "audio above this size is spooled to a temp file",
@@ -255,6 +262,7 @@ impl Config {
             engine_start_timeout: env.seconds("PIPER_ENGINE_START_TIMEOUT", 60.0)?,
             engine_max_rss_mb: env.parse("PIPER_ENGINE_MAX_RSS_MB", 600)?,
             shutdown_grace: env.seconds("PIPER_SHUTDOWN_GRACE", 30.0)?,
+            drain_delay: env.seconds("PIPER_DRAIN_DELAY", 0.0)?,
             spool_threshold_bytes: env.parse::<usize>("PIPER_SPOOL_THRESHOLD_MB", 8)? << 20,
             temp_dir: env
                 .get("PIPER_TEMP_DIR")

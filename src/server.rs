@@ -1,7 +1,8 @@
 //! Running the server, and shutting it down in order.
 //!
 //! Shutdown is explicit: the first SIGTERM or SIGINT marks the server as
-//! draining (`/health` answers 503), stops accepting connections and gives
+//! draining (`/health` answers 503), stops accepting connections (after
+//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`) and gives
 //! the requests in flight, streaming ones included, `PIPER_SHUTDOWN_GRACE`
 //! to finish. Then every engine is stopped (SIGTERM, SIGKILL after 2 s) and
 //! the actors end. A second signal skips the wait.
@@ -83,6 +84,14 @@ pub async fn run(
         }
     }
     draining.store(true, Ordering::SeqCst);
+    // Optionally keep accepting for a moment while `/health` says 503, so
+    // that load balancers polling it take the replica out before it closes.
+    if !config.drain_delay.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(config.drain_delay) => {}
+            signal = signals.next() => tracing::warn!(signal, "second signal during the drain delay"),
+        }
+    }
     let _ = stop_accepting.send(());
     tokio::select! {
         _ = &mut server => tracing::info!("all requests finished"),

@@ -245,3 +245,21 @@ async fn a_killed_engine_mid_request_is_replaced_and_the_request_succeeds() {
     assert_eq!(engines.len(), 1);
     assert_ne!(engines[0], engine);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_503_while_draining() {
+    let dir = voices(&[VOICE]);
+    let mut server = Server::start(dir.path(), &[("PIPER_DRAIN_DELAY", "3")]);
+    let (status, _) = get_json(&server, "/health").await;
+    assert_eq!(status, 200);
+    server.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, health) = get_json(&server, "/health").await;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["ok"], false);
+    assert_eq!(health["error"], "draining");
+    // Requests are still served during the delay.
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "One more."})).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
+}
