@@ -155,6 +155,8 @@ struct Job {
     received: Instant,
     first_audio: Option<Instant>,
     waited: bool,
+    /// Whether a sentence of it went to the engine yet.
+    started: bool,
     samples: u64,
     skipped: usize,
     in_flight: usize,
@@ -385,8 +387,7 @@ impl WorkerState {
         if job.voice.fingerprint != self.voice.fingerprint {
             self.voice = job.voice.clone();
         }
-        // A newcomer goes first: its first audio should not wait a full turn.
-        self.jobs.push_front(Job {
+        let job = Job {
             id,
             units: job
                 .units
@@ -403,12 +404,18 @@ impl WorkerState {
             received: job.received,
             first_audio: None,
             waited: false,
+            started: false,
             samples: 0,
             skipped: 0,
             in_flight: 0,
             next_to_send: 0,
             finished: Default::default(),
-        });
+        };
+        // Newcomers go ahead of requests already being served, so their first
+        // audio does not wait a full turn, but behind earlier newcomers: first
+        // come, first served among those still waiting for their first sentence.
+        let at = self.jobs.iter().take_while(|j| !j.started).count();
+        self.jobs.insert(at, job);
         self.ensure_process(myself);
         self.pump(myself);
     }
@@ -807,6 +814,7 @@ impl WorkerState {
                 options: &job.options,
             }
             .to_line();
+            job.started = true;
             if !job.waited {
                 job.waited = true;
                 histogram!(m::QUEUE_WAIT, "voice" => self.voice.name.clone())
