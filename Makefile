@@ -34,8 +34,13 @@ run: setup
 test: setup
 	cargo test --release --no-fail-fast -- --test-threads=2
 
+# The raw engine and piperd side by side (writes BENCHMARKS.md), then the
+# peer servers in their own venvs under benches/.peers (appended to it).
 bench: setup
+	cargo build --release
 	cargo bench --bench piperd
+	python3 benches/peers.py --budget 150 --out target/peers.md
+	cat target/peers.md >> BENCHMARKS.md
 
 lint:
 	cargo fmt --all -- --check
