@@ -195,10 +195,7 @@ async fn tts(server: &Server, body: Value) -> (u16, bytes::Bytes) {
 // ---------------------------------------------------------------------------
 // /metrics after known traffic.
 
-/// Every family of src/metrics.rs with its Prometheus type, but the audio
-/// cache's (piperd_audio_cache_lookups_total, piperd_audio_cache_bytes):
-/// they are left out of the dashboard and of these checks until the audio
-/// cache gets its panel; add them here then.
+/// Every family of src/metrics.rs with its Prometheus type.
 const FAMILIES: &[(&str, &str)] = &[
     (m::HTTP_REQUESTS, "counter"),
     (m::HTTP_DURATION, "histogram"),
@@ -220,6 +217,8 @@ const FAMILIES: &[(&str, &str)] = &[
     (m::QUEUE_DEPTH, "gauge"),
     (m::QUEUE_WAIT, "histogram"),
     (m::CONFIG_CACHE_LOOKUPS, "counter"),
+    (m::AUDIO_CACHE_LOOKUPS, "counter"),
+    (m::AUDIO_CACHE_BYTES, "gauge"),
     (m::ERRORS, "counter"),
     (m::BUILD_INFO, "gauge"),
 ];
