@@ -95,12 +95,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_PARALLEL",
-        "CPU cores, at most 2",
+        "1",
         "sentences one engine process synthesizes at once",
     ),
     (
         "PIPER_ENGINE_THREADS",
-        "1 (0 when PIPER_ENGINE_PARALLEL is 1)",
+        "0, or 1 when PIPER_ENGINE_PARALLEL is above 1",
         "onnxruntime threads per synthesis (0: onnxruntime's default)",
     ),
     (
@@ -229,11 +229,12 @@ impl Config {
                 .unwrap_or_else(|_| PathBuf::from(".venv/bin/python")),
             None => PathBuf::from("python3"),
         };
-        // Measured on 2 cores: two syntheses at once with one onnxruntime
-        // thread each beat one synthesis on both cores (see BENCHMARKS.md);
-        // more than two cost memory (each adds its own working set).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let engine_parallel = env.positive("PIPER_ENGINE_PARALLEL", cores.min(2))?;
+        // Measured on 2 cores (BENCHMARKS.md): one synthesis at a time on
+        // onnxruntime's default threads answers a short sentence in the raw
+        // engine's time; two at once with one thread each give ~8% more
+        // audio per second but make each sentence ~1.8x slower. Latency
+        // wins the default; batch work can set PIPER_ENGINE_PARALLEL=2.
+        let engine_parallel = env.positive("PIPER_ENGINE_PARALLEL", 1)?;
         let log_format = match env.get("PIPER_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
