@@ -128,14 +128,7 @@ async fn a_changed_voice_config_is_picked_up_without_a_restart() {
         before, after,
         "the engine was not restarted for the new config"
     );
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&server).await;
     assert!(metrics.contains("piperd_config_cache_lookups_total{result=\"reloaded\"}"));
     assert!(metrics.contains("reason=\"config_change\"} 1"));
 }

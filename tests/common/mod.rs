@@ -217,12 +217,7 @@ pub async fn post(
     path: &str,
     body: serde_json::Value,
 ) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
-    let response = client()
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = send_json(server, path, &body).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (status, headers, response.bytes().await.unwrap())
@@ -368,12 +363,7 @@ pub async fn post_stream(
     path: &str,
     body: serde_json::Value,
 ) -> impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin {
-    let response = client()
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = send_json(server, path, &body).await;
     assert_eq!(response.status(), 200);
     response.bytes_stream()
 }
@@ -390,4 +380,13 @@ pub async fn assert_still_synthesizing(server: &Server) {
         depth.ends_with(" 1"),
         "synthesis already over at first audio: {depth}"
     );
+}
+
+async fn send_json(server: &Server, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    client()
+        .post(server.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
 }
