@@ -178,6 +178,23 @@ fn engine_of(server: &Server, voice: &str) -> Option<u32> {
     })
 }
 
+/// Kills a voice's engine and waits until a new one is up, its cold start
+/// counted as the `cold_starts`-th.
+async fn kill_and_await_restart(server: &Server, scrapes: &mut u32, voice: &str, cold_starts: f64) {
+    let killed = kill_engine(server, voice);
+    scrape_until(
+        server,
+        scrapes,
+        Duration::from_secs(30),
+        &format!("the killed engine of {voice} restarted"),
+        |m| {
+            m.get(&count(m::COLD_START), &[("voice", voice)]) == Some(cold_starts)
+                && engine_of(server, voice).is_some_and(|p| p != killed)
+        },
+    )
+    .await;
+}
+
 fn kill_engine(server: &Server, voice: &str) -> u32 {
     let pid = engine_of(server, voice).unwrap_or_else(|| panic!("no engine for {voice}"));
     // SAFETY: kill(2) on an engine this test's server started.
@@ -295,35 +312,13 @@ async fn metrics_count_known_traffic() {
     assert_eq!(get_json(&server, "/api/voices").await.0, 200);
 
     // A crash: restarted at once.
-    let killed = kill_engine(&server, VOICE);
-    scrape_until(
-        &server,
-        &mut scrapes,
-        Duration::from_secs(30),
-        "the killed engine restarted",
-        |m| {
-            m.get(&count(m::COLD_START), &[("voice", VOICE)]) == Some(2.0)
-                && engine_of(&server, VOICE).is_some_and(|p| p != killed)
-        },
-    )
-    .await;
+    kill_and_await_restart(&server, &mut scrapes, VOICE, 2.0).await;
 
     // The other voice takes the only slot: the idle first voice is evicted.
     let (status, _, body) = post(&server, "/api/warmup", json!({"voice_model": CRASHY})).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     // Two crashes in the window: the voice fails.
-    let killed = kill_engine(&server, CRASHY);
-    scrape_until(
-        &server,
-        &mut scrapes,
-        Duration::from_secs(30),
-        "the killed engine of the second voice restarted",
-        |m| {
-            m.get(&count(m::COLD_START), &[("voice", CRASHY)]) == Some(2.0)
-                && engine_of(&server, CRASHY).is_some_and(|p| p != killed)
-        },
-    )
-    .await;
+    kill_and_await_restart(&server, &mut scrapes, CRASHY, 2.0).await;
     kill_engine(&server, CRASHY);
     scrape_until(
         &server,
@@ -1304,18 +1299,7 @@ async fn prometheus_answers_every_dashboard_and_alert_query() {
         |m| m.get(m::PROCESS_MEMORY, &[("voice", VOICE)]).unwrap_or(0.0) > 0.0,
     )
     .await;
-    let killed = kill_engine(&server, VOICE);
-    scrape_until(
-        &server,
-        &mut scrapes,
-        Duration::from_secs(30),
-        "the killed engine restarted",
-        |m| {
-            m.get(&count(m::COLD_START), &[("voice", VOICE)]) == Some(2.0)
-                && engine_of(&server, VOICE).is_some_and(|p| p != killed)
-        },
-    )
-    .await;
+    kill_and_await_restart(&server, &mut scrapes, VOICE, 2.0).await;
     answered += traffic(2).await;
 
     // Prometheus has seen all of it, and scraped a few times more.

@@ -56,12 +56,6 @@ impl StderrTail {
         lines.push_back(line);
     }
 
-    /// The kept lines, oldest first, joined for an error message.
-    pub fn text(&self) -> String {
-        let lines = self.0.lock().expect("stderr tail lock");
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
     /// The most recent non-empty line (Python puts the exception last).
     pub fn last_line(&self) -> Option<String> {
         let lines = self.0.lock().expect("stderr tail lock");
