@@ -36,8 +36,8 @@ test: setup
 
 # The raw engine and piperd side by side (writes BENCHMARKS.md), then the
 # peer servers in their own venvs under benches/.peers (appended to it).
+# `cargo bench` builds target/release/piperd itself, which peers.py runs.
 bench: setup
-	cargo build --release
 	cargo bench --bench piperd
 	python3 benches/peers.py --budget 150 --out target/peers.md
 	cat target/peers.md >> BENCHMARKS.md

@@ -2,15 +2,20 @@
 
 piperd runs this program once per warm voice, with the interpreter of the
 project's virtual environment. It loads the voice with the `piper` package's
-Python API, announces that it is ready, then answers synthesis requests one
-at a time. The protocol is documented in docs/engine-protocol.md; in short:
+Python API, announces that it is ready, then answers synthesis requests. The
+protocol is documented in docs/engine-protocol.md; in short:
 
-  stdin   one JSON object per line: {"id": 7, "text": "...", options...};
-          PIPER_ENGINE_PARALLEL requests are synthesized at once
+  stdin   one JSON object per line: {"id": 7, "text": "...", options...}
+          to synthesize, or {"cancel": 7} to stop request 7 early
   stdout  binary frames only:  b"PD" | kind (1 byte) | 0 | id (u32 LE)
                                | payload length (u32 LE) | payload
-          kinds: R ready (JSON), A audio (s16le PCM), D done (JSON), X error (JSON)
+          kinds: R ready (JSON), A audio (s16le PCM), D done (JSON),
+                 X error (JSON), C cancelled (empty)
   stderr  human-readable logs, kept by piperd for error reports.
+
+Up to PIPER_ENGINE_PARALLEL requests are synthesized at once, on threads
+that share the loaded voice; each uses PIPER_ENGINE_THREADS onnxruntime
+threads (0: onnxruntime's default). piperd decides how many it sends.
 
 The program ends as soon as stdin closes, even in the middle of an utterance,
 so that it can never outlive the server that feeds it.
@@ -26,11 +31,16 @@ import time
 
 HEADER = struct.Struct("<2sBBII")
 MAGIC = b"PD"
-READY, AUDIO, DONE, ERROR = b"R"[0], b"A"[0], b"D"[0], b"X"[0]
+READY, AUDIO, DONE, ERROR, CANCELLED = (ord(k) for k in "RADXC")
 OPTION_KEYS = ("speaker_id", "length_scale", "noise_scale", "noise_w_scale", "volume")
 
 _out = sys.stdout.buffer
 _out_lock = threading.Lock()
+_local = threading.local()
+
+
+class Cancelled(Exception):
+    """A request piperd took back (`{"cancel": id}`) before it was done."""
 
 
 def log(message):
@@ -49,16 +59,68 @@ def send_json(kind, request_id, obj):
     send(kind, request_id, json.dumps(obj).encode("utf-8"))
 
 
-def read_requests(inbox):
+class Requests:
+    """Requests read but not answered yet, each with the onnxruntime run
+    options that can stop its synthesis from another thread."""
+
+    def __init__(self):
+        import onnxruntime
+
+        self._run_options = onnxruntime.RunOptions
+        self._lock = threading.Lock()
+        self._live = {}
+        self.inbox = queue.Queue()
+
+    def add(self, request):
+        options = self._run_options()
+        with self._lock:
+            self._live[int(request.get("id", 0))] = options
+        self.inbox.put((request, options))
+
+    def cancel(self, request_id):
+        with self._lock:
+            options = self._live.get(request_id)
+        if options is not None:
+            options.terminate = True
+
+    def done(self, request_id):
+        with self._lock:
+            self._live.pop(request_id, None)
+
+
+class CancellableSession:
+    """An onnxruntime session whose runs use the calling thread's run
+    options, so that `Requests.cancel` can stop a synthesis midway."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def run(self, output_names, input_feed, run_options=None):
+        return self._session.run(output_names, input_feed, getattr(_local, "run_options", None))
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def read_requests(requests):
     """Reads request lines; ends the whole program when stdin closes."""
     for raw in sys.stdin.buffer:
         line = raw.strip()
         if not line:
             continue
         try:
-            inbox.put(json.loads(line))
+            request = json.loads(line)
         except ValueError as err:
-            inbox.put({"id": 0, "invalid": f"request is not JSON: {err}"})
+            request = {"id": 0, "invalid": f"request is not JSON: {err}"}
+        if not isinstance(request, dict):
+            request = {"id": 0, "invalid": "request is not a JSON object"}
+        if "cancel" in request:
+            try:
+                requests.cancel(int(request["cancel"]))
+            except (TypeError, ValueError):
+                log(f"ignored a cancel line without a request id: {line[:80]!r}")
+            continue
+        requests.add(request)
     # The server closed our stdin (or died): stop at once, mid-utterance or not.
     os._exit(0)
 
@@ -76,10 +138,10 @@ def load_voice(model_path, config_path, threads):
     session = onnxruntime.InferenceSession(
         str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    return PiperVoice(session=session, config=config)
+    return PiperVoice(session=CancellableSession(session), config=config)
 
 
-def synthesize(voice, request):
+def synthesize(voice, request, run_options):
     from piper import SynthesisConfig
 
     request_id = int(request.get("id", 0))
@@ -94,19 +156,41 @@ def synthesize(voice, request):
     silence = float(request.get("sentence_silence") or 0.0)
     silence_bytes = b"\x00\x00" * int(voice.config.sample_rate * silence)
     samples = 0
+    if run_options.terminate:
+        send(CANCELLED, request_id)
+        return
+    _local.run_options = run_options
     try:
         for chunk in voice.synthesize(text, syn_config=SynthesisConfig(**options)):
+            if run_options.terminate:
+                raise Cancelled()
             pcm = chunk.audio_int16_bytes + silence_bytes
             samples += len(pcm) // 2
             send(AUDIO, request_id, pcm)
+        if run_options.terminate:
+            raise Cancelled()
     except Exception as err:  # an utterance the engine cannot speak must not end it
+        if run_options.terminate:
+            send(CANCELLED, request_id)
+            return
         log(f"request {request_id} failed: {type(err).__name__}: {err}")
         send_json(ERROR, request_id, {"message": f"{type(err).__name__}: {err}"})
         return
+    finally:
+        _local.run_options = None
     if samples == 0:
         send_json(ERROR, request_id, {"message": "nothing speakable", "unspeakable": True})
         return
     send_json(DONE, request_id, {"samples": samples})
+
+
+def serve(voice, requests):
+    while True:
+        request, run_options = requests.inbox.get()
+        try:
+            synthesize(voice, request, run_options)
+        finally:
+            requests.done(int(request.get("id", 0)))
 
 
 def check():
@@ -130,11 +214,10 @@ def main():
     threads = int(os.environ.get("PIPER_ENGINE_THREADS", "0") or 0)
     parallel = max(1, int(os.environ.get("PIPER_ENGINE_PARALLEL", "1") or 1))
 
-    inbox = queue.Queue()
-    threading.Thread(target=read_requests, args=(inbox,), daemon=True).start()
-
     started = time.monotonic()
     try:
+        requests = Requests()
+        threading.Thread(target=read_requests, args=(requests,), daemon=True).start()
         voice = load_voice(model_path, config_path, threads)
     except Exception as err:
         log(f"cannot load voice {model_path}: {type(err).__name__}: {err}")
@@ -155,20 +238,16 @@ def main():
             "engine": f"piper-tts {version('piper-tts')}",
             "load_ms": round(load_ms, 1),
             "threads": parallel,
+            "cancel": True,
             "pid": os.getpid(),
         },
     )
     log(f"ready in {load_ms:.0f} ms: {model_path}")
-    # Several sentences at once: onnxruntime releases the GIL while it runs,
-    # and piper serializes its phonemizer, so threads share one loaded model.
+    # onnxruntime releases the GIL while it runs, and piper serializes its
+    # phonemizer, so the threads share one loaded model.
     for _ in range(parallel - 1):
-        threading.Thread(target=serve, args=(voice, inbox), daemon=True).start()
-    serve(voice, inbox)
-
-
-def serve(voice, inbox):
-    while True:
-        synthesize(voice, inbox.get())
+        threading.Thread(target=serve, args=(voice, requests), daemon=True).start()
+    serve(voice, requests)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,10 @@ pub struct Config {
     pub python: PathBuf,
     /// Engine program to run instead of the one built into the binary.
     pub engine_program: Option<PathBuf>,
-    /// onnxruntime intra-op threads per synthesis (0: its default).
+    /// onnxruntime intra-op threads per sentence (0: its default, every core).
     pub engine_threads: usize,
-    /// Sentences one engine process synthesizes at once.
-    pub engine_parallel: usize,
+    /// Sentences synthesized at once, over all voices.
+    pub engine_concurrency: usize,
     pub chunk_size: usize,
     /// Longest piece of text handed to the engine at once.
     pub unit_max_chars: usize,
@@ -94,14 +94,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "engine program to run instead of the built-in one",
     ),
     (
-        "PIPER_ENGINE_PARALLEL",
+        "PIPER_ENGINE_CONCURRENCY",
         "1",
-        "sentences one engine process synthesizes at once",
+        "sentences synthesized at once, over all voices",
     ),
     (
         "PIPER_ENGINE_THREADS",
-        "0, or 1 when PIPER_ENGINE_PARALLEL is above 1",
-        "onnxruntime threads per synthesis (0: onnxruntime's default)",
+        "0",
+        "onnxruntime threads per sentence (0: onnxruntime's default, every core)",
     ),
     (
         "PIPER_CHUNK_SIZE",
@@ -229,12 +229,12 @@ impl Config {
                 .unwrap_or_else(|_| PathBuf::from(".venv/bin/python")),
             None => PathBuf::from("python3"),
         };
-        // Measured on 2 cores (BENCHMARKS.md): one synthesis at a time on
-        // onnxruntime's default threads answers a short sentence in the raw
-        // engine's time; two at once with one thread each give ~8% more
-        // audio per second but make each sentence ~1.8x slower. Latency
-        // wins the default; batch work can set PIPER_ENGINE_PARALLEL=2.
-        let engine_parallel = env.positive("PIPER_ENGINE_PARALLEL", 1)?;
+        // Measured on 2 cores (BENCHMARKS.md): one sentence at a time on
+        // onnxruntime's default threads answers in the raw engine's time;
+        // two at once on one thread each give up to ~10% more audio per
+        // second but make each sentence ~1.5x slower and need twice the
+        // engine memory. Several engines at once on every core fight over
+        // the cores, so the limit is over all voices.
         let log_format = match env.get("PIPER_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -246,8 +246,8 @@ impl Config {
             voices_dir: PathBuf::from(env.get("PIPER_VOICES_DIR").unwrap_or("./voices")),
             python,
             engine_program: env.get("PIPER_ENGINE").map(PathBuf::from),
-            engine_parallel,
-            engine_threads: env.parse("PIPER_ENGINE_THREADS", usize::from(engine_parallel > 1))?,
+            engine_concurrency: env.positive("PIPER_ENGINE_CONCURRENCY", 1)?,
+            engine_threads: env.parse("PIPER_ENGINE_THREADS", 0)?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
             // The engine's memory grows with the longest piece it is given:
             // 150 characters keep two at once under 600 MB (measured).

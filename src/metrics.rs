@@ -30,6 +30,7 @@ pub const SERVER_MEMORY: &str = "piperd_server_resident_memory_bytes";
 pub const VOICE_FAILED: &str = "piperd_voice_failed";
 pub const QUEUE_DEPTH: &str = "piperd_queue_depth";
 pub const QUEUE_WAIT: &str = "piperd_queue_wait_seconds";
+pub const PREEMPTIONS: &str = "piperd_preemptions_total";
 pub const CONFIG_CACHE_LOOKUPS: &str = "piperd_config_cache_lookups_total";
 pub const AUDIO_CACHE_LOOKUPS: &str = "piperd_audio_cache_lookups_total";
 pub const AUDIO_CACHE_BYTES: &str = "piperd_audio_cache_bytes";
@@ -189,6 +190,10 @@ fn describe() {
         QUEUE_WAIT,
         Unit::Seconds,
         "Time a request waited for an engine process, by voice."
+    );
+    describe_counter!(
+        PREEMPTIONS,
+        "Times a request's first sentence took the cores of a long request's sentences, by voice."
     );
     describe_counter!(
         CONFIG_CACHE_LOOKUPS,

@@ -327,6 +327,60 @@ async fn eight_concurrent_requests_on_one_voice_all_succeed() {
     assert_eq!(server.engines().len(), 1);
 }
 
+/// A request's first sentence does not wait for a long request's sentences:
+/// it takes their cores, the engine drops them, and they are said again
+/// later. The long request must lose nothing and repeat nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_request_takes_the_cores_of_a_long_one_which_loses_nothing() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[("PIPER_AUDIO_CACHE_MB", "0")]);
+    // Without noise the same text gives (nearly) the same length each time.
+    let long = json!({
+        "text": prose(1500),
+        "stream": true,
+        "noise_scale": 0.0,
+        "noise_w_scale": 0.0,
+    });
+    let mut alone = Vec::new();
+    let mut body = post_stream(&server, "/api/tts", long.clone()).await;
+    while let Some(chunk) = body.next().await {
+        alone.extend_from_slice(&chunk.unwrap());
+    }
+    let alone = parse_streamed_wav(&alone);
+
+    let mut shared = Vec::new();
+    let mut body = post_stream(&server, "/api/tts", long).await;
+    while shared.len() <= 44 {
+        shared.extend_from_slice(&body.next().await.unwrap().unwrap());
+    }
+    let (status, _, short) = post(
+        &server,
+        "/api/tts",
+        json!({"text": "A short request arrives in the middle."}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&short));
+    let short = parse_wav(&short);
+    assert!(short.seconds() > 1.0 && rms(&short.samples) > 300.0);
+    while let Some(chunk) = body.next().await {
+        shared.extend_from_slice(&chunk.unwrap());
+    }
+    let shared = parse_streamed_wav(&shared);
+
+    let taken = metric(&metrics_text(&server).await, "piperd_preemptions_total{");
+    assert!(taken >= 1.0, "the short request waited its turn");
+    // A sentence lost or said twice would change the length by 1% or more
+    // (the shortest, "Rain again!", is about 1% of it).
+    let ratio = shared.seconds() / alone.seconds();
+    assert!(
+        (0.995..1.005).contains(&ratio),
+        "{} s alone, {} s when interrupted",
+        alone.seconds(),
+        shared.seconds()
+    );
+    assert!(rms(&shared.samples) > 300.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warmup_health_and_voices_report_the_process() {
     let dir = voices(&[VOICE, "second"]);

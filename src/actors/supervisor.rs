@@ -90,6 +90,8 @@ struct Entry {
 pub struct SupervisorState {
     config: Arc<Config>,
     spec: EngineSpec,
+    /// Turns to synthesize a sentence, shared by every worker.
+    turns: Arc<tokio::sync::Semaphore>,
     workers: HashMap<String, Entry>,
     names: HashMap<ActorId, String>,
     /// Voices waiting for a slot, first come first served.
@@ -114,11 +116,14 @@ impl Actor for Supervisor {
             python: config.python.clone(),
             program: config.engine_program.clone(),
             threads: config.engine_threads,
-            parallel: config.engine_parallel,
+            // One more than the sentences it runs, so that a sentence sent
+            // while a cancelled one is still stopping does not wait for it.
+            parallel: config.engine_concurrency + 1,
         };
         myself.send_interval(SAMPLE_EVERY, || SupervisorMsg::SampleTick);
         gauge!(m::PROCESSES).set(0.0);
         let mut state = SupervisorState {
+            turns: Arc::new(tokio::sync::Semaphore::new(config.engine_concurrency)),
             config,
             spec,
             workers: HashMap::new(),
@@ -333,6 +338,7 @@ impl SupervisorState {
             config: self.config.clone(),
             spec: self.spec.clone(),
             supervisor: myself.clone(),
+            turns: self.turns.clone(),
         };
         let (worker, _) = Actor::spawn_linked(None, VoiceWorker, args, myself.get_cell()).await?;
         self.names.insert(worker.get_id(), voice.name.clone());

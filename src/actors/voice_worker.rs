@@ -1,12 +1,18 @@
 //! The worker of one voice: its engine process and its requests.
 //!
 //! The worker owns at most one engine process. It keeps every request it
-//! holds and feeds the engine one sentence at a time, round-robin across
-//! requests, so a short request is never stuck behind a long one. Two
-//! sentences are kept in the engine's pipe so that it never idles between
-//! them. Audio of a sentence is forwarded once the sentence is complete: if
-//! the process dies mid-sentence, that sentence is sent again to the next
-//! process and the client never sees half of it.
+//! holds and feeds the engine sentence by sentence, round-robin across
+//! requests, so a short request is never stuck behind a long one. Audio of
+//! a sentence is forwarded once the sentence is complete: if the process
+//! dies mid-sentence, that sentence is sent again to the next process and
+//! the client never sees half of it.
+//!
+//! All workers take turns through one fair semaphore of
+//! `PIPER_ENGINE_CONCURRENCY` permits: a sentence is sent to an engine only
+//! with a turn, so engines of several voices never fight over the cores. A
+//! request's first sentence that finds no turn free takes back the turn of a
+//! long request's sentence: the engine drops that sentence and it is said
+//! again right after, so a short request never waits for a long one.
 //!
 //! Everything that happens to the process (frames, its end, deadlines, the
 //! idle timer) arrives as a message, so the worker never waits on it.
@@ -18,19 +24,20 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use metrics::{counter, gauge, histogram};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::supervisor::SupervisorMsg;
 use super::{AudioEvent, SynthError, SynthJob, SynthSummary};
 use crate::config::Config;
-use crate::engine::protocol::Request;
+use crate::engine::protocol::{cancel_line, Request};
 use crate::engine::{EngineEvent, EngineProcess, EngineSpec, Frame, ReadyInfo};
 use crate::metrics::{self as m, ExitReason};
 use crate::voices::{Fingerprint, VoiceInfo};
 
-// Sentences in flight: one per engine synthesis thread, plus one waiting in
-// the pipe while a single request is served (so the engine never idles
-// between its sentences). With several requests nothing waits in the pipe:
-// a newcomer's first sentence starts as soon as any engine thread is free.
+/// A request with at least this many sentences still to send, and audio
+/// already delivered, may have its sentences in the engine taken back for a
+/// newcomer's first one.
+const PREEMPTIBLE_REMAINING: usize = 4;
 /// Hang deadline per character of the sentence, on top of the base.
 const DEADLINE_PER_CHAR: Duration = Duration::from_millis(50);
 /// First restart delay after a crash; doubles up to [`MAX_BACKOFF`].
@@ -49,6 +56,8 @@ pub struct WorkerArgs {
     pub config: Arc<Config>,
     pub spec: EngineSpec,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// Turns to synthesize, shared by all workers.
+    pub turns: Arc<Semaphore>,
 }
 
 /// A warm-up answer.
@@ -74,6 +83,8 @@ pub enum WorkerMsg {
     Status(RpcReplyPort<WorkerStatus>),
     /// The supervisor granted a process slot.
     SlotGranted,
+    /// A turn came free for this worker's next sentence.
+    Turn(OwnedSemaphorePermit),
     /// The supervisor wants the slot back if this worker is idle.
     Evict,
     Engine {
@@ -179,6 +190,11 @@ struct InFlight {
     text: String,
     pcm: Vec<Bytes>,
     retried: bool,
+    /// Its turn, given back when it ends (or is taken back).
+    turn: Option<OwnedSemaphorePermit>,
+    /// Taken back (`cancel` sent): it ends with a cancelled frame or, if the
+    /// engine was already done, as usual.
+    cancelling: bool,
 }
 
 pub struct WorkerState {
@@ -194,6 +210,13 @@ pub struct WorkerState {
     in_flight: Vec<InFlight>,
     /// Sentences the engine synthesizes at once (from its ready frame).
     engine_threads: usize,
+    /// Whether the engine takes cancel lines (from its ready frame).
+    engine_cancels: bool,
+    turns: Arc<Semaphore>,
+    /// A turn granted to this worker and not used yet.
+    spare: Option<OwnedSemaphorePermit>,
+    /// Waiting in the semaphore's queue for a turn.
+    asking_turn: bool,
     next_job: u64,
     next_unit: u32,
     warmups: Vec<(Instant, RpcReplyPort<Result<WarmInfo, SynthError>>)>,
@@ -222,6 +245,7 @@ impl Actor for VoiceWorker {
         // rates and alerts over them have data on a healthy server.
         let voice = args.voice.name.clone();
         counter!(m::PROCESS_RESTARTS, "voice" => voice.clone()).absolute(0);
+        counter!(m::PREEMPTIONS, "voice" => voice.clone()).absolute(0);
         gauge!(m::VOICE_FAILED, "voice" => voice).set(0.0);
         Ok(WorkerState {
             voice: args.voice,
@@ -233,6 +257,10 @@ impl Actor for VoiceWorker {
             jobs: VecDeque::new(),
             in_flight: Vec::new(),
             engine_threads: 1,
+            engine_cancels: false,
+            turns: args.turns,
+            spare: None,
+            asking_turn: false,
             next_job: 0,
             next_unit: 1,
             warmups: Vec::new(),
@@ -276,6 +304,11 @@ impl Actor for VoiceWorker {
                 let _ = reply.send(state.status());
             }
             WorkerMsg::SlotGranted => state.slot_granted(&myself),
+            WorkerMsg::Turn(permit) => {
+                state.asking_turn = false;
+                state.spare = Some(permit);
+                state.pump(&myself);
+            }
             WorkerMsg::Evict => state.evict(),
             WorkerMsg::Engine { generation, event } if generation == state.generation => {
                 state.engine_event(&myself, event)
@@ -627,6 +660,7 @@ impl WorkerState {
                 }
             }
             EngineEvent::Frame(Frame::Done { id, .. }) => self.unit_finished(myself, id, false),
+            EngineEvent::Frame(Frame::Cancelled { id }) => self.unit_cancelled(myself, id),
             EngineEvent::Frame(Frame::Error {
                 id,
                 message,
@@ -681,6 +715,7 @@ impl WorkerState {
             tracing::warn!(voice = %self.voice.name, "engine sample rate {} differs from the config's {}", info.sample_rate, self.voice.sample_rate);
         }
         self.engine_threads = info.threads.max(1) as usize;
+        self.engine_cancels = info.cancel;
         for (asked, reply) in self.warmups.drain(..) {
             let _ = reply.send(Ok(WarmInfo {
                 ready_ms: asked.elapsed().as_secs_f64() * 1000.0,
@@ -703,7 +738,8 @@ impl WorkerState {
         let Some(index) = self.in_flight.iter().position(|f| f.unit == unit) else {
             return self.protocol_broken(myself, format!("end of unexpected request {unit}"));
         };
-        let done = self.in_flight.remove(index);
+        let mut done = self.in_flight.remove(index);
+        drop(done.turn.take());
         if let Some(pos) = self.jobs.iter().position(|j| j.id == done.job) {
             let job = &mut self.jobs[pos];
             job.in_flight -= 1;
@@ -730,6 +766,33 @@ impl WorkerState {
             if job.units.is_empty() && job.in_flight == 0 {
                 let job = self.jobs.remove(pos).expect("position is valid");
                 self.finish(job);
+            }
+        }
+        self.pump(myself);
+    }
+
+    /// The engine dropped a sentence it was asked to give back: it goes
+    /// back to its request, to be said later (unless the client left).
+    fn unit_cancelled(&mut self, myself: &ActorRef<WorkerMsg>, unit: u32) {
+        let Some(index) = self.in_flight.iter().position(|f| f.unit == unit) else {
+            return self.protocol_broken(myself, format!("cancel of unexpected request {unit}"));
+        };
+        let done = self.in_flight.remove(index);
+        if !done.cancelling {
+            return self.protocol_broken(myself, format!("request {unit} cancelled unasked"));
+        }
+        if let Some(job) = self.jobs.iter_mut().find(|j| j.id == done.job) {
+            job.in_flight -= 1;
+            if !job.events.is_closed() {
+                let at = job.units.iter().take_while(|u| u.seq < done.seq).count();
+                job.units.insert(
+                    at,
+                    Unit {
+                        seq: done.seq,
+                        text: done.text,
+                        retried: done.retried,
+                    },
+                );
             }
         }
         self.pump(myself);
@@ -781,6 +844,20 @@ impl WorkerState {
         let Proc::Ready { engine, .. } = &self.proc else {
             return;
         };
+        // Sentences of requests whose client left are taken back at once.
+        if self.engine_cancels {
+            for f in self.in_flight.iter_mut().filter(|f| !f.cancelling) {
+                if self
+                    .jobs
+                    .iter()
+                    .any(|j| j.id == f.job && j.events.is_closed())
+                {
+                    engine.send(cancel_line(f.unit));
+                    f.cancelling = true;
+                    f.turn = None;
+                }
+            }
+        }
         let mut paused = false;
         // After a crash the lost sentences go one at a time, so the one that
         // kills the engine is found and fails alone.
@@ -789,12 +866,11 @@ impl WorkerState {
                 .jobs
                 .iter()
                 .any(|j| j.units.front().is_some_and(|u| u.retried));
-        let depth = if suspect {
-            1
-        } else {
-            self.engine_threads + usize::from(self.jobs.len() <= 1)
-        };
-        while self.in_flight.len() < depth {
+        loop {
+            let running = self.in_flight.iter().filter(|f| !f.cancelling).count();
+            if running >= self.engine_threads || (suspect && !self.in_flight.is_empty()) {
+                break;
+            }
             // Next request in turn that has a sentence and a reader with room
             // for everything it has in flight or finished out of order.
             let Some(pos) = self.jobs.iter().position(|j| {
@@ -803,6 +879,13 @@ impl WorkerState {
                 !j.units.is_empty() && room
             }) else {
                 break;
+            };
+            let Some(turn) = self.take_turn(!self.jobs[pos].started) else {
+                self.ask_turn(myself);
+                break;
+            };
+            let Proc::Ready { engine, .. } = &self.proc else {
+                return;
             };
             let mut job = self.jobs.remove(pos).expect("position is valid");
             let Unit { seq, text, retried } = job.units.pop_front().expect("has units");
@@ -838,8 +921,12 @@ impl WorkerState {
                 text,
                 pcm: Vec::new(),
                 retried,
+                turn: Some(turn),
+                cancelling: false,
             });
         }
+        // A turn granted but not used goes back to the others at once.
+        self.spare = None;
         if paused && !self.resume_pending {
             self.resume_pending = true;
             myself.send_after(RESUME_AFTER, || WorkerMsg::Resume);
@@ -847,6 +934,65 @@ impl WorkerState {
         if self.jobs.is_empty() && self.warmups.is_empty() {
             self.arm_idle_timer(myself);
         }
+    }
+
+    /// A turn for the next sentence: one granted earlier, or one free now.
+    /// A request's first sentence (`newcomer`) that finds none takes back
+    /// that of a long request's sentence.
+    fn take_turn(&mut self, newcomer: bool) -> Option<OwnedSemaphorePermit> {
+        if let Some(spare) = self.spare.take() {
+            return Some(spare);
+        }
+        if let Ok(turn) = self.turns.clone().try_acquire_owned() {
+            return Some(turn);
+        }
+        if newcomer {
+            return self.take_back_turn();
+        }
+        None
+    }
+
+    /// Cancels the sentence in the engine that belongs to a long request
+    /// already speaking (the latest sent: the least work lost) and returns
+    /// its turn.
+    fn take_back_turn(&mut self) -> Option<OwnedSemaphorePermit> {
+        let Proc::Ready { engine, .. } = &self.proc else {
+            return None;
+        };
+        if !self.engine_cancels {
+            return None;
+        }
+        let jobs = &self.jobs;
+        let long = |job: u64| {
+            jobs.iter().any(|j| {
+                j.id == job && j.first_audio.is_some() && j.units.len() >= PREEMPTIBLE_REMAINING
+            })
+        };
+        let victim = self
+            .in_flight
+            .iter_mut()
+            .rev()
+            .find(|f| !f.cancelling && f.turn.is_some() && long(f.job))?;
+        engine.send(cancel_line(victim.unit));
+        victim.cancelling = true;
+        counter!(m::PREEMPTIONS, "voice" => self.voice.name.clone()).increment(1);
+        victim.turn.take()
+    }
+
+    /// Waits in the semaphore's queue (first come, first served over all
+    /// voices) for a turn; it arrives as [`WorkerMsg::Turn`].
+    fn ask_turn(&mut self, myself: &ActorRef<WorkerMsg>) {
+        if self.asking_turn {
+            return;
+        }
+        self.asking_turn = true;
+        let turns = self.turns.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            if let Ok(turn) = turns.acquire_owned().await {
+                let _ = me.send_message(WorkerMsg::Turn(turn));
+            }
+        });
     }
 
     fn arm_idle_timer(&mut self, myself: &ActorRef<WorkerMsg>) {

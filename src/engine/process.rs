@@ -29,9 +29,9 @@ pub struct EngineSpec {
     pub python: PathBuf,
     /// A program file to run instead of [`BUILTIN_PROGRAM`].
     pub program: Option<PathBuf>,
-    /// onnxruntime intra-op threads per synthesis (0: its default).
+    /// onnxruntime intra-op threads per sentence (0: its default).
     pub threads: usize,
-    /// Sentences synthesized at once in one process.
+    /// Sentences one engine may be given at once.
     pub parallel: usize,
 }
 

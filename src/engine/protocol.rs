@@ -56,6 +56,12 @@ impl Request<'_> {
     }
 }
 
+/// The line that takes request `id` back: the engine stops synthesizing it
+/// and answers with [`Frame::Cancelled`] (or its usual end, if it was done).
+pub fn cancel_line(id: u32) -> Vec<u8> {
+    format!("{{\"cancel\":{id}}}\n").into_bytes()
+}
+
 /// What the engine says once its voice is loaded.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct ReadyInfo {
@@ -69,6 +75,9 @@ pub struct ReadyInfo {
     /// Sentences the engine synthesizes at once (absent: one).
     #[serde(default = "one")]
     pub threads: u32,
+    /// Whether the engine understands cancel lines.
+    #[serde(default)]
+    pub cancel: bool,
 }
 
 fn one() -> u32 {
@@ -94,6 +103,10 @@ pub enum Frame {
         id: u32,
         message: String,
         unspeakable: bool,
+    },
+    /// Request `id` was cancelled before it was done; its audio is void.
+    Cancelled {
+        id: u32,
     },
 }
 
@@ -165,6 +178,7 @@ pub fn decode(kind: u8, id: u32, payload: Vec<u8>) -> Result<Frame, ProtocolErro
                 unspeakable: err.unspeakable,
             })
         }
+        b'C' => Ok(Frame::Cancelled { id }),
         other => Err(ProtocolError::UnknownKind(other)),
     }
 }
@@ -241,13 +255,14 @@ mod tests {
         let mut bytes = frame(b'R', 0, br#"{"sample_rate":22050,"num_speakers":1}"#);
         bytes.extend(frame(b'A', 7, &[1, 0, 2, 0]));
         bytes.extend(frame(b'D', 7, br#"{"samples":2}"#));
+        bytes.extend(frame(b'C', 9, b""));
         bytes.extend(frame(
             b'X',
             8,
             br#"{"message":"nothing speakable","unspeakable":true}"#,
         ));
         let frames = read_all(bytes).await;
-        assert_eq!(frames.len(), 5);
+        assert_eq!(frames.len(), 6);
         assert!(matches!(&frames[0], Ok(Some(Frame::Ready(r))) if r.sample_rate == 22050));
         assert_eq!(
             frames[1],
@@ -257,15 +272,16 @@ mod tests {
             }))
         );
         assert_eq!(frames[2], Ok(Some(Frame::Done { id: 7, samples: 2 })));
+        assert_eq!(frames[3], Ok(Some(Frame::Cancelled { id: 9 })));
         assert!(matches!(
-            &frames[3],
+            &frames[4],
             Ok(Some(Frame::Error {
                 id: 8,
                 unspeakable: true,
                 ..
             }))
         ));
-        assert_eq!(frames[4], Ok(None));
+        assert_eq!(frames[5], Ok(None));
     }
 
     #[tokio::test]
@@ -321,5 +337,6 @@ mod tests {
             String::from_utf8(line).unwrap(),
             "{\"id\":3,\"text\":\"Hi \\\"there\\\"\",\"length_scale\":1.5}\n"
         );
+        assert_eq!(cancel_line(4), b"{\"cancel\":4}\n");
     }
 }
