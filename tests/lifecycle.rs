@@ -256,3 +256,64 @@ async fn health_answers_503_while_draining() {
     assert_eq!(status, 200);
     assert_eq!(server.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+/// CPU time (user + system, in clock ticks) of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+}
+
+/// A client that hangs up mid-stream stops the engine at once: the sentence
+/// in progress is cancelled, not finished for nobody (a voice assistant's
+/// barge-in must free the voice for the next answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_stops_its_sentence_at_once() {
+    let dir = voices(&[VOICE]);
+    // One long piece: more than a second of synthesis on any machine.
+    let server = Server::start(dir.path(), &[("PIPER_ENGINE_MAX_CHARS", "400")]);
+    let long = "and the road went on past the mill and the church and the school \
+                where the children sang in the morning while the baker opened his \
+                shop and the carts came down from the hills with apples and wool \
+                and the river ran slow and brown under the old stone bridge that \
+                nobody had mended since the great flood of the year the king came \
+                to see the new harbour and the ships";
+    assert!(long.len() > 350);
+    let text = format!("Hello there. And {long}.");
+    let mut stream = post_stream(&server, "/api/tts", json!({"text": text, "stream": true})).await;
+    let mut received = 0;
+    while received <= 44 {
+        received += stream.next().await.unwrap().unwrap().len();
+    }
+    // The first sentence is here; the long one is being synthesized.
+    let engine = server.engines()[0];
+    let busy = cpu_ticks(engine);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(cpu_ticks(engine) > busy, "the engine is not working");
+    drop(stream);
+    let hung_up = Instant::now();
+    // Idle: no CPU time between two readings 150 ms apart.
+    let mut last = cpu_ticks(engine);
+    let mut idle = false;
+    while !idle && hung_up.elapsed() < Duration::from_millis(700) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let now = cpu_ticks(engine);
+        idle = now == last;
+        last = now;
+    }
+    assert!(
+        idle,
+        "the engine still worked {:?} after the client hung up",
+        hung_up.elapsed()
+    );
+    assert_eq!(server.engines(), vec![engine], "the engine was replaced");
+    let (status, _, body) = post(&server, "/api/tts", json!({"text": "Next, please."})).await;
+    assert_eq!(status, 200);
+    assert!(parse_wav(&body).seconds() > 0.3);
+}

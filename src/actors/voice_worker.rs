@@ -108,6 +108,8 @@ pub enum WorkerMsg {
     Resume,
     /// Periodic tick: sample memory, recycle a bloated engine.
     Sample,
+    /// A client stopped reading: its sentences in the engine are dropped.
+    ClientLeft,
     #[cfg(test)]
     Panic,
 }
@@ -175,6 +177,9 @@ struct Job {
     /// engine synthesizes several at once) wait in `finished`.
     next_to_send: u32,
     finished: std::collections::BTreeMap<u32, Bytes>,
+    /// Dropped with the job: ends the task that watches for its client
+    /// leaving.
+    _watch: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Job {
@@ -349,6 +354,7 @@ impl Actor for VoiceWorker {
                 state.pump(&myself);
             }
             WorkerMsg::Sample => state.sample(&myself),
+            WorkerMsg::ClientLeft => state.pump(&myself),
             #[cfg(test)]
             WorkerMsg::Panic => panic!("worker panic requested by a test"),
         }
@@ -420,7 +426,21 @@ impl WorkerState {
         if job.voice.fingerprint != self.voice.fingerprint {
             self.voice = job.voice.clone();
         }
+        // The worker hears of a client leaving at once, not at its next
+        // event, so that the engine stops that client's sentence now.
+        let (watch, job_ended) = tokio::sync::oneshot::channel::<()>();
+        let events = job.events.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = events.closed() => {
+                    let _ = me.send_message(WorkerMsg::ClientLeft);
+                }
+                _ = job_ended => {}
+            }
+        });
         let job = Job {
+            _watch: watch,
             id,
             units: job
                 .units
