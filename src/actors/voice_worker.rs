@@ -850,6 +850,11 @@ impl WorkerState {
         for job in self.jobs.iter_mut().filter(|j| j.events.is_closed()) {
             job.units.clear();
         }
+        // A turn granted while no sentence can go out (the process is being
+        // started or replaced) goes back to the other voices at once.
+        if self.recycle.is_some() || !matches!(self.proc, Proc::Ready { .. }) {
+            self.spare = None;
+        }
         if let Some(reason) = self.recycle {
             if self.in_flight.is_empty() && self.proc.engine().is_some() {
                 tracing::info!(voice = %self.voice.name, reason = reason.label(), "replacing engine");
