@@ -671,21 +671,33 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
+/// The samples of `server`'s `/metrics` whose line starts with `prefix`
+/// (none if it cannot be read).
+async fn metric_lines(client: &reqwest::Client, server: &Server, prefix: &str) -> Vec<String> {
+    let Ok(response) = client.get(server.url("/metrics")).send().await else {
+        return Vec::new();
+    };
+    let metrics = response.text().await.unwrap_or_default();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Engine exits of `server` that piperd did not ask for (crash, hang, bad
 /// output), and the warnings it logged since the last call.
 async fn incidents_of(client: &reqwest::Client, server: &Server) -> (Vec<String>, Vec<String>) {
-    let mut incidents = Vec::new();
-    if let Ok(response) = client.get(server.url("/metrics")).send().await {
-        let metrics = response.text().await.unwrap_or_default();
-        for line in metrics.lines() {
-            let unasked = ["crash", "hang", "bad_output"]
+    let incidents = metric_lines(client, server, "piperd_process_exits_total")
+        .await
+        .into_iter()
+        .filter(|line| {
+            ["crash", "hang", "bad_output"]
                 .iter()
-                .any(|r| line.contains(&format!("reason=\"{r}\"")));
-            if line.starts_with("piperd_process_exits_total") && unasked {
-                incidents.push(format!("server pid {}: {line}", server.pid));
-            }
-        }
-    }
+                .any(|r| line.contains(&format!("reason=\"{r}\"")))
+        })
+        .map(|line| format!("server pid {}: {line}", server.pid))
+        .collect();
     let warnings = std::mem::take(&mut *server.warnings.lock().unwrap());
     (incidents, warnings)
 }
@@ -1482,19 +1494,12 @@ impl Bench {
         let first = walls[0];
         let rest = &walls[1..];
         let (p50, p99) = (percentile(rest, 50.0), percentile(rest, 99.0));
-        let metrics = self
-            .client
-            .get(self.server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
-        let lookups: Vec<&str> = metrics
-            .lines()
-            .filter(|l| l.starts_with("piperd_audio_cache_lookups_total"))
-            .collect();
+        let lookups = metric_lines(
+            &self.client,
+            &self.server,
+            "piperd_audio_cache_lookups_total",
+        )
+        .await;
         let rows = vec![
             row(
                 "identical request ×50: first",
@@ -2151,19 +2156,7 @@ impl Bench {
                 .target("peak < 600 MB", (hwm as f64) * 1024.0 < 600e6),
             );
         }
-        let metrics = self
-            .client
-            .get(self.server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
-        let exits: Vec<&str> = metrics
-            .lines()
-            .filter(|l| l.starts_with("piperd_process_exits_total"))
-            .collect();
+        let exits = metric_lines(&self.client, &self.server, "piperd_process_exits_total").await;
         let notes = vec![
             "after the 1,000–100,000-character texts, the fairness stream and the throughput runs; \
              raw column: the highest peak RSS of the raw engine processes in the throughput runs (same texts); \

@@ -259,13 +259,8 @@ async fn health_answers_503_while_draining() {
 
 /// CPU time (user + system, in clock ticks) of a process.
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    fields
+    // utime and stime, the 14th and 15th fields of the line.
+    stat_fields(pid)
         .get(11..13)
         .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
 }

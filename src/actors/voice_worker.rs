@@ -195,11 +195,22 @@ struct InFlight {
     text: String,
     pcm: Vec<Bytes>,
     retried: bool,
-    /// Its turn, given back when it ends (or is taken back).
+    /// Its turn, given back when it ends; `None` once it is taken back.
     turn: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
     /// Taken back (`cancel` sent): it ends with a cancelled frame or, if the
     /// engine was already done, as usual.
-    cancelling: bool,
+    fn cancelling(&self) -> bool {
+        self.turn.is_none()
+    }
+
+    /// Asks the engine to drop it, and returns its turn.
+    fn cancel(&mut self, engine: &EngineProcess) -> Option<OwnedSemaphorePermit> {
+        engine.send(cancel_line(self.unit));
+        self.turn.take()
+    }
 }
 
 pub struct WorkerState {
@@ -313,6 +324,8 @@ impl Actor for VoiceWorker {
                 state.asking_turn = false;
                 state.spare = Some(permit);
                 state.pump(&myself);
+                // Not used (no sentence could go out): back to the others.
+                state.spare = None;
             }
             WorkerMsg::Evict => state.evict(),
             WorkerMsg::Engine { generation, event } if generation == state.generation => {
@@ -798,7 +811,7 @@ impl WorkerState {
             return self.protocol_broken(myself, format!("cancel of unexpected request {unit}"));
         };
         let done = self.in_flight.remove(index);
-        if !done.cancelling {
+        if !done.cancelling() {
             return self.protocol_broken(myself, format!("request {unit} cancelled unasked"));
         }
         if let Some(job) = self.jobs.iter_mut().find(|j| j.id == done.job) {
@@ -850,11 +863,6 @@ impl WorkerState {
         for job in self.jobs.iter_mut().filter(|j| j.events.is_closed()) {
             job.units.clear();
         }
-        // A turn granted while no sentence can go out (the process is being
-        // started or replaced) goes back to the other voices at once.
-        if self.recycle.is_some() || !matches!(self.proc, Proc::Ready { .. }) {
-            self.spare = None;
-        }
         if let Some(reason) = self.recycle {
             if self.in_flight.is_empty() && self.proc.engine().is_some() {
                 tracing::info!(voice = %self.voice.name, reason = reason.label(), "replacing engine");
@@ -871,15 +879,13 @@ impl WorkerState {
         };
         // Sentences of requests whose client left are taken back at once.
         if self.engine_cancels {
-            for f in self.in_flight.iter_mut().filter(|f| !f.cancelling) {
+            for f in self.in_flight.iter_mut().filter(|f| !f.cancelling()) {
                 if self
                     .jobs
                     .iter()
                     .any(|j| j.id == f.job && j.events.is_closed())
                 {
-                    engine.send(cancel_line(f.unit));
-                    f.cancelling = true;
-                    f.turn = None;
+                    f.cancel(engine);
                 }
             }
         }
@@ -892,7 +898,7 @@ impl WorkerState {
                 .iter()
                 .any(|j| j.units.front().is_some_and(|u| u.retried));
         loop {
-            let running = self.in_flight.iter().filter(|f| !f.cancelling).count();
+            let running = self.in_flight.iter().filter(|f| !f.cancelling()).count();
             if running >= self.engine_threads || (suspect && !self.in_flight.is_empty()) {
                 break;
             }
@@ -947,11 +953,8 @@ impl WorkerState {
                 pcm: Vec::new(),
                 retried,
                 turn: Some(turn),
-                cancelling: false,
             });
         }
-        // A turn granted but not used goes back to the others at once.
-        self.spare = None;
         if paused && !self.resume_pending {
             self.resume_pending = true;
             myself.send_after(RESUME_AFTER, || WorkerMsg::Resume);
@@ -997,11 +1000,9 @@ impl WorkerState {
             .in_flight
             .iter_mut()
             .rev()
-            .find(|f| !f.cancelling && f.turn.is_some() && long(f.job))?;
-        engine.send(cancel_line(victim.unit));
-        victim.cancelling = true;
+            .find(|f| !f.cancelling() && long(f.job))?;
         counter!(m::PREEMPTIONS, "voice" => self.voice.name.clone()).increment(1);
-        victim.turn.take()
+        victim.cancel(engine)
     }
 
     /// Waits in the semaphore's queue (first come, first served over all

@@ -177,17 +177,21 @@ pub fn engines_for(dir: &Path) -> Vec<u32> {
         if !cmdline.contains(&needle) {
             continue;
         }
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = state
-            .rsplit(')')
-            .next()
-            .map(|rest| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false);
+        let zombie = stat_fields(pid).first().is_some_and(|s| s == "Z");
         if !zombie && pid != std::process::id() {
             pids.push(pid);
         }
     }
     pids
+}
+
+/// The fields of `/proc/PID/stat` after the command name (state first),
+/// empty if the process is gone.
+pub fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// Polls `check` until it holds or `timeout` passes.
