@@ -36,10 +36,14 @@ pub struct Config {
     pub python: PathBuf,
     /// Engine program to run instead of the one built into the binary.
     pub engine_program: Option<PathBuf>,
-    /// onnxruntime intra-op threads per sentence (0: its default, every core).
+    /// onnxruntime intra-op threads of a sentence that shares the cores with
+    /// others (a sentence alone always gets onnxruntime's default, every core).
     pub engine_threads: usize,
-    /// Sentences synthesized at once, over all voices.
+    /// Sentences synthesized at once, over all voices, when several wait.
     pub engine_concurrency: usize,
+    /// Most characters one engine synthesizes at once: sentences go side by
+    /// side only while their sum stays within it (engine memory grows with it).
+    pub engine_chars_at_once: usize,
     pub chunk_size: usize,
     /// Longest piece of text handed to the engine at once.
     pub unit_max_chars: usize,
@@ -95,13 +99,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_CONCURRENCY",
-        "1",
-        "sentences synthesized at once, over all voices",
+        "2, at most the cores",
+        "sentences synthesized at once, over all voices, when several wait (a sentence alone gets every core)",
     ),
     (
         "PIPER_ENGINE_THREADS",
         "0",
-        "onnxruntime threads per sentence (0: onnxruntime's default, every core)",
+        "onnxruntime threads of a sentence synthesized beside others (0: cores / concurrency, at least 1)",
+    ),
+    (
+        "PIPER_ENGINE_CHARS_AT_ONCE",
+        "220",
+        "most characters one engine synthesizes at once, over sentences side by side (bounds engine memory)",
     ),
     (
         "PIPER_CHUNK_SIZE",
@@ -229,12 +238,18 @@ impl Config {
                 .unwrap_or_else(|_| PathBuf::from(".venv/bin/python")),
             None => PathBuf::from("python3"),
         };
-        // Measured on 2 cores (BENCHMARKS.md): one sentence at a time on
-        // onnxruntime's default threads answers in the raw engine's time;
-        // two at once on one thread each give up to ~10% more audio per
-        // second but make each sentence ~1.5x slower and need twice the
-        // engine memory. Several engines at once on every core fight over
-        // the cores, so the limit is over all voices.
+        // Measured on 2 cores (BENCHMARKS.md): a sentence alone answers in the
+        // raw engine's time only on every core, while sentences side by side
+        // make the most audio per second on one core each (two on every core
+        // fight over the cores and make less than one). So the worker gives a
+        // sentence every core when it is alone and one core each when
+        // several wait, over all voices.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let engine_concurrency = env.positive("PIPER_ENGINE_CONCURRENCY", cores.min(2))?;
+        let engine_threads = match env.parse("PIPER_ENGINE_THREADS", 0)? {
+            0 => (cores / engine_concurrency).max(1),
+            n => n,
+        };
         let log_format = match env.get("PIPER_LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -246,8 +261,13 @@ impl Config {
             voices_dir: PathBuf::from(env.get("PIPER_VOICES_DIR").unwrap_or("./voices")),
             python,
             engine_program: env.get("PIPER_ENGINE").map(PathBuf::from),
-            engine_concurrency: env.positive("PIPER_ENGINE_CONCURRENCY", 1)?,
-            engine_threads: env.parse("PIPER_ENGINE_THREADS", 0)?,
+            engine_concurrency,
+            engine_threads,
+            // Engine memory follows the characters it synthesizes at once:
+            // about 1.2 MiB each over a 240 MiB base (two sessions): 250
+            // would reach about 530 MiB, close to 600 MB; 220 leaves room
+            // (measured on 150-character sentences).
+            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 220)?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
             // The engine's memory grows with the longest piece it is given:
             // 150 characters keep two at once under 600 MB (measured).

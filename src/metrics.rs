@@ -31,6 +31,9 @@ pub const VOICE_FAILED: &str = "piperd_voice_failed";
 pub const QUEUE_DEPTH: &str = "piperd_queue_depth";
 pub const QUEUE_WAIT: &str = "piperd_queue_wait_seconds";
 pub const PREEMPTIONS: &str = "piperd_preemptions_total";
+/// Sentences sent to engines, by voice and `cores`: `all` (alone on every
+/// core) or `shared` (beside others, on a share of the cores).
+pub const SENTENCES: &str = "piperd_engine_sentences_total";
 pub const CONFIG_CACHE_LOOKUPS: &str = "piperd_config_cache_lookups_total";
 pub const AUDIO_CACHE_LOOKUPS: &str = "piperd_audio_cache_lookups_total";
 pub const AUDIO_CACHE_BYTES: &str = "piperd_audio_cache_bytes";
@@ -194,6 +197,10 @@ fn describe() {
     describe_counter!(
         PREEMPTIONS,
         "Times a request's first sentence took the cores of a long request's sentences, by voice."
+    );
+    describe_counter!(
+        SENTENCES,
+        "Sentences sent to engines, by voice and cores: all (alone on every core) or shared (beside others)."
     );
     describe_counter!(
         CONFIG_CACHE_LOOKUPS,

@@ -381,6 +381,74 @@ async fn a_new_request_takes_the_cores_of_a_long_one_which_loses_nothing() {
     assert!(rms(&shared.samples) > 300.0);
 }
 
+/// Sentences sent to engines so far that ran with `cores` (all or shared).
+fn sentences(metrics: &str, cores: &str) -> f64 {
+    let label = format!("cores=\"{cores}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("piperd_engine_sentences_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentences_share_the_cores_when_several_wait_and_say_the_same() {
+    let dir = voices(&[VOICE]);
+    let env = [
+        ("PIPER_AUDIO_CACHE_MB", "0"),
+        ("PIPER_ENGINE_CONCURRENCY", "2"),
+    ];
+    // Eight sentences of 30 to 70 characters, without noise so that the
+    // same text gives (nearly) the same length however it was synthesized.
+    let text = "The quick brown fox jumps over the lazy dog. Why leave the door open? \
+                Please water the plants on Tuesday. Rain again! The library closes at six. \
+                The train arrived early. She counted the boxes twice. Everyone went home.";
+    let body = json!({"text": text, "noise_scale": 0.0, "noise_w_scale": 0.0});
+    async fn say(server: &Server, body: &Value) -> Wav {
+        let (status, _, wav) = post(server, "/api/tts", body.clone()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&wav));
+        parse_wav(&wav)
+    }
+
+    let server = Server::start(dir.path(), &env);
+    let (status, _, one) = post(&server, "/api/tts", json!({"text": "Just one sentence."})).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&one));
+    let after_one = metrics_text(&server).await;
+    assert_eq!(
+        sentences(&after_one, "all"),
+        1.0,
+        "a sentence alone gets every core"
+    );
+    assert_eq!(sentences(&after_one, "shared"), 0.0);
+    let side_by_side = say(&server, &body).await;
+    let after = metrics_text(&server).await;
+    // The first sentence (time to first audio) runs alone; most of the
+    // others wait with a partner and share.
+    let shared = sentences(&after, "shared");
+    assert!(shared >= 4.0, "{shared} of 8 sentences shared the cores");
+    assert!(sentences(&after, "all") >= 2.0);
+    drop(server);
+
+    // No two sentences fit in 10 characters: every sentence runs alone, on
+    // every core, one after the other.
+    let mut alone_env = env.to_vec();
+    alone_env.push(("PIPER_ENGINE_CHARS_AT_ONCE", "10"));
+    let server = Server::start(dir.path(), &alone_env);
+    let one_by_one = say(&server, &body).await;
+    let after = metrics_text(&server).await;
+    assert_eq!(sentences(&after, "shared"), 0.0);
+    assert_eq!(sentences(&after, "all"), 8.0);
+
+    let ratio = side_by_side.seconds() / one_by_one.seconds();
+    assert!(
+        (0.995..1.005).contains(&ratio),
+        "{} s side by side, {} s one by one",
+        side_by_side.seconds(),
+        one_by_one.seconds()
+    );
+    assert!(rms(&side_by_side.samples) > 300.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warmup_health_and_voices_report_the_process() {
     let dir = voices(&[VOICE, "second"]);

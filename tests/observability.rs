@@ -234,6 +234,7 @@ const FAMILIES: &[(&str, &str)] = &[
     (m::QUEUE_DEPTH, "gauge"),
     (m::QUEUE_WAIT, "histogram"),
     (m::PREEMPTIONS, "counter"),
+    (m::SENTENCES, "counter"),
     (m::CONFIG_CACHE_LOOKUPS, "counter"),
     (m::AUDIO_CACHE_LOOKUPS, "counter"),
     (m::AUDIO_CACHE_BYTES, "gauge"),
@@ -473,9 +474,13 @@ async fn metrics_count_known_traffic() {
     assert_eq!(end.value(m::QUEUE_DEPTH, &voice), 0.0);
     assert_eq!(end.value(m::QUEUE_DEPTH, &crashy), 0.0);
     assert!(end.value(&count(m::QUEUE_WAIT), &voice) >= 5.0);
-    // Short requests one at a time: nothing long to interrupt.
+    // Short requests one at a time: nothing long to interrupt, and every
+    // sentence alone on every core (one per answered request at least).
     assert_eq!(end.value(m::PREEMPTIONS, &voice), 0.0);
     assert_eq!(end.value(m::PREEMPTIONS, &crashy), 0.0);
+    let sentences = |cores: &str| end.value(m::SENTENCES, &[("voice", VOICE), ("cores", cores)]);
+    assert!(sentences("all") >= 5.0, "{}", sentences("all"));
+    assert_eq!(sentences("shared"), 0.0);
 
     // Config cache: a miss per voice (the first voice's warm-up, the second
     // one's listing in /api/voices), then hits: the first voice's 4 requests,

@@ -115,10 +115,14 @@ impl Actor for Supervisor {
         let spec = EngineSpec {
             python: config.python.clone(),
             program: config.engine_program.clone(),
-            threads: config.engine_threads,
             // One more than the sentences it runs, so that a sentence sent
             // while a cancelled one is still stopping does not wait for it.
             parallel: config.engine_concurrency + 1,
+            shared_threads: if config.engine_concurrency > 1 {
+                config.engine_threads
+            } else {
+                0
+            },
         };
         myself.send_interval(SAMPLE_EVERY, || SupervisorMsg::SampleTick);
         gauge!(m::PROCESSES).set(0.0);

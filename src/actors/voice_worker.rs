@@ -10,9 +10,15 @@
 //! All workers take turns through one fair semaphore of
 //! `PIPER_ENGINE_CONCURRENCY` permits: a sentence is sent to an engine only
 //! with a turn, so engines of several voices never fight over the cores. A
-//! request's first sentence that finds no turn free takes back the turn of a
-//! long request's sentence: the engine drops that sentence and it is said
-//! again right after, so a short request never waits for a long one.
+//! sentence that holds every turn runs alone on every core, which is fastest
+//! for it; sentences that hold one turn each run side by side on a share of
+//! the cores, which makes the most audio per second. A request's first
+//! sentence, whose latency is its request's time to first audio, runs alone
+//! whenever the turns are free, and so does the only sentence a worker has;
+//! when several wait they share. A first sentence that finds the turns taken
+//! takes back those of a long request's sentences: the engine drops them and
+//! they are said again right after, so a short request never waits for a
+//! long one.
 //!
 //! Everything that happens to the process (frames, its end, deadlines, the
 //! idle timer) arrives as a message, so the worker never waits on it.
@@ -225,7 +231,7 @@ pub struct WorkerState {
     /// Sentences sent to the engine, in the order they were sent.
     in_flight: Vec<InFlight>,
     /// Sentences the engine synthesizes at once (from its ready frame).
-    engine_threads: usize,
+    engine_parallel: usize,
     /// Whether the engine takes cancel lines (from its ready frame).
     engine_cancels: bool,
     turns: Arc<Semaphore>,
@@ -262,6 +268,9 @@ impl Actor for VoiceWorker {
         let voice = args.voice.name.clone();
         counter!(m::PROCESS_RESTARTS, "voice" => voice.clone()).absolute(0);
         counter!(m::PREEMPTIONS, "voice" => voice.clone()).absolute(0);
+        for cores in ["all", "shared"] {
+            counter!(m::SENTENCES, "voice" => voice.clone(), "cores" => cores).absolute(0);
+        }
         gauge!(m::VOICE_FAILED, "voice" => voice).set(0.0);
         Ok(WorkerState {
             voice: args.voice,
@@ -272,7 +281,7 @@ impl Actor for VoiceWorker {
             generation: 0,
             jobs: VecDeque::new(),
             in_flight: Vec::new(),
-            engine_threads: 1,
+            engine_parallel: 1,
             engine_cancels: false,
             turns: args.turns,
             spare: None,
@@ -747,7 +756,7 @@ impl WorkerState {
         if info.sample_rate != self.voice.sample_rate {
             tracing::warn!(voice = %self.voice.name, "engine sample rate {} differs from the config's {}", info.sample_rate, self.voice.sample_rate);
         }
-        self.engine_threads = info.threads.max(1) as usize;
+        self.engine_parallel = info.threads.max(1) as usize;
         self.engine_cancels = info.cancel;
         for (asked, reply) in self.warmups.drain(..) {
             let _ = reply.send(Ok(WarmInfo {
@@ -898,26 +907,48 @@ impl WorkerState {
                 .iter()
                 .any(|j| j.units.front().is_some_and(|u| u.retried));
         loop {
-            let running = self.in_flight.iter().filter(|f| !f.cancelling()).count();
-            if running >= self.engine_threads || (suspect && !self.in_flight.is_empty()) {
+            let running: Vec<&InFlight> =
+                self.in_flight.iter().filter(|f| !f.cancelling()).collect();
+            if running.len() >= self.engine_parallel || (suspect && !self.in_flight.is_empty()) {
                 break;
             }
             // Next request in turn that has a sentence and a reader with room
             // for everything it has in flight or finished out of order.
+            let has_room = |j: &Job| j.events.capacity() > j.in_flight + j.finished.len() + 1;
             let Some(pos) = self.jobs.iter().position(|j| {
-                let room = j.events.capacity() > j.in_flight + j.finished.len() + 1;
-                paused |= !j.units.is_empty() && !room;
-                !j.units.is_empty() && room
+                paused |= !j.units.is_empty() && !has_room(j);
+                !j.units.is_empty() && has_room(j)
             }) else {
                 break;
             };
-            let Some(turn) = self.take_turn(!self.jobs[pos].started) else {
+            // Sentences side by side only while the engine's memory allows.
+            let chars = |text: &str| text.chars().count();
+            let held: usize = running.iter().map(|f| chars(&f.text)).sum();
+            let next = chars(&self.jobs[pos].units[0].text);
+            if !running.is_empty() && held + next > self.config.engine_chars_at_once {
+                break;
+            }
+            let urgent = !self.jobs[pos].started;
+            // Alone: no other sentence waits that could run beside it.
+            let partner = self
+                .jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| has_room(j))
+                .flat_map(|(i, j)| j.units.iter().skip(usize::from(i == pos)).take(1))
+                .map(|u| chars(&u.text))
+                .min();
+            let alone = partner.is_none_or(|other| next + other > self.config.engine_chars_at_once);
+            let Some((turn, threads)) = self.take_turn(urgent, urgent || alone) else {
                 self.ask_turn(myself);
                 break;
             };
             let Proc::Ready { engine, .. } = &self.proc else {
                 return;
             };
+            let cores = if threads.is_none() { "all" } else { "shared" };
+            counter!(m::SENTENCES, "voice" => self.voice.name.clone(), "cores" => cores)
+                .increment(1);
             let mut job = self.jobs.remove(pos).expect("position is valid");
             let Unit { seq, text, retried } = job.units.pop_front().expect("has units");
             let unit = self.next_unit;
@@ -925,6 +956,7 @@ impl WorkerState {
             let line = Request {
                 id: unit,
                 text: &text,
+                threads,
                 options: &job.options,
             }
             .to_line();
@@ -964,45 +996,85 @@ impl WorkerState {
         }
     }
 
-    /// A turn for the next sentence: one granted earlier, or one free now.
-    /// A request's first sentence (`newcomer`) that finds none takes back
-    /// that of a long request's sentence.
-    fn take_turn(&mut self, newcomer: bool) -> Option<OwnedSemaphorePermit> {
-        if let Some(spare) = self.spare.take() {
-            return Some(spare);
+    /// A turn for the next sentence, and the onnxruntime threads it runs on
+    /// (`None`: onnxruntime's default, every core). A sentence that may run
+    /// `alone` gets every turn when they are all free, or when a request's
+    /// first sentence (`urgent`) can make them free by taking back those of
+    /// long requests' sentences; otherwise one turn, to share the cores.
+    fn take_turn(
+        &mut self,
+        urgent: bool,
+        alone: bool,
+    ) -> Option<(OwnedSemaphorePermit, Option<u32>)> {
+        let all = self.config.engine_concurrency as u32;
+        let mut held = self.spare.take();
+        let free = self.turns.available_permits() as u32;
+        if free > 0 {
+            if let Ok(turns) = self.turns.clone().try_acquire_many_owned(free) {
+                merge(&mut held, turns);
+            }
         }
-        if let Ok(turn) = self.turns.clone().try_acquire_owned() {
-            return Some(turn);
+        let count =
+            |held: &Option<OwnedSemaphorePermit>| held.as_ref().map_or(0, |t| t.num_permits());
+        if urgent && count(&held) < all as usize {
+            // Take back every long sentence if that frees every turn, else
+            // one when no turn is held, else none.
+            let long = self.long_sentences();
+            let gain: usize = long
+                .iter()
+                .filter_map(|&i| self.in_flight[i].turn.as_ref())
+                .map(|t| t.num_permits())
+                .sum();
+            let take = if count(&held) + gain >= all as usize {
+                long.len()
+            } else if held.is_none() {
+                1.min(long.len())
+            } else {
+                0
+            };
+            for index in long.into_iter().take(take) {
+                if let Some(turn) = self.take_back(index) {
+                    merge(&mut held, turn);
+                }
+            }
         }
-        if newcomer {
-            return self.take_back_turn();
+        let mut held = held?;
+        let running = self.in_flight.iter().filter(|f| !f.cancelling()).count();
+        if alone && running == 0 && held.num_permits() == all as usize {
+            return Some((held, None));
         }
-        None
+        // Share the cores: keep one turn, give the others back.
+        if held.num_permits() > 1 {
+            drop(held.split(held.num_permits() - 1));
+        }
+        Some((held, Some(self.config.engine_threads as u32)))
     }
 
-    /// Cancels the sentence in the engine that belongs to a long request
-    /// already speaking (the latest sent: the least work lost) and returns
-    /// its turn.
-    fn take_back_turn(&mut self) -> Option<OwnedSemaphorePermit> {
-        let Proc::Ready { engine, .. } = &self.proc else {
-            return None;
-        };
-        if !self.engine_cancels {
-            return None;
+    /// Indexes in `in_flight` of the sentences, not already taken back, of
+    /// long requests already speaking, latest sent first (the least work
+    /// lost).
+    fn long_sentences(&self) -> Vec<usize> {
+        if !self.engine_cancels || !matches!(self.proc, Proc::Ready { .. }) {
+            return Vec::new();
         }
-        let jobs = &self.jobs;
         let long = |job: u64| {
-            jobs.iter().any(|j| {
+            self.jobs.iter().any(|j| {
                 j.id == job && j.first_audio.is_some() && j.units.len() >= PREEMPTIBLE_REMAINING
             })
         };
-        let victim = self
-            .in_flight
-            .iter_mut()
+        (0..self.in_flight.len())
             .rev()
-            .find(|f| !f.cancelling() && long(f.job))?;
+            .filter(|&i| !self.in_flight[i].cancelling() && long(self.in_flight[i].job))
+            .collect()
+    }
+
+    /// Cancels a sentence in the engine and returns its turn.
+    fn take_back(&mut self, index: usize) -> Option<OwnedSemaphorePermit> {
+        let Proc::Ready { engine, .. } = &self.proc else {
+            return None;
+        };
         counter!(m::PREEMPTIONS, "voice" => self.voice.name.clone()).increment(1);
-        victim.cancel(engine)
+        self.in_flight[index].cancel(engine)
     }
 
     /// Waits in the semaphore's queue (first come, first served over all
@@ -1127,6 +1199,14 @@ impl WorkerState {
             tracing::info!(voice = %self.voice.name, rss, "engine above its memory cap: recycling");
             self.recycle = Some(ExitReason::Memory);
         }
+    }
+}
+
+/// Adds `turns` to those `held`.
+fn merge(held: &mut Option<OwnedSemaphorePermit>, turns: OwnedSemaphorePermit) {
+    match held {
+        Some(held) => held.merge(turns),
+        None => *held = Some(turns),
     }
 }
 

@@ -29,10 +29,11 @@ pub struct EngineSpec {
     pub python: PathBuf,
     /// A program file to run instead of [`BUILTIN_PROGRAM`].
     pub program: Option<PathBuf>,
-    /// onnxruntime intra-op threads per sentence (0: its default).
-    pub threads: usize,
     /// Sentences one engine may be given at once.
     pub parallel: usize,
+    /// onnxruntime threads asked for by sentences side by side, so that the
+    /// engine makes that session ahead of them.
+    pub shared_threads: usize,
 }
 
 /// What the stdout reader reports to the process's owner.
@@ -89,8 +90,8 @@ impl EngineProcess {
         };
         cmd.arg(model)
             .arg(config)
-            .env("PIPER_ENGINE_THREADS", spec.threads.to_string())
             .env("PIPER_ENGINE_PARALLEL", spec.parallel.to_string())
+            .env("PIPER_ENGINE_THREADS", spec.shared_threads.to_string())
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

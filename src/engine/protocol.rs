@@ -43,6 +43,10 @@ pub struct SynthOptions {
 pub struct Request<'a> {
     pub id: u32,
     pub text: &'a str,
+    /// onnxruntime intra-op threads to synthesize it on (absent: the
+    /// engine's default, every core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
     #[serde(flatten)]
     pub options: &'a SynthOptions,
 }
@@ -330,6 +334,7 @@ mod tests {
         let line = Request {
             id: 3,
             text: "Hi \"there\"",
+            threads: None,
             options: &options,
         }
         .to_line();
@@ -337,6 +342,14 @@ mod tests {
             String::from_utf8(line).unwrap(),
             "{\"id\":3,\"text\":\"Hi \\\"there\\\"\",\"length_scale\":1.5}\n"
         );
+        let shared = Request {
+            id: 5,
+            text: "Hi",
+            threads: Some(1),
+            options: &SynthOptions::default(),
+        }
+        .to_line();
+        assert_eq!(shared, b"{\"id\":5,\"text\":\"Hi\",\"threads\":1}\n");
         assert_eq!(cancel_line(4), b"{\"cancel\":4}\n");
     }
 }
