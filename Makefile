@@ -39,7 +39,7 @@ test: setup
 # `cargo bench` builds target/release/piperd itself, which peers.py runs.
 bench: setup
 	cargo bench --bench piperd
-	python3 benches/peers.py --budget 110 --out target/peers.md
+	python3 benches/peers.py --budget 95 --out target/peers.md
 	cat target/peers.md >> BENCHMARKS.md
 
 lint:

@@ -109,7 +109,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_CHARS_AT_ONCE",
-        "220",
+        "200",
         "most characters one engine synthesizes at once, over sentences side by side (bounds engine memory)",
     ),
     (
@@ -263,14 +263,15 @@ impl Config {
             engine_program: env.get("PIPER_ENGINE").map(PathBuf::from),
             engine_concurrency,
             engine_threads,
-            // Engine memory follows the characters it synthesizes at once:
-            // about 1.2 MiB each over a 240 MiB base (two sessions): 250
-            // would reach about 530 MiB, close to 600 MB; 220 leaves room
-            // (measured on 150-character sentences).
-            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 220)?,
+            // Engine memory follows the characters it synthesizes at once,
+            // over a base of about 240 MiB (two sessions); with 220 the
+            // benchmark's prose (numbers and years read out) took an engine
+            // to 553 MiB, near 600 MB, so 200 leaves room.
+            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 200)?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
             // The engine's memory grows with the longest piece it is given:
-            // 150 characters keep two at once under 600 MB (measured).
+            // 150 characters keep one alone far under 600 MB (measured), and
+            // `PIPER_ENGINE_CHARS_AT_ONCE` bounds sentences side by side.
             unit_max_chars: env.positive("PIPER_ENGINE_MAX_CHARS", 150)?,
             idle_timeout: env.seconds("PIPER_PROCESS_IDLE_TIMEOUT", 120.0)?,
             max_processes: env.positive("PIPER_MAX_PROCESSES", 3)?,

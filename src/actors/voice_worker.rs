@@ -176,6 +176,9 @@ struct Job {
     waited: bool,
     /// Whether a sentence of it went to the engine yet.
     started: bool,
+    /// Its next sentence did not fit beside those in the engine, and a
+    /// later request's went instead; it is not passed over twice.
+    passed_over: bool,
     samples: u64,
     skipped: usize,
     in_flight: usize,
@@ -480,6 +483,7 @@ impl WorkerState {
             first_audio: None,
             waited: false,
             started: false,
+            passed_over: false,
             samples: 0,
             skipped: 0,
             in_flight: 0,
@@ -915,20 +919,33 @@ impl WorkerState {
             // Next request in turn that has a sentence and a reader with room
             // for everything it has in flight or finished out of order.
             let has_room = |j: &Job| j.events.capacity() > j.in_flight + j.finished.len() + 1;
-            let Some(pos) = self.jobs.iter().position(|j| {
+            let Some(mut pos) = self.jobs.iter().position(|j| {
                 paused |= !j.units.is_empty() && !has_room(j);
                 !j.units.is_empty() && has_room(j)
             }) else {
                 break;
             };
-            // Sentences side by side only while the engine's memory allows.
-            let chars = |text: &str| text.chars().count();
-            let held: usize = running.iter().map(|f| chars(&f.text)).sum();
-            let next = chars(&self.jobs[pos].units[0].text);
-            if !running.is_empty() && held + next > self.config.engine_chars_at_once {
-                break;
+            // Sentences side by side only while the engine's memory allows;
+            // a first sentence may take back long ones to make room. A
+            // sentence that does not fit lets one later sentence that does
+            // go first, so that a core does not idle, but only once.
+            let front = |j: &Job| chars(&j.units[0].text);
+            if !self.fits(front(&self.jobs[pos])) && self.jobs[pos].started {
+                if self.jobs[pos].passed_over {
+                    break;
+                }
+                let later = self.jobs.iter().skip(pos + 1).position(|j| {
+                    !j.units.is_empty() && has_room(j) && j.started && self.fits(front(j))
+                });
+                let Some(later) = later else {
+                    break;
+                };
+                self.jobs[pos].passed_over = true;
+                pos += 1 + later;
             }
             let urgent = !self.jobs[pos].started;
+            let next = front(&self.jobs[pos]);
+            let fits = self.fits(next);
             // Alone: no other sentence waits that could run beside it.
             let partner = self
                 .jobs
@@ -939,8 +956,12 @@ impl WorkerState {
                 .map(|u| chars(&u.text))
                 .min();
             let alone = partner.is_none_or(|other| next + other > self.config.engine_chars_at_once);
-            let Some((turn, threads)) = self.take_turn(urgent, urgent || alone) else {
-                self.ask_turn(myself);
+            let Some((turn, threads)) = self.take_turn(urgent, urgent || alone, next) else {
+                // Without room in the engine, the end of a sentence in it
+                // comes first; without a turn, wait for one.
+                if fits {
+                    self.ask_turn(myself);
+                }
                 break;
             };
             let Proc::Ready { engine, .. } = &self.proc else {
@@ -961,6 +982,7 @@ impl WorkerState {
             }
             .to_line();
             job.started = true;
+            job.passed_over = false;
             if !job.waited {
                 job.waited = true;
                 histogram!(m::QUEUE_WAIT, "voice" => self.voice.name.clone())
@@ -973,8 +995,8 @@ impl WorkerState {
             engine.send(line);
             // Its deadline counts the sentences ahead of it in the engine.
             let ahead: usize = self.in_flight.iter().map(|f| f.text.chars().count()).sum();
-            let chars = (ahead + text.chars().count()) as u32;
-            let deadline = self.config.engine_timeout + DEADLINE_PER_CHAR * chars;
+            let queued = (ahead + chars(&text)) as u32;
+            let deadline = self.config.engine_timeout + DEADLINE_PER_CHAR * queued;
             let generation = self.generation;
             myself.send_after(deadline, move || WorkerMsg::HangCheck { generation, unit });
             self.in_flight.push(InFlight {
@@ -1005,6 +1027,7 @@ impl WorkerState {
         &mut self,
         urgent: bool,
         alone: bool,
+        next: usize,
     ) -> Option<(OwnedSemaphorePermit, Option<u32>)> {
         let all = self.config.engine_concurrency as u32;
         let mut held = self.spare.take();
@@ -1016,27 +1039,36 @@ impl WorkerState {
         }
         let count =
             |held: &Option<OwnedSemaphorePermit>| held.as_ref().map_or(0, |t| t.num_permits());
-        if urgent && count(&held) < all as usize {
+        if urgent && (count(&held) < all as usize || !self.fits(next)) {
             // Take back every long sentence if that frees every turn, else
-            // one when no turn is held, else none.
+            // the one that makes a turn and room for this sentence, if any.
             let long = self.long_sentences();
             let gain: usize = long
                 .iter()
                 .filter_map(|&i| self.in_flight[i].turn.as_ref())
                 .map(|t| t.num_permits())
                 .sum();
-            let take = if count(&held) + gain >= all as usize {
-                long.len()
-            } else if held.is_none() {
-                1.min(long.len())
+            let victims = if count(&held) + gain >= all as usize {
+                long
+            } else if held.is_none() || !self.fits(next) {
+                let (count, held) = self.running_chars();
+                let room = |i: &usize| {
+                    count == 1
+                        || held - chars(&self.in_flight[*i].text) + next
+                            <= self.config.engine_chars_at_once
+                };
+                long.into_iter().find(room).into_iter().collect()
             } else {
-                0
+                Vec::new()
             };
-            for index in long.into_iter().take(take) {
+            for index in victims {
                 if let Some(turn) = self.take_back(index) {
                     merge(&mut held, turn);
                 }
             }
+        }
+        if !self.fits(next) {
+            return None;
         }
         let mut held = held?;
         let running = self.in_flight.iter().filter(|f| !f.cancelling()).count();
@@ -1048,6 +1080,22 @@ impl WorkerState {
             drop(held.split(held.num_permits() - 1));
         }
         Some((held, Some(self.config.engine_threads as u32)))
+    }
+
+    /// Whether a sentence of `chars` characters fits beside those the engine
+    /// synthesizes now (one alone always does).
+    fn fits(&self, next: usize) -> bool {
+        let (count, held) = self.running_chars();
+        count == 0 || held + next <= self.config.engine_chars_at_once
+    }
+
+    /// How many sentences the engine synthesizes now (not taken back), and
+    /// their characters.
+    fn running_chars(&self) -> (usize, usize) {
+        self.in_flight
+            .iter()
+            .filter(|f| !f.cancelling())
+            .fold((0, 0), |(n, c), f| (n + 1, c + chars(&f.text)))
     }
 
     /// Indexes in `in_flight` of the sentences, not already taken back, of
@@ -1200,6 +1248,10 @@ impl WorkerState {
             self.recycle = Some(ExitReason::Memory);
         }
     }
+}
+
+fn chars(text: &str) -> usize {
+    text.chars().count()
 }
 
 /// Adds `turns` to those `held`.
