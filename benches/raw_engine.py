@@ -47,9 +47,8 @@ def load_voice(model_path, threads=0):
     if threads > 0:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    # The session options piperd's engine uses, so that they are no
-    # advantage of piperd's over the raw engine.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # The session option piperd's engine adds, so that it is no advantage
+    # of piperd's over the raw engine.
     options.enable_mem_pattern = False
     session = onnxruntime.InferenceSession(
         str(model_path), sess_options=options, providers=["CPUExecutionProvider"]

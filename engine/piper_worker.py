@@ -126,9 +126,6 @@ class Sessions:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.add_session_config_entry("session.use_env_allocators", "1")
-        # Threads that wait spin by default, taking cores from the syntheses
-        # beside them; measured: no slower alone without it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Memory patterns are planned per input shape, and every sentence has
         # its own: they only add peaks (measured: two sentences side by side
         # 628 MiB with them, 504 MiB without, at the same speed).
