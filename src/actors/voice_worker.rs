@@ -911,9 +911,8 @@ impl WorkerState {
                 .iter()
                 .any(|j| j.units.front().is_some_and(|u| u.retried));
         loop {
-            let running: Vec<&InFlight> =
-                self.in_flight.iter().filter(|f| !f.cancelling()).collect();
-            if running.len() >= self.engine_parallel || (suspect && !self.in_flight.is_empty()) {
+            let (running, _) = self.running_chars();
+            if running >= self.engine_parallel || (suspect && !self.in_flight.is_empty()) {
                 break;
             }
             // Next request in turn that has a sentence and a reader with room
@@ -1071,7 +1070,7 @@ impl WorkerState {
             return None;
         }
         let mut held = held?;
-        let running = self.in_flight.iter().filter(|f| !f.cancelling()).count();
+        let (running, _) = self.running_chars();
         if alone && running == 0 && held.num_permits() == all as usize {
             return Some((held, None));
         }
