@@ -15,14 +15,14 @@ protocol is documented in docs/engine-protocol.md; in short:
   stderr  human-readable logs, kept by piperd for error reports.
 
 Up to PIPER_ENGINE_PARALLEL requests are synthesized at once, on threads
-that share the loaded voice; PIPER_ENGINE_THREADS is the thread count piperd
-asks for when requests share the cores, whose session is made ahead. A request runs on onnxruntime's default threads
+that share the loaded voice. A request runs on onnxruntime's default threads
 (every core) unless it names its own count: piperd gives a sentence alone
 every core, and sentences side by side one core each, because two syntheses
 on every core each fight over the cores. One onnxruntime session exists per
-thread count asked for, made on first use; all of them share one memory
-arena, so the engine's memory follows what it synthesizes at once, not how
-many sessions it has.
+thread count asked for, made on first use, except PIPER_ENGINE_THREADS (the
+count piperd asks for when sentences share the cores), made ahead. All of
+them share one memory arena, so the engine's memory follows what it
+synthesizes at once, not how many sessions it has.
 
 The program ends as soon as stdin closes, even in the middle of an utterance,
 so that it can never outlive the server that feeds it.

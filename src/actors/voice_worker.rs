@@ -1050,10 +1050,10 @@ impl WorkerState {
             let victims = if count(&held) + gain >= all as usize {
                 long
             } else if held.is_none() || !self.fits(next) {
-                let (count, held) = self.running_chars();
+                let (running, running_chars) = self.running_chars();
                 let room = |i: &usize| {
-                    count == 1
-                        || held - chars(&self.in_flight[*i].text) + next
+                    running == 1
+                        || running_chars - chars(&self.in_flight[*i].text) + next
                             <= self.config.engine_chars_at_once
                 };
                 long.into_iter().find(room).into_iter().collect()
