@@ -785,6 +785,13 @@ impl WorkerState {
             return self.protocol_broken(myself, format!("end of unexpected request {unit}"));
         };
         let mut done = self.in_flight.remove(index);
+        tracing::debug!(
+            unit,
+            job = done.job,
+            chars = chars(&done.text),
+            running = self.in_flight.len(),
+            "sentence done"
+        );
         drop(done.turn.take());
         if let Some(pos) = self.jobs.iter().position(|j| j.id == done.job) {
             let job = &mut self.jobs[pos];
@@ -824,6 +831,13 @@ impl WorkerState {
             return self.protocol_broken(myself, format!("cancel of unexpected request {unit}"));
         };
         let done = self.in_flight.remove(index);
+        tracing::debug!(
+            unit,
+            job = done.job,
+            chars = chars(&done.text),
+            running = self.in_flight.len(),
+            "sentence taken back"
+        );
         if !done.cancelling() {
             return self.protocol_broken(myself, format!("request {unit} cancelled unasked"));
         }
@@ -991,6 +1005,15 @@ impl WorkerState {
             let id = job.id;
             // Round-robin: the request goes to the back of the line.
             self.jobs.push_back(job);
+            tracing::debug!(
+                unit,
+                job = id,
+                seq,
+                chars = chars(&text),
+                ?threads,
+                running = self.in_flight.len(),
+                "sentence sent"
+            );
             engine.send(line);
             // Its deadline counts the sentences ahead of it in the engine.
             let ahead: usize = self.in_flight.iter().map(|f| f.text.chars().count()).sum();
