@@ -207,7 +207,9 @@ pub fn prepare_text(
     let mut speakable_chunks = 0;
     for chunk in &chunks {
         let before = units.len();
-        for piece in text::split_units(chunk, config.unit_max_chars) {
+        for piece in
+            text::split_units_at_clauses(chunk, config.unit_max_chars, config.clause_chars())
+        {
             if text::is_speakable(piece) {
                 units.push(text::engine_line(piece));
             }

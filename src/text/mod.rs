@@ -192,6 +192,15 @@ pub fn split_chunks(text: &str, max_chars: usize) -> Vec<&str> {
 /// break), with sentences over `max_chars` chars packed by clauses, then whitespace, then
 /// cut hard.
 pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
+    split_units_at_clauses(text, max_chars, max_chars)
+}
+
+/// Like [`split_units`], and a sentence over `clause_chars` chars is also cut at a clause
+/// mark (comma, semicolon, colon, dash…), the last one in its first `clause_chars` chars
+/// that leaves a quarter of `clause_chars` or more on each side; one without such a mark
+/// stays whole. Cutting only where the speaker pauses anyway keeps the speech natural,
+/// while the pieces stay small enough for two to be synthesized side by side.
+pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize) -> Vec<&str> {
     let len = text.len();
     let mut cuts: Vec<usize> = Cuts::new(text, Boundary::Paragraph, len)
         .chain(Cuts::new(text, Boundary::Sentence, len))
@@ -201,14 +210,58 @@ pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
     cuts.dedup();
 
     let mut out = Vec::new();
+    let mut clauses = Vec::new();
     let mut start = 0;
     for end in cuts.into_iter().chain(std::iter::once(len)) {
         if end > start {
-            split_greedy(&text[start..end], max_chars, LONG_SENTENCE_LEVELS, &mut out);
+            clauses.clear();
+            if clause_chars < max_chars {
+                split_clauses(&text[start..end], clause_chars, &mut clauses);
+            } else {
+                clauses.push(&text[start..end]);
+            }
+            for piece in &clauses {
+                split_greedy(piece, max_chars, LONG_SENTENCE_LEVELS, &mut out);
+            }
             start = end;
         }
     }
     out
+}
+
+/// Cuts `sentence` at clause marks while it is longer than `clause_chars` chars (see
+/// [`split_units_at_clauses`]); the rest, however long, is left to [`split_greedy`].
+fn split_clauses<'a>(sentence: &'a str, clause_chars: usize, out: &mut Vec<&'a str>) {
+    let clause_chars = clause_chars.max(1);
+    let least = clause_chars / 4;
+    let mut rest = sentence;
+    while rest.char_indices().nth(clause_chars).is_some() {
+        let total = char_count(rest);
+        // Two chars past the limit, so that a mark at the limit is cut after
+        // its space; a cut at the window's end could be one before the space.
+        let window_end = rest
+            .char_indices()
+            .nth(clause_chars + 2)
+            .map_or(rest.len(), |(i, _)| i);
+        let cut = Cuts::new(rest, Boundary::Clause, window_end)
+            .filter(|&cut| {
+                if cut >= window_end {
+                    return false;
+                }
+                let head = char_count(&rest[..cut]);
+                head >= least && total - head >= least
+            })
+            .last();
+        let Some(cut) = cut else {
+            break;
+        };
+        let (head, tail) = rest.split_at(cut);
+        out.push(head);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
 }
 
 /// The line written to the engine for one piece. The engine reads one line per utterance,
@@ -575,6 +628,73 @@ mod tests {
             split_units(text, 6),
             ["東京、大阪、", "京都、札幌、", "福岡"]
         );
+    }
+
+    #[test]
+    fn a_sentence_over_the_clause_limit_is_cut_at_its_last_fitting_clause_mark() {
+        let text = "When the rain stopped, the children ran outside, and the dogs followed them into the wet field. Next.";
+        assert_eq!(
+            split_units_at_clauses(text, 150, 60),
+            [
+                "When the rain stopped, the children ran outside, ",
+                "and the dogs followed them into the wet field. ",
+                "Next."
+            ]
+        );
+        // The same text with one limit only keeps its sentences whole.
+        assert_eq!(split_units(text, 150).len(), 2);
+        assert_eq!(
+            split_units_at_clauses(text, 150, 150),
+            split_units(text, 150)
+        );
+    }
+
+    #[test]
+    fn a_clause_mark_that_leaves_a_scrap_is_not_used() {
+        // The only commas leave fewer than a quarter of the limit on one side.
+        let text = "Yes, the whole family walked slowly along the old river path until evening came, he said.";
+        assert_eq!(split_units_at_clauses(text, 150, 60), [text]);
+        // Without any clause mark the sentence stays whole up to the hard limit,
+        // and past it is cut at whitespace as before.
+        let text = "The whole family walked slowly along the old river path until the evening came at last";
+        assert_eq!(split_units_at_clauses(text, 150, 40), [text]);
+        let pieces = split_units_at_clauses(text, 50, 40);
+        assert_eq!(pieces, split_units(text, 50));
+        check_pieces(text, &pieces, 50);
+    }
+
+    #[test]
+    fn clause_cuts_keep_every_char_and_both_limits() {
+        for seed in 200..260u64 {
+            let text = random_text(seed, 300);
+            for (max, clause) in [(150, 100), (40, 20), (12, 6), (7, 100)] {
+                check_pieces(&text, &split_units_at_clauses(&text, max, clause), max);
+            }
+            // Without a hard limit in the way, a piece over the clause limit
+            // has no clause mark left that could cut it into two parts of a quarter
+            // of the limit or more.
+            for clause in [100, 20, 6] {
+                for piece in split_units_at_clauses(&text, 10_000, clause) {
+                    let n = char_count(piece);
+                    // (A cut just after a mark's space may end one char past it.)
+                    if n > clause + 1 {
+                        let least = clause / 4;
+                        let window_end = piece
+                            .char_indices()
+                            .nth(clause + 2)
+                            .map_or(piece.len(), |(i, _)| i);
+                        let usable = Cuts::new(piece, Boundary::Clause, window_end).any(|cut| {
+                            let head = char_count(&piece[..cut]);
+                            if cut >= window_end {
+                                return false;
+                            }
+                            head >= least && n - head >= least
+                        });
+                        assert!(!usable, "piece {piece:?} could have been cut at a clause");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
