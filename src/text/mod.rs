@@ -195,10 +195,9 @@ pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
     split_units_at_clauses(text, max_chars, max_chars)
 }
 
-/// Like [`split_units`], and a sentence over `clause_chars` chars is also cut at a clause
-/// mark (comma, semicolon, colon, dash…), the last one in its first `clause_chars` chars
-/// that leaves a quarter of `clause_chars` or more on each side; one without such a mark
-/// stays whole. Cutting only where the speaker pauses anyway keeps the speech natural,
+/// Like [`split_units`], and a sentence over `clause_chars` chars is also cut at clause
+/// marks (comma, semicolon, colon, dash…) into pieces of about `clause_chars` or less,
+/// where marks allow; one without a fitting mark stays whole. Cutting only where the speaker pauses anyway keeps the speech natural,
 /// while the pieces stay small enough for two to be synthesized side by side.
 pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize) -> Vec<&str> {
     let len = text.len();
@@ -216,7 +215,7 @@ pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize)
         if end > start {
             clauses.clear();
             if clause_chars < max_chars {
-                split_clauses(&text[start..end], clause_chars, &mut clauses);
+                split_clauses(&text[start..end], max_chars, clause_chars, &mut clauses);
             } else {
                 clauses.push(&text[start..end]);
             }
@@ -231,28 +230,35 @@ pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize)
 
 /// Cuts `sentence` at clause marks while it is longer than `clause_chars` chars (see
 /// [`split_units_at_clauses`]); the rest, however long, is left to [`split_greedy`].
-fn split_clauses<'a>(sentence: &'a str, clause_chars: usize, out: &mut Vec<&'a str>) {
+///
+/// Each cut is at the mark nearest an even share of what is left (pieces of
+/// `clause_chars` or less, as even as they can be: a 189-char sentence is cut near its
+/// middle, not after its first few words), of those within `max_chars` that leave a
+/// quarter of `clause_chars` or more on each side.
+fn split_clauses<'a>(
+    sentence: &'a str,
+    max_chars: usize,
+    clause_chars: usize,
+    out: &mut Vec<&'a str>,
+) {
     let clause_chars = clause_chars.max(1);
     let least = clause_chars / 4;
     let mut rest = sentence;
     while rest.char_indices().nth(clause_chars).is_some() {
         let total = char_count(rest);
+        let share = total / total.div_ceil(clause_chars);
         // Two chars past the limit, so that a mark at the limit is cut after
         // its space; a cut at the window's end could be one before the space.
         let window_end = rest
             .char_indices()
-            .nth(clause_chars + 2)
+            .nth(max_chars.max(clause_chars) + 2)
             .map_or(rest.len(), |(i, _)| i);
         let cut = Cuts::new(rest, Boundary::Clause, window_end)
-            .filter(|&cut| {
-                if cut >= window_end {
-                    return false;
-                }
-                let head = char_count(&rest[..cut]);
-                head >= least && total - head >= least
-            })
-            .last();
-        let Some(cut) = cut else {
+            .filter(|&cut| cut < window_end)
+            .map(|cut| (cut, char_count(&rest[..cut])))
+            .filter(|&(_, head)| head >= least && total - head >= least)
+            .min_by_key(|&(_, head)| head.abs_diff(share));
+        let Some((cut, _)) = cut else {
             break;
         };
         let (head, tail) = rest.split_at(cut);
@@ -631,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sentence_over_the_clause_limit_is_cut_at_its_last_fitting_clause_mark() {
+    fn a_sentence_over_the_clause_limit_is_cut_at_the_mark_nearest_an_even_share() {
         let text = "When the rain stopped, the children ran outside, and the dogs followed them into the wet field. Next.";
         assert_eq!(
             split_units_at_clauses(text, 150, 60),
@@ -646,6 +652,44 @@ mod tests {
         assert_eq!(
             split_units_at_clauses(text, 150, 150),
             split_units(text, 150)
+        );
+        // 189 chars: cut near the middle, not after the first few words (which
+        // would leave three pieces) nor as late as 150 allows.
+        let text = "According to the report, about 42 percent of the letters sent to Oslo in 1950 \
+                    were never delivered, and the staff, tired and underpaid, simply stopped \
+                    counting them after the second winter.";
+        assert_eq!(char_count(text), 189);
+        assert_eq!(
+            split_units_at_clauses(text, 150, 100),
+            [
+                "According to the report, about 42 percent of the letters sent to Oslo in 1950 were never delivered, ",
+                "and the staff, tired and underpaid, simply stopped counting them after the second winter."
+            ]
+        );
+        // Also when the middle mark is a little past the limit: the one after
+        // the first few words would leave three pieces.
+        let text = text.replace("Oslo", "Copenhagen");
+        let pieces = split_units_at_clauses(&text, 150, 100);
+        assert_eq!(pieces.len(), 2, "{pieces:?}");
+        assert!(pieces[0].ends_with("delivered, "), "{pieces:?}");
+        assert_eq!(char_count(pieces[0]), 106);
+        // Ten clauses of 28 chars: pieces near 100 or under, evened out
+        // (cutting at the last mark that fits would end on a piece of 38).
+        let clause = "abcdefghijklmnopqrstuvwxyz, ";
+        let text = clause.repeat(10) + "end of it.";
+        let pieces = split_units_at_clauses(&text, 150, 100);
+        let lengths: Vec<usize> = pieces.iter().map(|p| char_count(p)).collect();
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(lengths, [84, 56, 84, 66]);
+        // With no mark within the limit, one past it (up to the hard limit)
+        // still makes two pieces.
+        let text = "The whole family walked slowly along the old river path until the evening, and then went home.";
+        assert_eq!(
+            split_units_at_clauses(text, 150, 40),
+            [
+                "The whole family walked slowly along the old river path until the evening, ",
+                "and then went home."
+            ]
         );
     }
 
@@ -670,24 +714,17 @@ mod tests {
             for (max, clause) in [(150, 100), (40, 20), (12, 6), (7, 100)] {
                 check_pieces(&text, &split_units_at_clauses(&text, max, clause), max);
             }
-            // Without a hard limit in the way, a piece over the clause limit
-            // has no clause mark left that could cut it into two parts of a quarter
-            // of the limit or more.
+            // Without a hard limit in the way, a piece over twice the clause
+            // limit has no clause mark that could cut it into two parts of a
+            // quarter of the limit or more (a cut nearer an even share would
+            // have been taken).
             for clause in [100, 20, 6] {
                 for piece in split_units_at_clauses(&text, 10_000, clause) {
                     let n = char_count(piece);
-                    // (A cut just after a mark's space may end one char past it.)
-                    if n > clause + 1 {
+                    if n > 2 * clause + 1 {
                         let least = clause / 4;
-                        let window_end = piece
-                            .char_indices()
-                            .nth(clause + 2)
-                            .map_or(piece.len(), |(i, _)| i);
-                        let usable = Cuts::new(piece, Boundary::Clause, window_end).any(|cut| {
+                        let usable = Cuts::new(piece, Boundary::Clause, piece.len()).any(|cut| {
                             let head = char_count(&piece[..cut]);
-                            if cut >= window_end {
-                                return false;
-                            }
                             head >= least && n - head >= least
                         });
                         assert!(!usable, "piece {piece:?} could have been cut at a clause");
