@@ -785,13 +785,7 @@ impl WorkerState {
             return self.protocol_broken(myself, format!("end of unexpected request {unit}"));
         };
         let mut done = self.in_flight.remove(index);
-        tracing::debug!(
-            unit,
-            job = done.job,
-            chars = chars(&done.text),
-            running = self.in_flight.len(),
-            "sentence done"
-        );
+        self.log_end(&done, "done");
         drop(done.turn.take());
         if let Some(pos) = self.jobs.iter().position(|j| j.id == done.job) {
             let job = &mut self.jobs[pos];
@@ -831,13 +825,7 @@ impl WorkerState {
             return self.protocol_broken(myself, format!("cancel of unexpected request {unit}"));
         };
         let done = self.in_flight.remove(index);
-        tracing::debug!(
-            unit,
-            job = done.job,
-            chars = chars(&done.text),
-            running = self.in_flight.len(),
-            "sentence taken back"
-        );
+        self.log_end(&done, "taken back");
         if !done.cancelling() {
             return self.protocol_broken(myself, format!("request {unit} cancelled unasked"));
         }
@@ -856,6 +844,17 @@ impl WorkerState {
             }
         }
         self.pump(myself);
+    }
+
+    /// At debug level the log is a timeline of the engine's work.
+    fn log_end(&self, done: &InFlight, how: &'static str) {
+        tracing::debug!(
+            unit = done.unit,
+            job = done.job,
+            chars = chars(&done.text),
+            running = self.in_flight.len(),
+            "sentence {how}"
+        );
     }
 
     fn finish(&mut self, job: Job) {
