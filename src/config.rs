@@ -279,8 +279,9 @@ impl Config {
             // benchmark's prose (numbers and years read out) took an engine
             // to 553 MiB, near 600 MB, so 200 leaves room. Sentences over
             // half of it are cut at a clause mark (`clause_chars`): with
-            // pieces up to 150 characters, two fitted side by side only 60%
-            // of the time under load, and with clause cuts 98% (measured).
+            // pieces up to 150 characters an engine held two sentences 61% of
+            // the time under 16 clients, and with clause cuts 98% (measured
+            // from its debug log).
             engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 200)?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
             // The engine's memory grows with the longest piece it is given:

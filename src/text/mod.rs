@@ -197,8 +197,9 @@ pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
 
 /// Like [`split_units`], and a sentence over `clause_chars` chars is also cut at clause
 /// marks (comma, semicolon, colon, dash…) into pieces of about `clause_chars` or less,
-/// where marks allow; one without a fitting mark stays whole. Cutting only where the speaker pauses anyway keeps the speech natural,
-/// while the pieces stay small enough for two to be synthesized side by side.
+/// where marks allow; one without a fitting mark stays whole. Cutting only where the
+/// speaker pauses anyway keeps the speech natural, while the pieces stay small enough
+/// for two to be synthesized side by side.
 pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize) -> Vec<&str> {
     let len = text.len();
     let mut cuts: Vec<usize> = Cuts::new(text, Boundary::Paragraph, len)
@@ -231,10 +232,10 @@ pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize)
 /// Cuts `sentence` at clause marks while it is longer than `clause_chars` chars (see
 /// [`split_units_at_clauses`]); the rest, however long, is left to [`split_greedy`].
 ///
-/// Each cut is at the mark nearest an even share of what is left (pieces of
-/// `clause_chars` or less, as even as they can be: a 189-char sentence is cut near its
-/// middle, not after its first few words), of those within `max_chars` that leave a
-/// quarter of `clause_chars` or more on each side.
+/// Each cut is at the mark nearest an even share of what is left (`total` split into
+/// `ceil(total / clause_chars)` shares: a 189-char sentence is cut near its middle, not
+/// after its first few words), of the marks within `max_chars` that leave a quarter of
+/// `clause_chars` or more on each side.
 fn split_clauses<'a>(
     sentence: &'a str,
     max_chars: usize,
