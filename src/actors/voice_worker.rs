@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::engine::protocol::{cancel_line, Request};
 use crate::engine::{EngineEvent, EngineProcess, EngineSpec, Frame, ReadyInfo};
 use crate::metrics::{self as m, ExitReason};
+use crate::text::char_count as chars;
 use crate::voices::{Fingerprint, VoiceInfo};
 
 /// A request with at least this many sentences still to send, and audio
@@ -1015,7 +1016,7 @@ impl WorkerState {
             );
             engine.send(line);
             // Its deadline counts the sentences ahead of it in the engine.
-            let ahead: usize = self.in_flight.iter().map(|f| f.text.chars().count()).sum();
+            let ahead: usize = self.in_flight.iter().map(|f| chars(&f.text)).sum();
             let queued = (ahead + chars(&text)) as u32;
             let deadline = self.config.engine_timeout + DEADLINE_PER_CHAR * queued;
             let generation = self.generation;
@@ -1269,10 +1270,6 @@ impl WorkerState {
             self.recycle = Some(ExitReason::Memory);
         }
     }
-}
-
-fn chars(text: &str) -> usize {
-    text.chars().count()
 }
 
 /// Adds `turns` to those `held`.
