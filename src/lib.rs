@@ -5,22 +5,22 @@
 //! - [`config`]: every setting, read from the environment.
 //! - [`server`]: start-up, serving and the ordered shutdown.
 //! - [`http`]: the warp routes, handlers, JSON errors and audio bodies.
-//! - [`formats`]: streaming encoders for WAV, PCM, MP3, Ogg/Opus and FLAC.
-//! - [`actors`]: the supervisor, one worker per voice, the config cache.
+//! - [`audio`]: streaming encoders for WAV, PCM, MP3, Ogg/Opus and FLAC.
+//! - [`scheduler`]: the supervisor, one worker per voice, the config cache.
 //! - [`engine`]: the engine child process and its framed protocol.
 //! - [`text`]: splitting text into chunks and sentences for the engine.
 //! - [`voices`]: voice files on disk, name checks, `.onnx.json` configs.
-//! - [`audio_cache`]: finished audio kept in memory for repeated requests.
+//! - [`speech`]: the transport-neutral speech core every front-end calls.
 //! - [`metrics`]: Prometheus metric names, buckets and the exporter.
 
-pub mod actors;
-pub mod audio_cache;
+pub mod audio;
 pub mod config;
 pub mod engine;
-pub mod formats;
 pub mod http;
 pub mod metrics;
+pub mod scheduler;
 pub mod server;
+pub mod speech;
 pub mod text;
 pub mod voices;
 

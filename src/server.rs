@@ -15,10 +15,10 @@ use futures::{Stream, StreamExt};
 use ractor::Actor;
 use tokio::net::TcpListener;
 
-use crate::actors::config_cache::{CacheArgs, ConfigCache};
-use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::scheduler::config_cache::{CacheArgs, ConfigCache};
+use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 
 /// Serves on `listener` until `signals` yields twice or the drain completes.
 pub async fn run(
@@ -55,7 +55,7 @@ pub async fn run(
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
-        audio_cache: Arc::new(crate::audio_cache::AudioCache::new(
+        audio_cache: Arc::new(crate::speech::cache::AudioCache::new(
             (config.audio_cache_mb << 20) as usize,
         )),
     };

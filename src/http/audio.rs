@@ -16,8 +16,8 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use crate::actors::{AudioEvent, SynthError};
-use crate::formats::Encoder;
+use crate::audio::Encoder;
+use crate::scheduler::{AudioEvent, SynthError};
 
 /// Size of the pieces a spooled answer is read back in.
 const READ_CHUNK: usize = 256 << 10;

@@ -13,8 +13,8 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 use warp::Rejection;
 
-use crate::actors::SynthError;
 use crate::metrics as m;
+use crate::scheduler::SynthError;
 use crate::voices::VoiceError;
 
 /// The two error body shapes: piperd's own and OpenAI's.

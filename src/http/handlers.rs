@@ -15,11 +15,11 @@ use warp::reply::{Reply, Response};
 
 use super::synthesis::{self, Speak, Spoken};
 use super::{observe, ApiError, AppState, MAX_TEXT_CHARS};
-use crate::actors::config_cache::ConfigMsg;
-use crate::actors::supervisor::{EngineHealth, Health, SupervisorMsg};
-use crate::actors::{AudioEvent, SynthJob};
+use crate::audio::AudioFormat;
 use crate::engine::SynthOptions;
-use crate::formats::AudioFormat;
+use crate::scheduler::config_cache::ConfigMsg;
+use crate::scheduler::supervisor::{EngineHealth, Health, SupervisorMsg};
+use crate::scheduler::{AudioEvent, SynthJob};
 use crate::text;
 use crate::voices::{self, VoiceInfo};
 

@@ -19,10 +19,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use warp::http::StatusCode;
 
-use crate::actors::config_cache::ConfigMsg;
-use crate::actors::supervisor::SupervisorMsg;
 use crate::config::Config;
 use crate::metrics as m;
+use crate::scheduler::config_cache::ConfigMsg;
+use crate::scheduler::supervisor::SupervisorMsg;
 
 pub use error::ApiError;
 pub use routes::routes;
@@ -42,7 +42,7 @@ pub struct AppState {
     /// Set on SIGTERM: `/health` turns 503 so load balancers move away.
     pub draining: Arc<AtomicBool>,
     pub started: Instant,
-    pub audio_cache: Arc<crate::audio_cache::AudioCache>,
+    pub audio_cache: Arc<crate::speech::cache::AudioCache>,
 }
 
 /// Records one answered request in the HTTP metrics.

@@ -16,8 +16,8 @@ use warp::reply::{Reply, Response};
 use super::handlers::{lookup_voice, parse_json, prepare_text, Prepared, RequestCtx};
 use super::synthesis::{self, Speak, Spoken};
 use super::{observe, ApiError, AppState};
+use crate::audio::AudioFormat;
 use crate::engine::SynthOptions;
-use crate::formats::AudioFormat;
 use crate::voices;
 
 /// OpenAI's voice names, answered with a mapped installed voice.

@@ -13,11 +13,11 @@ use warp::reply::{Reply, Response};
 use super::audio::{EncodedStream, Outcome, Source, Spool, WavCollector};
 use super::handlers::{start_job, Prepared, RequestCtx};
 use super::{observe, ApiError, AppState};
-use crate::actors::{AudioEvent, SynthError};
-use crate::audio_cache::CacheKey;
+use crate::audio::{self, AudioFormat};
 use crate::engine::SynthOptions;
-use crate::formats::{self, AudioFormat};
 use crate::metrics as m;
+use crate::scheduler::{AudioEvent, SynthError};
+use crate::speech::cache::CacheKey;
 
 /// A request ready to be spoken.
 pub struct Speak {
@@ -68,8 +68,8 @@ pub async fn speak(
             Source::Live(first, events)
         }
     };
-    let encoder = formats::encoder(format, voice.sample_rate)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let encoder =
+        audio::encoder(format, voice.sample_rate).map_err(|e| ApiError::Internal(e.to_string()))?;
     // A copy for the cache only when the answer can fit in it: speech runs
     // well under 3,000 bytes of PCM per character, so longer texts skip it.
     let fits = chars.saturating_mul(3_000) <= cache.max_entry();

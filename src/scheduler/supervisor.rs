@@ -419,7 +419,7 @@ impl SupervisorState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::SynthSummary;
+    use crate::scheduler::SynthSummary;
     use std::collections::HashMap as Vars;
     use std::path::PathBuf;
 
