@@ -288,7 +288,7 @@ impl Stream for EncodedStream {
                 Some(pcm) => pcm,
                 None => match this.events.as_mut().map(|e| e.poll_recv(cx)) {
                     Some(Poll::Pending) => return Poll::Pending,
-                    Some(Poll::Ready(Some(AudioEvent::Audio(pcm)))) => pcm,
+                    Some(Poll::Ready(Some(AudioEvent::Audio { pcm, .. }))) => pcm,
                     Some(Poll::Ready(Some(AudioEvent::Failed(err)))) => {
                         return this.fail(err.to_string(), Some(err))
                     }

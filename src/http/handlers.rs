@@ -230,13 +230,12 @@ pub async fn start_job(
     prepared: Prepared,
     options: SynthOptions,
 ) -> Result<(Bytes, mpsc::Receiver<AudioEvent>), ApiError> {
-    let (job, mut events) = SynthJob::new(
-        prepared.voice,
-        prepared.units,
-        options,
-        prepared.chars,
-        prepared.chunks,
-    );
+    let sentences = prepared
+        .units
+        .into_iter()
+        .map(|line| crate::scheduler::Sentence { line, span: 0..0 })
+        .collect();
+    let (job, mut events) = SynthJob::whole(prepared.voice, sentences, options);
     if state
         .supervisor
         .send_message(SupervisorMsg::Synthesize(job))
@@ -245,7 +244,7 @@ pub async fn start_job(
         return Err(ApiError::ShuttingDown);
     }
     match events.recv().await {
-        Some(AudioEvent::Audio(first)) => Ok((first, events)),
+        Some(AudioEvent::Audio { pcm, .. }) => Ok((pcm, events)),
         Some(AudioEvent::Failed(err)) => Err(err.into()),
         Some(AudioEvent::Done(_)) => Err(ApiError::NoSpeakableText),
         None => Err(ApiError::Internal("the voice worker stopped".into())),

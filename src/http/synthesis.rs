@@ -178,7 +178,7 @@ async fn collect_wav(
             collector.push(&first)?;
             loop {
                 match events.recv().await {
-                    Some(AudioEvent::Audio(pcm)) => {
+                    Some(AudioEvent::Audio { pcm, .. }) => {
                         keep(&pcm, &mut copy);
                         collector.push(&pcm)?;
                     }

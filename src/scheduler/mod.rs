@@ -9,6 +9,7 @@ pub mod config_cache;
 pub mod supervisor;
 pub mod voice_worker;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,37 +23,53 @@ use crate::voices::VoiceInfo;
 /// of its sentences (a slow streaming client must not fill memory).
 pub const JOB_CHANNEL_CAPACITY: usize = 16;
 
-/// One synthesis request, ready for the engine.
+/// A sentence for the engine: one line of text, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sentence {
+    /// What the engine speaks.
+    pub line: String,
+    /// Byte offsets in the session's whole text; the scheduler only hands
+    /// them back with the sentence's audio.
+    pub span: Range<usize>,
+}
+
+/// One synthesis request. Its text may still be arriving: sentences come
+/// first in `sentences`, then one at a time on `more` as the client writes
+/// them; `more` closing (its sender dropped) is the end of the input. The
+/// job ends when its input has ended and its last sentence is done.
 #[derive(Debug)]
 pub struct SynthJob {
     pub voice: Arc<VoiceInfo>,
-    /// Engine lines in order: speakable pieces of about a sentence each.
-    pub units: Vec<String>,
+    pub sentences: Vec<Sentence>,
+    pub more: Option<mpsc::UnboundedReceiver<Sentence>>,
     pub options: SynthOptions,
-    /// Characters in the request, for metrics.
-    pub chars: usize,
-    /// Chunks the text was split into, for metrics.
-    pub chunks: usize,
     pub received: Instant,
     pub events: mpsc::Sender<AudioEvent>,
 }
 
 impl SynthJob {
-    /// A job and the receiving end of its events.
-    pub fn new(
+    /// A job whose whole text is known, and the receiving end of its events.
+    pub fn whole(
         voice: Arc<VoiceInfo>,
-        units: Vec<String>,
+        sentences: Vec<Sentence>,
         options: SynthOptions,
-        chars: usize,
-        chunks: usize,
+    ) -> (SynthJob, mpsc::Receiver<AudioEvent>) {
+        SynthJob::open(voice, sentences, None, options)
+    }
+
+    /// A job with `sentences` now and, when `more` is given, more to come.
+    pub fn open(
+        voice: Arc<VoiceInfo>,
+        sentences: Vec<Sentence>,
+        more: Option<mpsc::UnboundedReceiver<Sentence>>,
+        options: SynthOptions,
     ) -> (SynthJob, mpsc::Receiver<AudioEvent>) {
         let (events, rx) = mpsc::channel(JOB_CHANNEL_CAPACITY);
         let job = SynthJob {
             voice,
-            units,
+            sentences,
+            more,
             options,
-            chars,
-            chunks,
             received: Instant::now(),
             events,
         };
@@ -63,8 +80,12 @@ impl SynthJob {
 /// What a job's channel carries, in order: audio, then `Done` or `Failed`.
 #[derive(Debug)]
 pub enum AudioEvent {
-    /// 16-bit little-endian mono PCM at the voice's sample rate.
-    Audio(Bytes),
+    /// The audio of one sentence: 16-bit little-endian mono PCM at the
+    /// voice's sample rate, and the sentence's span.
+    Audio {
+        span: Range<usize>,
+        pcm: Bytes,
+    },
     Done(SynthSummary),
     Failed(SynthError),
 }

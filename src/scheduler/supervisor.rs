@@ -454,19 +454,17 @@ mod tests {
     }
 
     async fn speak(supervisor: &ActorRef<SupervisorMsg>, voice: &Arc<VoiceInfo>) -> SynthSummary {
-        let (job, mut events) = SynthJob::new(
-            voice.clone(),
-            vec!["Hello there.".into()],
-            Default::default(),
-            12,
-            1,
-        );
+        let sentence = crate::scheduler::Sentence {
+            line: "Hello there.".into(),
+            span: 0..12,
+        };
+        let (job, mut events) = SynthJob::whole(voice.clone(), vec![sentence], Default::default());
         supervisor
             .send_message(SupervisorMsg::Synthesize(job))
             .unwrap();
         loop {
             match events.recv().await.expect("the job ends with Done") {
-                AudioEvent::Audio(_) => continue,
+                AudioEvent::Audio { .. } => continue,
                 AudioEvent::Done(summary) => return summary,
                 AudioEvent::Failed(err) => panic!("synthesis failed: {err}"),
             }

@@ -24,6 +24,7 @@
 //! idle timer) arrives as a message, so the worker never waits on it.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::supervisor::SupervisorMsg;
-use super::{AudioEvent, SynthError, SynthJob, SynthSummary};
+use super::{AudioEvent, Sentence, SynthError, SynthJob, SynthSummary};
 use crate::config::Config;
 use crate::engine::protocol::{cancel_line, Request};
 use crate::engine::{EngineEvent, EngineProcess, EngineSpec, Frame, ReadyInfo};
@@ -117,6 +118,15 @@ pub enum WorkerMsg {
     Sample,
     /// A client stopped reading: its sentences in the engine are dropped.
     ClientLeft,
+    /// A sentence of a job whose text is still arriving.
+    MoreText {
+        job: u64,
+        sentence: Sentence,
+    },
+    /// A job's input has ended: it ends once its last sentence is done.
+    InputEnded {
+        job: u64,
+    },
     #[cfg(test)]
     Panic,
 }
@@ -164,12 +174,17 @@ impl Proc {
 struct Unit {
     seq: u32,
     text: String,
+    span: Range<usize>,
     retried: bool,
 }
 
 struct Job {
     id: u64,
     units: VecDeque<Unit>,
+    /// Its client may still send sentences.
+    input_open: bool,
+    /// The place of its next sentence to arrive.
+    next_seq: u32,
     options: crate::engine::SynthOptions,
     events: tokio::sync::mpsc::Sender<AudioEvent>,
     received: Instant,
@@ -186,7 +201,7 @@ struct Job {
     /// The next sentence to forward; sentences finished out of order (the
     /// engine synthesizes several at once) wait in `finished`.
     next_to_send: u32,
-    finished: std::collections::BTreeMap<u32, Bytes>,
+    finished: std::collections::BTreeMap<u32, (Range<usize>, Bytes)>,
     /// Dropped with the job: ends the task that watches for its client
     /// leaving.
     _watch: tokio::sync::oneshot::Sender<()>,
@@ -203,6 +218,7 @@ struct InFlight {
     job: u64,
     seq: u32,
     text: String,
+    span: Range<usize>,
     pcm: Vec<Bytes>,
     retried: bool,
     /// Its turn, given back when it ends; `None` once it is taken back.
@@ -381,6 +397,8 @@ impl Actor for VoiceWorker {
             }
             WorkerMsg::Sample => state.sample(&myself),
             WorkerMsg::ClientLeft => state.pump(&myself),
+            WorkerMsg::MoreText { job, sentence } => state.more_text(&myself, job, sentence),
+            WorkerMsg::InputEnded { job } => state.input_ended(&myself, job),
             #[cfg(test)]
             WorkerMsg::Panic => panic!("worker panic requested by a test"),
         }
@@ -452,29 +470,22 @@ impl WorkerState {
         if job.voice.fingerprint != self.voice.fingerprint {
             self.voice = job.voice.clone();
         }
-        // The worker hears of a client leaving at once, not at its next
-        // event, so that the engine stops that client's sentence now.
-        let (watch, job_ended) = tokio::sync::oneshot::channel::<()>();
-        let events = job.events.clone();
-        let me = myself.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = events.closed() => {
-                    let _ = me.send_message(WorkerMsg::ClientLeft);
-                }
-                _ = job_ended => {}
-            }
-        });
+        let input_open = job.more.is_some();
+        let watch = watch_job(myself, id, job.events.clone(), job.more);
+        let next_seq = job.sentences.len() as u32;
         let job = Job {
             _watch: watch,
             id,
+            input_open,
+            next_seq,
             units: job
-                .units
+                .sentences
                 .into_iter()
                 .enumerate()
-                .map(|(seq, text)| Unit {
+                .map(|(seq, sentence)| Unit {
                     seq: seq as u32,
-                    text,
+                    text: sentence.line,
+                    span: sentence.span,
                     retried: false,
                 })
                 .collect(),
@@ -497,6 +508,37 @@ impl WorkerState {
         let at = self.jobs.iter().take_while(|j| !j.started).count();
         self.jobs.insert(at, job);
         self.ensure_process(myself);
+        self.pump(myself);
+    }
+
+    /// A sentence of a job whose text is still arriving.
+    fn more_text(&mut self, myself: &ActorRef<WorkerMsg>, id: u64, sentence: Sentence) {
+        let Some(job) = self.jobs.iter_mut().find(|j| j.id == id) else {
+            return; // failed or cancelled meanwhile
+        };
+        job.units.push_back(Unit {
+            seq: job.next_seq,
+            text: sentence.line,
+            span: sentence.span,
+            retried: false,
+        });
+        job.next_seq += 1;
+        self.idle_epoch += 1;
+        self.ensure_process(myself);
+        self.pump(myself);
+    }
+
+    /// A job's input ended: it is done once its last sentence is.
+    fn input_ended(&mut self, myself: &ActorRef<WorkerMsg>, id: u64) {
+        let Some(pos) = self.jobs.iter().position(|j| j.id == id) else {
+            return;
+        };
+        let job = &mut self.jobs[pos];
+        job.input_open = false;
+        if job.units.is_empty() && job.in_flight == 0 {
+            let job = self.jobs.remove(pos).expect("position is valid");
+            self.finish(job);
+        }
         self.pump(myself);
     }
 
@@ -794,8 +836,8 @@ impl WorkerState {
             if failed {
                 job.skipped += 1;
             }
-            job.finished.insert(done.seq, concat(done.pcm));
-            while let Some(pcm) = job.finished.remove(&job.next_to_send) {
+            job.finished.insert(done.seq, (done.span, concat(done.pcm)));
+            while let Some((span, pcm)) = job.finished.remove(&job.next_to_send) {
                 job.next_to_send += 1;
                 if pcm.is_empty() {
                     continue;
@@ -809,9 +851,9 @@ impl WorkerState {
                 job.samples += pcm.len() as u64 / 2;
                 // Room was checked before this sentence was scheduled; a
                 // closed channel means the client left.
-                let _ = job.events.try_send(AudioEvent::Audio(pcm));
+                let _ = job.events.try_send(AudioEvent::Audio { span, pcm });
             }
-            if job.units.is_empty() && job.in_flight == 0 {
+            if job.units.is_empty() && job.in_flight == 0 && !job.input_open {
                 let job = self.jobs.remove(pos).expect("position is valid");
                 self.finish(job);
             }
@@ -839,6 +881,7 @@ impl WorkerState {
                     Unit {
                         seq: done.seq,
                         text: done.text,
+                        span: done.span,
                         retried: done.retried,
                     },
                 );
@@ -984,7 +1027,12 @@ impl WorkerState {
             counter!(m::SENTENCES, "voice" => self.voice.name.clone(), "cores" => cores)
                 .increment(1);
             let mut job = self.jobs.remove(pos).expect("position is valid");
-            let Unit { seq, text, retried } = job.units.pop_front().expect("has units");
+            let Unit {
+                seq,
+                text,
+                span,
+                retried,
+            } = job.units.pop_front().expect("has units");
             let unit = self.next_unit;
             self.next_unit = self.next_unit.wrapping_add(1).max(1);
             let line = Request {
@@ -1026,6 +1074,7 @@ impl WorkerState {
                 job: id,
                 seq,
                 text,
+                span,
                 pcm: Vec::new(),
                 retried,
                 turn: Some(turn),
@@ -1206,6 +1255,7 @@ impl WorkerState {
                 None => job.units.push_front(Unit {
                     seq: unit.seq,
                     text: unit.text,
+                    span: unit.span,
                     retried: true,
                 }),
             }
@@ -1270,6 +1320,47 @@ impl WorkerState {
             self.recycle = Some(ExitReason::Memory);
         }
     }
+}
+
+/// Watches a job from outside the worker: its sentences still arriving and
+/// its client leaving (heard at once, not at the job's next event, so that
+/// the engine stops that client's sentence now). Dropping the returned
+/// sender, with the job, ends the watch.
+fn watch_job(
+    myself: &ActorRef<WorkerMsg>,
+    job: u64,
+    events: tokio::sync::mpsc::Sender<AudioEvent>,
+    mut more: Option<tokio::sync::mpsc::UnboundedReceiver<Sentence>>,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (watch, mut job_ended) = tokio::sync::oneshot::channel::<()>();
+    let me = myself.clone();
+    tokio::spawn(async move {
+        loop {
+            let next = async {
+                match more.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = events.closed() => {
+                    let _ = me.send_message(WorkerMsg::ClientLeft);
+                    return;
+                }
+                _ = &mut job_ended => return,
+                sentence = next => match sentence {
+                    Some(sentence) => {
+                        let _ = me.send_message(WorkerMsg::MoreText { job, sentence });
+                    }
+                    None => {
+                        more = None;
+                        let _ = me.send_message(WorkerMsg::InputEnded { job });
+                    }
+                },
+            }
+        }
+    });
+    watch
 }
 
 /// Adds `turns` to those `held`.
