@@ -67,6 +67,11 @@ pub struct Config {
     pub spool_threshold_bytes: usize,
     pub temp_dir: PathBuf,
     pub audio_cache_mb: u64,
+    /// Requests admitted and waiting for their first audio, over the
+    /// server, beyond which new ones are refused at once (0: no bound).
+    pub max_queue: usize,
+    /// Most audio one complete (not streamed) answer may hold, in seconds.
+    pub max_audio_seconds: u64,
     pub log_format: LogFormat,
     /// Bearer keys; empty: the API is open.
     pub api_keys: Vec<String>,
@@ -197,6 +202,16 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "64",
         "memory for cached audio (0 disables the cache)",
     ),
+    (
+        "PIPER_MAX_QUEUE",
+        "32",
+        "requests waiting for their first audio, over the server, beyond which new ones get 503 overloaded at once (0: no bound)",
+    ),
+    (
+        "PIPER_MAX_AUDIO_SECONDS",
+        "7200",
+        "most seconds of audio in one complete (not streamed) answer, checked from the text and while it is made",
+    ),
     ("PIPER_LOG_FORMAT", "text", "text or json"),
     (
         "PIPER_API_KEYS",
@@ -306,6 +321,11 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
             audio_cache_mb: env.parse("PIPER_AUDIO_CACHE_MB", 64)?,
+            max_queue: env.parse("PIPER_MAX_QUEUE", 32)?,
+            // The longest text (100,000 characters) at an ordinary pace is
+            // about two hours; a complete answer past that would only fill
+            // the spool folder.
+            max_audio_seconds: env.positive("PIPER_MAX_AUDIO_SECONDS", 7200)? as u64,
             log_format,
             api_keys: env.api_keys()?,
             cors_origins: env.list("PIPER_CORS_ORIGINS"),

@@ -30,6 +30,10 @@ pub const SERVER_MEMORY: &str = "piperd_server_resident_memory_bytes";
 pub const VOICE_FAILED: &str = "piperd_voice_failed";
 pub const QUEUE_DEPTH: &str = "piperd_queue_depth";
 pub const QUEUE_WAIT: &str = "piperd_queue_wait_seconds";
+/// Requests admitted and not yet given their first audio, over the server.
+pub const QUEUE_WAITING: &str = "piperd_requests_waiting";
+/// Requests refused because `PIPER_MAX_QUEUE` were waiting.
+pub const ADMISSION_REFUSED: &str = "piperd_admission_refused_total";
 pub const PREEMPTIONS: &str = "piperd_preemptions_total";
 /// Sentences sent to engines, by voice and `cores`: `all` (alone on every
 /// core) or `shared` (beside others, on a share of the cores).
@@ -193,6 +197,14 @@ fn describe() {
         QUEUE_WAIT,
         Unit::Seconds,
         "Time a request waited for an engine process, by voice."
+    );
+    describe_gauge!(
+        QUEUE_WAITING,
+        "Requests admitted and not yet given their first audio, over the server."
+    );
+    describe_counter!(
+        ADMISSION_REFUSED,
+        "Requests refused at once because PIPER_MAX_QUEUE requests were waiting."
     );
     describe_counter!(
         PREEMPTIONS,

@@ -17,8 +17,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::scheduler::config_cache::{CacheArgs, ConfigCache};
 use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::speech::catalog::{CacheArgs, ConfigCache};
+use crate::speech::Speech;
 
 /// Serves on `listener` until `signals` yields twice or the drain completes.
 pub async fn run(
@@ -49,15 +50,10 @@ pub async fn run(
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
-        config: config.clone(),
-        supervisor: supervisor.clone(),
-        configs: configs.clone(),
+        speech: Speech::new(config.clone(), supervisor.clone(), configs.clone()),
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
-        audio_cache: Arc::new(crate::speech::cache::AudioCache::new(
-            (config.audio_cache_mb << 20) as usize,
-        )),
     };
 
     let addr = listener.local_addr()?;

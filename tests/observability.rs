@@ -233,6 +233,8 @@ const FAMILIES: &[(&str, &str)] = &[
     (m::VOICE_FAILED, "gauge"),
     (m::QUEUE_DEPTH, "gauge"),
     (m::QUEUE_WAIT, "histogram"),
+    (m::QUEUE_WAITING, "gauge"),
+    (m::ADMISSION_REFUSED, "counter"),
     (m::PREEMPTIONS, "counter"),
     (m::SENTENCES, "counter"),
     (m::CONFIG_CACHE_LOOKUPS, "counter"),

@@ -11,7 +11,7 @@
 //! Why each format is built the way it is:
 //!
 //! - [`AudioFormat::Wav`] and [`AudioFormat::Pcm`] pass the samples through;
-//!   WAV puts the streaming header of [`crate::http::audio::streaming_header`]
+//!   WAV puts the streaming header of [`streaming_header`]
 //!   first (sizes 0xFFFFFFFF, since the length is not known yet).
 //! - [`AudioFormat::Mp3`]: LAME (the `mp3lame-encoder` crate, which builds its
 //!   bundled copy of LAME with the C compiler), mono CBR 64 kbps at the input
@@ -45,6 +45,9 @@ mod mp3;
 mod ogg_opus;
 mod pcm;
 mod resample;
+pub mod spool;
+
+pub use pcm::{streaming_header, wav_size_patches, WAV_HEADER_LEN};
 
 #[cfg(test)]
 mod tests;

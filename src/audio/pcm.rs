@@ -1,5 +1,7 @@
 //! Raw PCM and streamed WAV, and turning PCM bytes into samples.
 
+use std::io::Cursor;
+
 use bytes::{Bytes, BytesMut};
 
 use super::{finished_error, Encoder, FormatError};
@@ -32,6 +34,44 @@ impl SampleReader {
     }
 }
 
+/// Length of the WAV header written here (16-bit mono PCM).
+pub const WAV_HEADER_LEN: usize = 44;
+
+/// The header of a streamed WAV: hound writes the format, the two sizes are
+/// then set to 0xFFFFFFFF ("unknown length"), which players accept.
+pub fn streaming_header(sample_rate: u32) -> Bytes {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = Cursor::new(Vec::with_capacity(WAV_HEADER_LEN));
+    hound::WavWriter::new(&mut cursor, spec)
+        .and_then(|w| w.finalize())
+        .expect("writing a header to memory cannot fail");
+    let mut header = cursor.into_inner();
+    debug_assert_eq!(header.len(), WAV_HEADER_LEN);
+    let data_at = header.len() - 8;
+    debug_assert_eq!(&header[data_at..data_at + 4], b"data");
+    header[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    header[data_at + 4..data_at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    Bytes::from(header)
+}
+
+/// Where a complete WAV of `len` bytes (header included) gets its two sizes,
+/// the RIFF size and the data size, in place of the streaming header's.
+pub fn wav_size_patches(len: u64) -> [(u64, [u8; 4]); 2] {
+    let riff = len.saturating_sub(8).min(u32::MAX as u64) as u32;
+    let data = len
+        .saturating_sub(WAV_HEADER_LEN as u64)
+        .min(u32::MAX as u64) as u32;
+    [
+        (4, riff.to_le_bytes()),
+        (WAV_HEADER_LEN as u64 - 4, data.to_le_bytes()),
+    ]
+}
+
 /// PCM passed through unchanged, with the streaming WAV header first for WAV.
 ///
 /// Having WAV and raw PCM behind [`Encoder`] too lets every format take the
@@ -47,7 +87,7 @@ impl Passthrough {
     pub(super) fn wav(sample_rate: u32) -> Passthrough {
         Passthrough {
             sample_rate,
-            header: Some(crate::http::audio::streaming_header(sample_rate)),
+            header: Some(streaming_header(sample_rate)),
             finished: false,
         }
     }
@@ -88,5 +128,39 @@ impl Encoder for Passthrough {
 
     fn output_sample_rate(&self) -> u32 {
         self.sample_rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_header_is_a_wav_header_with_unknown_sizes() {
+        let header = streaming_header(22050);
+        assert_eq!(header.len(), WAV_HEADER_LEN);
+        assert_eq!(&header[0..4], b"RIFF");
+        assert_eq!(&header[4..8], &[0xff; 4]);
+        assert_eq!(&header[8..12], b"WAVE");
+        assert_eq!(
+            u32::from_le_bytes(header[24..28].try_into().unwrap()),
+            22050
+        );
+        assert_eq!(&header[36..40], b"data");
+        assert_eq!(&header[40..44], &[0xff; 4]);
+    }
+
+    #[test]
+    fn patched_sizes_make_a_complete_wav_hound_reads() {
+        let mut wav = streaming_header(16000).to_vec();
+        let samples: Vec<i16> = (0..1000).map(|i| (i * 7) as i16).collect();
+        wav.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
+        for (at, bytes) in wav_size_patches(wav.len() as u64) {
+            wav[at as usize..at as usize + 4].copy_from_slice(&bytes);
+        }
+        let reader = hound::WavReader::new(Cursor::new(wav)).unwrap();
+        assert_eq!(reader.len(), 1000);
+        let read: Vec<i16> = reader.into_samples().map(|s| s.unwrap()).collect();
+        assert_eq!(read, samples);
     }
 }

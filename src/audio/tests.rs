@@ -218,7 +218,7 @@ fn wav_streams_header_then_samples() {
     let samples = test_signal(22_050, 3.0);
     let (pieces, rate) = encode(AudioFormat::Wav, 22_050, &samples);
     assert_eq!(rate, 22_050);
-    let header = crate::http::audio::streaming_header(22_050);
+    let header = crate::audio::streaming_header(22_050);
     assert!(
         pieces[0].starts_with(&header),
         "the first push has the header"
@@ -229,7 +229,7 @@ fn wav_streams_header_then_samples() {
     let mut empty = encoder(AudioFormat::Wav, 16_000).unwrap();
     assert_eq!(
         empty.finish().unwrap(),
-        crate::http::audio::streaming_header(16_000)
+        crate::audio::streaming_header(16_000)
     );
 }
 

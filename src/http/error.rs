@@ -5,7 +5,6 @@
 //! when to retry). Codes are stable: clients and alerts match on them.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use metrics::counter;
 use serde_json::json;
@@ -15,6 +14,7 @@ use warp::Rejection;
 
 use crate::metrics as m;
 use crate::scheduler::SynthError;
+use crate::speech::{SpeechError, MAX_TEXT_CHARS};
 use crate::voices::VoiceError;
 
 /// The two error body shapes: piperd's own and OpenAI's.
@@ -24,59 +24,32 @@ enum Shape {
     OpenAi,
 }
 
-/// Everything a request can fail with.
+/// Everything a request can fail with: the HTTP layer's own errors, and
+/// the speech core's.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    #[error("text is empty")]
-    EmptyText,
-    #[error("text has {0} characters; the limit is {max}", max = crate::http::MAX_TEXT_CHARS)]
-    TextTooLong(usize),
     #[error("request body is larger than {} bytes", crate::http::MAX_BODY_BYTES)]
     BodyTooLarge,
-    #[error("invalid {param}: {message}")]
-    InvalidParameter {
-        param: &'static str,
-        message: String,
-    },
-    #[error("{0}")]
-    InvalidVoiceName(String),
-    #[error("voice {name:?} not found")]
-    VoiceNotFound {
-        name: String,
-        available: Vec<String>,
-    },
-    #[error("{0}")]
-    VoiceConfigInvalid(String),
     #[error("unsupported response_format {0:?}")]
     UnsupportedFormat(String),
-    #[error("nothing in the text can be spoken")]
-    NoSpeakableText,
-    #[error("Process limit reached: every engine process is busy; retry later")]
-    ProcessLimit { retry_after: Duration },
-    #[error("{0}")]
-    VoiceUnavailable(String),
-    #[error("{0}")]
-    EngineUnavailable(String),
-    #[error("the speech engine did not finish in time")]
-    EngineTimeout,
-    #[error("{0}")]
-    EngineBadOutput(String),
-    #[error("{0}")]
-    EngineCrashed(String),
-    #[error("the server is shutting down")]
-    ShuttingDown,
     #[error("missing or invalid API key")]
     Unauthorized,
     #[error("no such route")]
     NotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error(transparent)]
+    Speech(#[from] SpeechError),
+}
+
+impl From<SynthError> for ApiError {
+    fn from(err: SynthError) -> ApiError {
+        ApiError::Speech(err.into())
+    }
 }
 
 impl ApiError {
@@ -86,35 +59,18 @@ impl ApiError {
         match self {
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            EmptyText => (StatusCode::BAD_REQUEST, "empty_text"),
-            TextTooLong(_) => (StatusCode::PAYLOAD_TOO_LARGE, "text_too_long"),
             BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
-            InvalidVoiceName(_) => (StatusCode::BAD_REQUEST, "invalid_voice_name"),
-            VoiceNotFound { .. } => (StatusCode::NOT_FOUND, "voice_not_found"),
-            VoiceConfigInvalid(_) => (StatusCode::INTERNAL_SERVER_ERROR, "voice_config_invalid"),
             UnsupportedFormat(_) => (StatusCode::BAD_REQUEST, "unsupported_format"),
-            NoSpeakableText => (StatusCode::UNPROCESSABLE_ENTITY, "no_speakable_text"),
-            ProcessLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "process_limit"),
-            VoiceUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "voice_unavailable"),
-            EngineUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable"),
-            EngineTimeout => (StatusCode::GATEWAY_TIMEOUT, "engine_timeout"),
-            EngineBadOutput(_) => (StatusCode::BAD_GATEWAY, "engine_bad_output"),
-            EngineCrashed(_) => (StatusCode::BAD_GATEWAY, "engine_crashed"),
-            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Speech(err) => speech_status(err),
         }
     }
-
     /// Seconds after which a retry may succeed, for `Retry-After`.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::ProcessLimit { retry_after } => Some(retry_after.as_secs().max(1)),
-            ApiError::VoiceUnavailable(_) | ApiError::EngineUnavailable(_) => Some(10),
-            ApiError::ShuttingDown => Some(1),
+            ApiError::Speech(err) => err.retry_after().map(|d| d.as_secs().max(1)),
             _ => None,
         }
     }
@@ -131,12 +87,18 @@ impl ApiError {
 
     /// Which request field an error is about, when there is one.
     fn param(&self) -> Option<&'static str> {
+        use SpeechError as S;
         match self {
-            ApiError::InvalidParameter { param, .. } => Some(param),
-            ApiError::TextTooLong(_) | ApiError::EmptyText | ApiError::NoSpeakableText => {
-                Some("input")
-            }
-            ApiError::VoiceNotFound { .. } | ApiError::InvalidVoiceName(_) => Some("voice"),
+            ApiError::Speech(S::InvalidParameter { param, .. }) => Some(param),
+            ApiError::Speech(
+                S::TextTooLong(_)
+                | S::EmptyText
+                | S::NoSpeakableText
+                | S::Synth(SynthError::NoSpeakableText),
+            ) => Some("input"),
+            ApiError::Speech(S::Voice(
+                VoiceError::NotFound { .. } | VoiceError::InvalidName(..),
+            )) => Some("voice"),
             ApiError::UnsupportedFormat(_) => Some("response_format"),
             _ => None,
         }
@@ -150,13 +112,16 @@ impl ApiError {
             Shape::Piperd => {
                 let mut body = json!({ "error": self.to_string(), "code": code });
                 match &self {
-                    ApiError::VoiceNotFound { available, .. } => {
-                        body["available"] = json!(available)
+                    ApiError::Speech(SpeechError::Voice(VoiceError::NotFound {
+                        available,
+                        ..
+                    })) => body["available"] = json!(available),
+                    ApiError::Speech(SpeechError::TextTooLong(_)) => {
+                        body["max_characters"] = json!(MAX_TEXT_CHARS)
                     }
-                    ApiError::TextTooLong(_) => {
-                        body["max_characters"] = json!(crate::http::MAX_TEXT_CHARS)
+                    ApiError::Speech(SpeechError::InvalidParameter { param, .. }) => {
+                        body["param"] = json!(param)
                     }
-                    ApiError::InvalidParameter { param, .. } => body["param"] = json!(param),
                     _ => {}
                 }
                 if let Some(secs) = retry {
@@ -193,31 +158,38 @@ impl ApiError {
 
 impl warp::reject::Reject for ApiError {}
 
-impl From<VoiceError> for ApiError {
-    fn from(err: VoiceError) -> ApiError {
-        match err {
-            VoiceError::InvalidName(..) => ApiError::InvalidVoiceName(err.to_string()),
-            VoiceError::NotFound { name, available } => ApiError::VoiceNotFound { name, available },
-            VoiceError::BadConfig { .. } => ApiError::VoiceConfigInvalid(err.to_string()),
+/// The status and code of each speech error.
+fn speech_status(err: &SpeechError) -> (StatusCode, &'static str) {
+    use SpeechError as S;
+    match err {
+        S::EmptyText => (StatusCode::BAD_REQUEST, "empty_text"),
+        S::TextTooLong(_) => (StatusCode::PAYLOAD_TOO_LARGE, "text_too_long"),
+        S::NoSpeakableText | S::Synth(SynthError::NoSpeakableText) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "no_speakable_text")
         }
-    }
-}
-
-impl From<SynthError> for ApiError {
-    fn from(err: SynthError) -> ApiError {
-        let text = err.to_string();
-        match err {
-            SynthError::ProcessLimit(waited) => ApiError::ProcessLimit {
-                retry_after: waited.min(Duration::from_secs(30)),
-            },
-            SynthError::VoiceUnavailable { .. } => ApiError::VoiceUnavailable(text),
-            SynthError::EngineUnavailable(_) => ApiError::EngineUnavailable(text),
-            SynthError::EngineTimeout => ApiError::EngineTimeout,
-            SynthError::EngineBadOutput(_) => ApiError::EngineBadOutput(text),
-            SynthError::EngineCrashed(_) => ApiError::EngineCrashed(text),
-            SynthError::NoSpeakableText => ApiError::NoSpeakableText,
-            SynthError::ShuttingDown => ApiError::ShuttingDown,
+        S::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+        S::Voice(VoiceError::InvalidName(..)) => (StatusCode::BAD_REQUEST, "invalid_voice_name"),
+        S::Voice(VoiceError::NotFound { .. }) => (StatusCode::NOT_FOUND, "voice_not_found"),
+        S::Voice(VoiceError::BadConfig { .. }) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "voice_config_invalid")
         }
+        S::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        S::AudioTooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "audio_too_long"),
+        S::Synth(err) => match err {
+            SynthError::ProcessLimit(_) => (StatusCode::SERVICE_UNAVAILABLE, "process_limit"),
+            SynthError::VoiceUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "voice_unavailable")
+            }
+            SynthError::EngineUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable")
+            }
+            SynthError::EngineTimeout => (StatusCode::GATEWAY_TIMEOUT, "engine_timeout"),
+            SynthError::EngineBadOutput(_) => (StatusCode::BAD_GATEWAY, "engine_bad_output"),
+            SynthError::EngineCrashed(_) => (StatusCode::BAD_GATEWAY, "engine_crashed"),
+            SynthError::NoSpeakableText => (StatusCode::UNPROCESSABLE_ENTITY, "no_speakable_text"),
+            SynthError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        },
+        S::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

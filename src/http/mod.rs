@@ -1,48 +1,50 @@
-//! The HTTP API (warp): routes, handlers, errors and audio bodies.
+//! The HTTP front-end (warp): piperd's own API, OpenAI's, and the routes
+//! for operators (health, voices, metrics, the demo page).
 //!
-//! Handlers only talk to actors: they ask the config cache for a voice, hand
-//! a job to the supervisor and turn the job's audio events into a body.
+//! Handlers parse a request, ask the [`Speech`] core for a session and turn
+//! its events into a body ([`answer`]); errors become statuses in one place
+//! ([`error`]).
 
-pub mod audio;
+pub mod answer;
 pub mod error;
-pub mod handlers;
 pub mod openai;
+pub mod ops;
 pub mod routes;
-pub mod synthesis;
+pub mod seed;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
-use ractor::ActorRef;
+use serde::Deserialize;
 use warp::http::StatusCode;
 
 use crate::config::Config;
 use crate::metrics as m;
-use crate::scheduler::config_cache::ConfigMsg;
-use crate::scheduler::supervisor::SupervisorMsg;
+use crate::speech::Speech;
 
 pub use error::ApiError;
 pub use routes::routes;
 
-/// Longest text accepted, in characters.
-pub const MAX_TEXT_CHARS: usize = 100_000;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub supervisor: ActorRef<SupervisorMsg>,
-    pub configs: ActorRef<ConfigMsg>,
+    pub speech: Speech,
     pub metrics: PrometheusHandle,
     /// Set on SIGTERM: `/health` turns 503 so load balancers move away.
     pub draining: Arc<AtomicBool>,
     pub started: Instant,
-    pub audio_cache: Arc<crate::speech::cache::AudioCache>,
+}
+
+impl AppState {
+    pub fn config(&self) -> &Config {
+        self.speech.config()
+    }
 }
 
 /// Records one answered request in the HTTP metrics.
@@ -51,4 +53,57 @@ pub fn observe(route: &'static str, method: &str, status: StatusCode, started: I
     counter!(m::HTTP_REQUESTS, "route" => route, "method" => method.to_string(), "status" => status)
         .increment(1);
     histogram!(m::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+}
+
+/// Per-request context: id for logs and `X-Request-Id`, start time.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub id: String,
+    pub started: Instant,
+}
+
+impl RequestCtx {
+    /// Uses the caller's `X-Request-Id` when it is sane, else makes one.
+    pub fn new(incoming: Option<String>) -> RequestCtx {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = incoming
+            .filter(|id| {
+                !id.is_empty()
+                    && id.len() <= 64
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "{:08x}-{:06}",
+                    boot_tag(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                )
+            });
+        RequestCtx {
+            id,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A tag that differs between server runs, so ids do not repeat across restarts.
+fn boot_tag() -> u32 {
+    static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        (nanos as u32) ^ std::process::id().rotate_left(16)
+    })
+}
+
+/// Parses a JSON body, telling syntax errors from wrong fields.
+pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidRequest(e.to_string()),
+        _ => ApiError::InvalidJson(e.to_string()),
+    })
 }

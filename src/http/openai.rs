@@ -13,11 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 use warp::reply::{Reply, Response};
 
-use super::handlers::{lookup_voice, parse_json, prepare_text, Prepared, RequestCtx};
-use super::synthesis::{self, Speak, Spoken};
-use super::{observe, ApiError, AppState};
+use super::seed::format_named;
+use super::{answer, observe, parse_json, ApiError, AppState, RequestCtx};
 use crate::audio::AudioFormat;
 use crate::engine::SynthOptions;
+use crate::speech::{SpeechError, Utterance};
 use crate::voices;
 
 /// OpenAI's voice names, answered with a mapped installed voice.
@@ -54,19 +54,19 @@ fn choose_voice(
     let model_is_voice = !OPENAI_MODELS.contains(&model);
     let voice_lower = voice.to_ascii_lowercase();
     if OPENAI_VOICES.contains(&voice_lower.as_str()) {
-        if let Some(mapped) = state.config.openai_voices.get(&voice_lower) {
+        if let Some(mapped) = state.config().openai_voices.get(&voice_lower) {
             return Ok(mapped.clone());
         }
         if model_is_voice {
             return Ok(model.strip_suffix(".onnx").unwrap_or(model).to_string());
         }
-        return names
-            .first()
-            .cloned()
-            .ok_or_else(|| ApiError::VoiceNotFound {
+        return names.first().cloned().ok_or_else(|| {
+            SpeechError::from(voices::VoiceError::NotFound {
                 name: voice.to_string(),
                 available: Vec::new(),
-            });
+            })
+            .into()
+        });
     }
     Ok(voice.to_string())
 }
@@ -76,56 +76,53 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
     let route = "/v1/audio/speech";
     let result = async {
         let request: SpeechRequest = parse_json(&body)?;
-        let dir = state.config.voices_dir.clone();
-        let names = tokio::task::spawn_blocking(move || voices::list_names(&dir))
-            .await
-            .unwrap_or_default();
+        let names = state.speech.voice_names().await;
         let model_known = OPENAI_MODELS.contains(&request.model.as_str())
             || voices::validate_name(&request.model)
                 .is_ok_and(|name| names.iter().any(|v| v == name));
         if !model_known {
-            return Err(ApiError::InvalidParameter {
+            return Err(SpeechError::InvalidParameter {
                 param: "model",
                 message: format!(
                     "unknown model {:?}; use one of {OPENAI_MODELS:?} or a voice name",
                     request.model
                 ),
-            });
+            }
+            .into());
         }
-        let format_name = request.response_format.as_deref().unwrap_or("mp3");
-        let format = AudioFormat::parse(format_name)
-            .ok_or_else(|| ApiError::UnsupportedFormat(format_name.to_string()))?;
+        let format = format_named(
+            Some(request.response_format.as_deref().unwrap_or("mp3")),
+            AudioFormat::Mp3,
+        )?;
         let speed = request.speed.unwrap_or(1.0);
         if !(0.25..=4.0).contains(&speed) {
-            return Err(ApiError::InvalidParameter {
+            return Err(SpeechError::InvalidParameter {
                 param: "speed",
                 message: format!("{speed} is outside 0.25..=4.0"),
-            });
+            }
+            .into());
         }
-        let (units, chunks, chars) = prepare_text(&state.config, &request.input)?;
         let name = choose_voice(&state, &names, &request.model, &request.voice)?;
-        let voice = lookup_voice(&state, Some(&name)).await?;
+        let voice = state.speech.voice(Some(&name)).await?;
         let options = SynthOptions {
             // Piper's length scale is the inverse of a speed.
             length_scale: (speed != 1.0).then(|| 1.0 / speed),
             ..SynthOptions::default()
         };
-        let speak = Speak {
-            prepared: Prepared {
+        let session = state
+            .speech
+            .say(Utterance {
                 voice,
-                units,
-                chunks,
-                chars,
-            },
-            options,
-            format,
-            stream: true,
-        };
-        synthesis::speak(&state, &ctx, route, speak).await
+                text: &request.input,
+                options,
+                complete: false,
+            })
+            .await?;
+        answer::streamed(&ctx, route, session, format)
     }
     .await;
     Ok(match result {
-        Ok(Spoken::Streaming(response)) | Ok(Spoken::Complete(response)) => response,
+        Ok(response) => response,
         Err(err) => {
             let response = err.into_openai_response();
             observe(route, "POST", response.status(), ctx.started);
@@ -137,14 +134,11 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
 /// `GET /v1/models`.
 pub async fn models(state: AppState) -> Result<Response, Infallible> {
     let started = std::time::Instant::now();
-    let dir = state.config.voices_dir.clone();
-    let names = tokio::task::spawn_blocking(move || voices::list_names(&dir))
-        .await
-        .unwrap_or_default();
+    let names = state.speech.voice_names().await;
     let data: Vec<_> = OPENAI_MODELS
         .iter()
         .map(|m| m.to_string())
-        .chain(names)
+        .chain(names.iter().cloned())
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "piperd"}))
         .collect();
     let response = warp::reply::json(&json!({"object": "list", "data": data})).into_response();
@@ -156,16 +150,13 @@ pub async fn models(state: AppState) -> Result<Response, Infallible> {
 /// voice each one stands for.
 pub async fn audio_voices(state: AppState) -> Result<Response, Infallible> {
     let started = std::time::Instant::now();
-    let dir = state.config.voices_dir.clone();
-    let names = tokio::task::spawn_blocking(move || voices::list_names(&dir))
-        .await
-        .unwrap_or_default();
+    let names = state.speech.voice_names().await;
     let first = names.first().cloned();
     let aliases: Vec<_> = OPENAI_VOICES
         .iter()
         .map(|alias| {
             let target = state
-                .config
+                .config()
                 .openai_voices
                 .get(*alias)
                 .cloned()

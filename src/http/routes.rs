@@ -12,45 +12,45 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use super::error::{recover, recover_openai, ApiError};
-use super::handlers::{self, RequestCtx};
 use super::openai;
+use super::{ops, seed, RequestCtx};
 use super::{AppState, MAX_BODY_BYTES};
 
 /// Every route of the API, with the JSON error `recover`s, API keys and CORS.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let keys = Arc::new(state.config.api_keys.clone());
+    let keys = Arc::new(state.config().api_keys.clone());
     let tts = warp::path!("api" / "tts")
         .and(warp::post())
         .and(authorized(keys.clone()))
         .and(with_state(state.clone()))
         .and(request_ctx())
         .and(body())
-        .and_then(handlers::tts);
+        .and_then(seed::tts);
     let warmup = warp::path!("api" / "warmup")
         .and(warp::post())
         .and(authorized(keys.clone()))
         .and(with_state(state.clone()))
         .and(request_ctx())
         .and(body())
-        .and_then(handlers::warmup);
+        .and_then(seed::warmup);
     let voices = warp::path!("api" / "voices")
         .and(warp::get())
         .and(authorized(keys.clone()))
         .and(with_state(state.clone()))
-        .and_then(handlers::list_voices);
+        .and_then(ops::list_voices);
     // Probes and scrapers carry no key: these two stay open.
     let health = warp::path!("health")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and_then(handlers::health);
+        .and_then(ops::health);
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and_then(handlers::metrics);
+        .and_then(ops::metrics);
     let web = warp::path::end()
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and_then(handlers::web_page);
+        .and_then(ops::web_page);
 
     // `/v1/*` answers every error, its own 404s included, in OpenAI's shape.
     let speech = warp::path!("audio" / "speech")
@@ -95,7 +95,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .recover(recover)
         .unify();
-    let origins = &state.config.cors_origins;
+    let origins = &state.config().cors_origins;
     if origins.is_empty() {
         return api.boxed();
     }

@@ -5,7 +5,6 @@
 //! then read [`AudioEvent`]s from the job's channel as the engine produces
 //! audio. Voice configs come from the [`config_cache`].
 
-pub mod config_cache;
 pub mod supervisor;
 pub mod voice_worker;
 

@@ -13,6 +13,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -33,9 +34,27 @@ pub struct CacheKey {
     material: Arc<str>,
 }
 
+/// The audio of a finished synthesis and where each sentence of it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedSpeech {
+    pub pcm: Bytes,
+    /// Each sentence's span in the text and the PCM byte its audio ends at.
+    pub sentences: Arc<[(Range<usize>, usize)]>,
+}
+
+impl CachedSpeech {
+    /// Audio alone, with no sentence marks (tests).
+    pub fn audio(pcm: Bytes) -> CachedSpeech {
+        CachedSpeech {
+            pcm,
+            sentences: Arc::new([]),
+        }
+    }
+}
+
 struct Entry {
     material: Arc<str>,
-    pcm: Bytes,
+    speech: CachedSpeech,
     last_used: AtomicU64,
 }
 
@@ -70,14 +89,19 @@ impl AudioCache {
     }
 
     /// The key of a synthesis: voice identity, engine lines and options.
-    pub fn key(&self, voice: &VoiceInfo, units: &[String], options: &SynthOptions) -> CacheKey {
+    pub fn key<'a>(
+        &self,
+        voice: &VoiceInfo,
+        lines: impl IntoIterator<Item = &'a str>,
+        options: &SynthOptions,
+    ) -> CacheKey {
         let mut material = format!(
             "{}\u{0}{:?}\u{0}{:?}",
             voice.name, voice.fingerprint, options
         );
-        for unit in units {
+        for line in lines {
             material.push('\u{0}');
-            material.push_str(unit);
+            material.push_str(line);
         }
         CacheKey {
             hash: self.hasher.hash_one(&material),
@@ -85,8 +109,8 @@ impl AudioCache {
         }
     }
 
-    /// The PCM of an earlier identical synthesis, if kept.
-    pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
+    /// The speech of an earlier identical synthesis, if kept.
+    pub fn get(&self, key: &CacheKey) -> Option<CachedSpeech> {
         if !self.enabled() {
             return None;
         }
@@ -99,27 +123,27 @@ impl AudioCache {
                     self.clock.fetch_add(1, Ordering::Relaxed),
                     Ordering::Relaxed,
                 );
-                e.pcm.clone()
+                e.speech.clone()
             });
         let result = if hit.is_some() { "hit" } else { "miss" };
         counter!(m::AUDIO_CACHE_LOOKUPS, "result" => result).increment(1);
         hit
     }
 
-    /// Keeps the PCM of a finished synthesis, evicting the least recently
-    /// used entries to stay within the budget.
-    pub fn insert(&self, key: CacheKey, pcm: Bytes) {
-        if !self.enabled() || pcm.is_empty() || pcm.len() > self.max_entry() {
+    /// Keeps the speech of a finished synthesis, evicting the least
+    /// recently used entries to stay within the budget.
+    pub fn insert(&self, key: CacheKey, speech: CachedSpeech) {
+        let size = speech.pcm.len();
+        if !self.enabled() || size == 0 || size > self.max_entry() {
             return;
         }
-        let size = pcm.len();
         let entry = Arc::new(Entry {
             material: key.material,
-            pcm,
+            speech,
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
         });
         if let Some(old) = self.entries.insert(key.hash, entry) {
-            self.used.fetch_sub(old.pcm.len(), Ordering::Relaxed);
+            self.used.fetch_sub(old.speech.pcm.len(), Ordering::Relaxed);
         }
         self.used.fetch_add(size, Ordering::Relaxed);
         while self.used.load(Ordering::Relaxed) > self.budget {
@@ -130,7 +154,7 @@ impl AudioCache {
                 .map(|e| *e.key());
             let Some(hash) = oldest else { break };
             if let Some((_, old)) = self.entries.remove(&hash) {
-                self.used.fetch_sub(old.pcm.len(), Ordering::Relaxed);
+                self.used.fetch_sub(old.speech.pcm.len(), Ordering::Relaxed);
             }
         }
         gauge!(m::AUDIO_CACHE_BYTES).set(self.used.load(Ordering::Relaxed) as f64);
@@ -163,32 +187,40 @@ mod tests {
         }
     }
 
-    fn units(text: &str) -> Vec<String> {
-        vec![text.to_string()]
+    fn units(text: &str) -> [&str; 1] {
+        [text]
+    }
+
+    fn audio(bytes: &'static [u8]) -> CachedSpeech {
+        CachedSpeech::audio(Bytes::from_static(bytes))
+    }
+
+    fn sized(len: usize) -> CachedSpeech {
+        CachedSpeech::audio(Bytes::from(vec![0; len]))
     }
 
     #[test]
     fn a_hit_needs_the_same_voice_files_text_and_options() {
         let cache = AudioCache::new(1 << 20);
         let v = voice("a", 1);
-        let key = cache.key(&v, &units("Hello."), &SynthOptions::default());
+        let key = cache.key(&v, units("Hello."), &SynthOptions::default());
         assert_eq!(cache.get(&key), None);
-        cache.insert(key.clone(), Bytes::from_static(&[1, 0, 2, 0]));
-        assert_eq!(cache.get(&key), Some(Bytes::from_static(&[1, 0, 2, 0])));
+        cache.insert(key.clone(), audio(&[1, 0, 2, 0]));
+        assert_eq!(cache.get(&key), Some(audio(&[1, 0, 2, 0])));
 
         let slower = SynthOptions {
             length_scale: Some(1.5),
             ..Default::default()
         };
-        assert_eq!(cache.get(&cache.key(&v, &units("Hello."), &slower)), None);
+        assert_eq!(cache.get(&cache.key(&v, units("Hello."), &slower)), None);
         assert_eq!(
-            cache.get(&cache.key(&v, &units("Hello!"), &SynthOptions::default())),
+            cache.get(&cache.key(&v, units("Hello!"), &SynthOptions::default())),
             None
         );
         // A changed model file: a new fingerprint, so no stale audio.
         let changed = voice("a", 2);
         assert_eq!(
-            cache.get(&cache.key(&changed, &units("Hello."), &SynthOptions::default())),
+            cache.get(&cache.key(&changed, units("Hello."), &SynthOptions::default())),
             None
         );
     }
@@ -197,19 +229,19 @@ mod tests {
     fn the_budget_holds_by_evicting_the_least_recently_used() {
         let cache = AudioCache::new(4000);
         let v = voice("a", 1);
-        let key = |t: &str| cache.key(&v, &units(t), &SynthOptions::default());
-        cache.insert(key("one"), Bytes::from(vec![0; 1000]));
-        cache.insert(key("two"), Bytes::from(vec![0; 1000]));
-        cache.insert(key("three"), Bytes::from(vec![0; 1000]));
+        let key = |t: &str| cache.key(&v, units(t), &SynthOptions::default());
+        cache.insert(key("one"), sized(1000));
+        cache.insert(key("two"), sized(1000));
+        cache.insert(key("three"), sized(1000));
         assert!(cache.get(&key("one")).is_some()); // "two" is now the oldest
-        cache.insert(key("four"), Bytes::from(vec![0; 1000]));
-        cache.insert(key("five"), Bytes::from(vec![0; 1000]));
+        cache.insert(key("four"), sized(1000));
+        cache.insert(key("five"), sized(1000));
         assert!(cache.used() <= 4000);
         assert!(cache.get(&key("two")).is_none());
         assert!(cache.get(&key("one")).is_some());
         assert!(cache.get(&key("five")).is_some());
         // Larger than a quarter of the budget: not kept.
-        cache.insert(key("huge"), Bytes::from(vec![0; 1001]));
+        cache.insert(key("huge"), sized(1001));
         assert!(cache.get(&key("huge")).is_none());
     }
 
@@ -217,8 +249,8 @@ mod tests {
     fn a_zero_budget_disables_the_cache() {
         let cache = AudioCache::new(0);
         let v = voice("a", 1);
-        let key = cache.key(&v, &units("x"), &SynthOptions::default());
-        cache.insert(key.clone(), Bytes::from_static(&[0, 0]));
+        let key = cache.key(&v, units("x"), &SynthOptions::default());
+        cache.insert(key.clone(), audio(&[0, 0]));
         assert_eq!(cache.get(&key), None);
     }
 }

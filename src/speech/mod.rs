@@ -1,3 +1,445 @@
 //! The speech core: what every front-end calls to turn text into audio.
+//!
+//! A front-end parses its own wire format, then asks [`Speech`] for a voice
+//! and opens a [`Session`]: with the whole text at once ([`Speech::say`]) or
+//! with text that arrives over time ([`Speech::open`]). The session yields
+//! [`SpeechEvent`]s — audio as it is made, each sentence's end with its span
+//! in the text, then done or failed — which the front-end encodes onto its
+//! socket. Nothing here knows HTTP, Wyoming or actors' types: errors are one
+//! [`SpeechError`], which each front-end maps to its own statuses once.
+//!
+//! Below it: the [`crate::scheduler`] (which engine speaks which sentence
+//! when), the voice [`catalog`], the audio [`cache`] and [`admission`]
+//! control; the encoders of [`crate::audio`] are reached through [`encode`].
 
+pub mod admission;
 pub mod cache;
+pub mod catalog;
+pub mod encode;
+pub mod error;
+pub mod request;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::histogram;
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use tokio::sync::mpsc;
+
+pub use error::{ErrorKind, SpeechError, MAX_TEXT_CHARS};
+pub use request::{Speaker, VoiceOptions};
+pub use session::{Session, SpeechEvent, Summary};
+
+use crate::config::Config;
+use crate::engine::SynthOptions;
+use crate::metrics as m;
+use crate::scheduler::supervisor::{Health, SupervisorMsg};
+use crate::scheduler::voice_worker::WarmInfo;
+use crate::scheduler::{Sentence, SynthError, SynthJob};
+use crate::text::stream::{PieceLimits, SentenceStream};
+use crate::voices::{VoiceError, VoiceInfo};
+use admission::Admission;
+use cache::AudioCache;
+use catalog::{ConfigMsg, Lookup};
+
+/// How long a call waits for an actor that should answer at once.
+const ACTOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// Speech runs 8 to 25 characters a second (measured on the bundled voice
+/// and others); an answer's audio is estimated at the fast end, so that a
+/// text is refused before synthesis only when it surely exceeds the limit.
+const FASTEST_CHARS_PER_SECOND: f64 = 25.0;
+
+/// The speech service. Cheap to clone; every front-end holds one.
+#[derive(Clone)]
+pub struct Speech {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    supervisor: ActorRef<SupervisorMsg>,
+    catalog: ActorRef<ConfigMsg>,
+    cache: Arc<AudioCache>,
+    admission: Arc<Admission>,
+}
+
+/// A whole text to speak.
+pub struct Utterance<'a> {
+    pub voice: Arc<VoiceInfo>,
+    pub text: &'a str,
+    pub options: SynthOptions,
+    /// A complete answer (not streamed): its audio is bounded by
+    /// `PIPER_MAX_AUDIO_SECONDS`, since it is held until the end.
+    pub complete: bool,
+}
+
+impl Speech {
+    pub fn new(
+        config: Arc<Config>,
+        supervisor: ActorRef<SupervisorMsg>,
+        catalog: ActorRef<ConfigMsg>,
+    ) -> Speech {
+        let cache = Arc::new(AudioCache::new((config.audio_cache_mb << 20) as usize));
+        let admission = Arc::new(Admission::new(config.max_queue));
+        Speech {
+            inner: Arc::new(Inner {
+                config,
+                supervisor,
+                catalog,
+                cache,
+                admission,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// Requests waiting for their first audio, and the bound on them.
+    pub fn queue(&self) -> (usize, usize) {
+        let admission = &self.inner.admission;
+        (admission.waiting(), admission.max())
+    }
+
+    /// The voice a user named (with or without `.onnx`), or the first one.
+    pub async fn voice(&self, requested: Option<&str>) -> Result<Arc<VoiceInfo>, SpeechError> {
+        let name =
+            match requested {
+                Some(name) => name.to_string(),
+                None => self.voice_names().await.first().cloned().ok_or_else(|| {
+                    VoiceError::NotFound {
+                        name: String::new(),
+                        available: Vec::new(),
+                    }
+                })?,
+            };
+        let asked = self
+            .inner
+            .catalog
+            .call(|reply| ConfigMsg::Get(name, reply), Some(ACTOR_TIMEOUT))
+            .await;
+        match asked {
+            Ok(CallResult::Success(found)) => Ok(found?),
+            _ => Err(SpeechError::Internal(
+                "the voice catalog did not answer".into(),
+            )),
+        }
+    }
+
+    /// The first voice of a language (`en_US`, or `en` for any English).
+    pub async fn voice_of_language(&self, language: &str) -> Option<Arc<VoiceInfo>> {
+        let wanted = language.replace('-', "_").to_ascii_lowercase();
+        self.voices().await.into_iter().flatten().find(|v| {
+            let have = v.language.to_ascii_lowercase();
+            have == wanted || have.split('_').next() == Some(wanted.as_str())
+        })
+    }
+
+    /// The names of the installed voices, sorted.
+    pub async fn voice_names(&self) -> Arc<[String]> {
+        match self
+            .inner
+            .catalog
+            .call(ConfigMsg::Names, Some(ACTOR_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(names)) => names,
+            _ => Arc::new([]),
+        }
+    }
+
+    /// Every installed voice, or why its config cannot be read.
+    pub async fn voices(&self) -> Vec<Lookup> {
+        match self
+            .inner
+            .catalog
+            .call(ConfigMsg::List, Some(ACTOR_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(found)) => found,
+            _ => Vec::new(),
+        }
+    }
+
+    /// What the scheduler says of the engine and its workers.
+    pub async fn health(&self) -> Option<Health> {
+        match self
+            .inner
+            .supervisor
+            .call(SupervisorMsg::Health, Some(ACTOR_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(health)) => Some(health),
+            _ => None,
+        }
+    }
+
+    /// Starts a voice's engine and answers once it is ready.
+    pub async fn warmup(&self, voice: Arc<VoiceInfo>) -> Result<WarmInfo, SpeechError> {
+        let config = &self.inner.config;
+        let timeout = config.engine_start_timeout + config.queue_timeout + ACTOR_TIMEOUT;
+        let answer = self
+            .inner
+            .supervisor
+            .call(|reply| SupervisorMsg::Warmup(voice, reply), Some(timeout))
+            .await;
+        match answer {
+            Ok(CallResult::Success(result)) => Ok(result?),
+            Ok(CallResult::Timeout) => Err(SynthError::EngineTimeout.into()),
+            _ => Err(SynthError::ShuttingDown.into()),
+        }
+    }
+
+    fn limits(&self) -> PieceLimits {
+        let config = &self.inner.config;
+        PieceLimits {
+            max_chars: config.unit_max_chars,
+            clause_chars: config.clause_chars(),
+        }
+    }
+
+    /// Speaks a whole text: from the cache when it was said before, else by
+    /// the engine. Answers once the first audio is there (or the request
+    /// failed), so that a front-end can still choose its status.
+    pub async fn say(&self, utterance: Utterance<'_>) -> Result<Session, SpeechError> {
+        let Utterance {
+            voice,
+            text,
+            options,
+            complete,
+        } = utterance;
+        let config = &self.inner.config;
+        if text.trim().is_empty() {
+            return Err(SpeechError::EmptyText);
+        }
+        let chars = crate::text::char_count(text);
+        if chars > MAX_TEXT_CHARS {
+            return Err(SpeechError::TextTooLong(chars));
+        }
+        let pieces = crate::text::stream::pieces(text, self.limits());
+        let chunks = crate::text::split_chunks(text, config.chunk_size)
+            .into_iter()
+            .filter(|chunk| crate::text::is_speakable(chunk))
+            .count();
+        histogram!(m::REQUEST_CHARACTERS).record(chars as f64);
+        histogram!(m::REQUEST_CHUNKS).record(chunks as f64);
+        if pieces.is_empty() {
+            return Err(SpeechError::NoSpeakableText);
+        }
+        if complete {
+            let scale = f64::from(options.length_scale.unwrap_or(1.0));
+            let silence = f64::from(options.sentence_silence.unwrap_or(0.0));
+            let least =
+                chars as f64 / FASTEST_CHARS_PER_SECOND * scale + silence * pieces.len() as f64;
+            if least > config.max_audio_seconds as f64 {
+                return Err(SpeechError::AudioTooLong {
+                    max_seconds: config.max_audio_seconds,
+                });
+            }
+        }
+
+        let cache = &self.inner.cache;
+        let key = cache.enabled().then(|| {
+            let lines = pieces.iter().map(|p| p.line.as_str());
+            cache.key(&voice, lines, &options)
+        });
+        if let Some(hit) = key.as_ref().and_then(|k| cache.get(k)) {
+            return Ok(Session::from_cache(voice, hit));
+        }
+        let ticket = self.inner.admission.admit()?;
+        let sentences = pieces
+            .into_iter()
+            .map(|p| Sentence {
+                line: p.line,
+                span: p.span,
+            })
+            .collect();
+        let (job, events) = SynthJob::whole(voice.clone(), sentences, options);
+        let mut session = Session::live(voice, events, Some(ticket));
+        // A copy for the cache only when the answer can fit in it: speech
+        // runs well under 3,000 bytes of PCM per character.
+        if let Some(key) = key.filter(|_| chars.saturating_mul(3_000) <= cache.max_entry()) {
+            session = session.with_tee(cache.clone(), key);
+        }
+        if complete {
+            session = session.with_limit(config.max_audio_seconds);
+        }
+        self.submit(job)?;
+        match session.next().await {
+            Some(SpeechEvent::Failed(err)) => Err(err),
+            Some(first) => {
+                session.unread(first);
+                Ok(session)
+            }
+            None => Err(SpeechError::Internal("the session ended unheard".into())),
+        }
+    }
+
+    /// A session whose text arrives over time: push it with
+    /// [`Session::push`], end it with [`Session::end`]. Each sentence goes
+    /// to the engine as soon as it is complete.
+    pub fn open(
+        &self,
+        voice: Arc<VoiceInfo>,
+        options: SynthOptions,
+    ) -> Result<Session, SpeechError> {
+        let (more, sentences) = mpsc::unbounded_channel();
+        let (job, events) = SynthJob::open(voice.clone(), Vec::new(), Some(sentences), options);
+        self.submit(job)?;
+        let splitter = SentenceStream::new(self.limits());
+        Ok(Session::live(voice, events, None).with_input(
+            splitter,
+            more,
+            self.inner.admission.clone(),
+        ))
+    }
+
+    fn submit(&self, job: SynthJob) -> Result<(), SpeechError> {
+        self.inner
+            .supervisor
+            .send_message(SupervisorMsg::Synthesize(job))
+            .map_err(|_| SpeechError::Synth(SynthError::ShuttingDown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::supervisor::{Supervisor, SupervisorArgs};
+    use catalog::{CacheArgs, ConfigCache};
+    use ractor::Actor;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    /// The core over a real scheduler and catalog, with the engine's test
+    /// double speaking one voice.
+    async fn speech(vars: &[(&str, &str)]) -> (tempfile::TempDir, Speech) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("v.onnx"), b"not read by the double").unwrap();
+        std::fs::write(
+            dir.path().join("v.onnx.json"),
+            br#"{"audio":{"sample_rate":22050}}"#,
+        )
+        .unwrap();
+        let double = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake_engine.py");
+        let mut env: HashMap<String, String> = [
+            ("PIPER_VOICES_DIR", dir.path().to_str().unwrap()),
+            ("PIPER_PYTHON", "python3"),
+            ("PIPER_ENGINE", double.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Arc::new(Config::from_vars(&env).unwrap());
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                config: config.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let (catalog, _) = Actor::spawn(
+            None,
+            ConfigCache,
+            CacheArgs {
+                voices_dir: config.voices_dir.clone(),
+                ttl: config.config_cache_ttl,
+            },
+        )
+        .await
+        .unwrap();
+        (dir, Speech::new(config, supervisor, catalog))
+    }
+
+    async fn next_kind(session: &mut Session) -> &'static str {
+        match tokio::time::timeout(Duration::from_secs(20), session.next()).await {
+            Ok(Some(SpeechEvent::Audio(_))) => "audio",
+            Ok(Some(SpeechEvent::SentenceEnd { .. })) => "end",
+            Ok(Some(SpeechEvent::Done(_))) => "done",
+            Ok(Some(SpeechEvent::Failed(err))) => panic!("failed: {err}"),
+            Ok(None) => "none",
+            Err(_) => "nothing yet",
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn text_over_time_is_spoken_sentence_by_sentence_until_its_end() {
+        let (_dir, speech) = speech(&[]).await;
+        let voice = speech.voice(None).await.unwrap();
+        let mut session = speech.open(voice, SynthOptions::default()).unwrap();
+        // The first sentence is complete once the next one starts.
+        session.push("Hello there. Gen").unwrap();
+        assert_eq!(next_kind(&mut session).await, "audio");
+        assert_eq!(next_kind(&mut session).await, "end");
+        // Input still open: nothing more comes until more text does.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), session.next()).await;
+        assert!(quiet.is_err(), "the session ended before its input did");
+        session.push("eral Kenobi").unwrap();
+        session.end().unwrap();
+        assert_eq!(next_kind(&mut session).await, "audio");
+        assert_eq!(next_kind(&mut session).await, "end");
+        assert_eq!(next_kind(&mut session).await, "done");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_whole_text_is_cached_with_its_sentences() {
+        let (_dir, speech) = speech(&[]).await;
+        let voice = speech.voice(Some("v")).await.unwrap();
+        let text = "One sentence here. And another one.";
+        let mut spans = Vec::new();
+        for round in 0..2 {
+            let mut session = speech
+                .say(Utterance {
+                    voice: voice.clone(),
+                    text,
+                    options: SynthOptions::default(),
+                    complete: true,
+                })
+                .await
+                .unwrap();
+            assert_eq!(session.cached(), round == 1);
+            let mut got = Vec::new();
+            while let Some(event) = session.next().await {
+                if let SpeechEvent::SentenceEnd { span } = event {
+                    got.push(text[span].to_string());
+                }
+            }
+            spans.push(got);
+        }
+        assert_eq!(spans[0], ["One sentence here.", "And another one."]);
+        assert_eq!(spans[0], spans[1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn text_is_checked_before_any_work() {
+        let (_dir, speech) = speech(&[("PIPER_MAX_AUDIO_SECONDS", "10")]).await;
+        let voice = speech.voice(None).await.unwrap();
+        let say = |text: &'static str, complete| Utterance {
+            voice: voice.clone(),
+            text,
+            options: SynthOptions::default(),
+            complete,
+        };
+        assert_eq!(
+            speech.say(say("  \n", true)).await.err(),
+            Some(SpeechError::EmptyText)
+        );
+        assert_eq!(
+            speech.say(say("...", true)).await.err(),
+            Some(SpeechError::NoSpeakableText)
+        );
+        // 500 characters are at least 20 s of speech: over 10 s, when complete.
+        let long: &'static str = "word ".repeat(100).leak();
+        assert_eq!(
+            speech.say(say(long, true)).await.err(),
+            Some(SpeechError::AudioTooLong { max_seconds: 10 })
+        );
+        assert!(speech.say(say(long, false)).await.is_ok());
+    }
+}

@@ -9,6 +9,8 @@
 //! Both return slices whose concatenation is exactly the input, so nothing is lost or
 //! reordered. Limits count `char`s, not bytes, and no cut falls inside a UTF-8 character.
 
+pub mod stream;
+
 /// Places where text may be cut, from the most to the least natural.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Boundary {
