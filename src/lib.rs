@@ -21,6 +21,8 @@ pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod speech;
+#[cfg(test)]
+mod testing;
 pub mod text;
 pub mod voices;
 

@@ -311,30 +311,11 @@ mod tests {
     use crate::scheduler::supervisor::{Supervisor, SupervisorArgs};
     use catalog::{CacheArgs, ConfigCache};
     use ractor::Actor;
-    use std::collections::HashMap;
-    use std::path::PathBuf;
 
     /// The core over a real scheduler and catalog, with the engine's test
     /// double speaking one voice.
     async fn speech(vars: &[(&str, &str)]) -> (tempfile::TempDir, Speech) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("v.onnx"), b"not read by the double").unwrap();
-        std::fs::write(
-            dir.path().join("v.onnx.json"),
-            br#"{"audio":{"sample_rate":22050}}"#,
-        )
-        .unwrap();
-        let double = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake_engine.py");
-        let mut env: HashMap<String, String> = [
-            ("PIPER_VOICES_DIR", dir.path().to_str().unwrap()),
-            ("PIPER_PYTHON", "python3"),
-            ("PIPER_ENGINE", double.to_str().unwrap()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = Arc::new(Config::from_vars(&env).unwrap());
+        let (dir, config) = crate::testing::fake_engine_setup(vars);
         let (supervisor, _) = Actor::spawn(
             None,
             Supervisor,

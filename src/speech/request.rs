@@ -103,22 +103,9 @@ fn resolve_speaker(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::voices::{files_for, Fingerprint};
 
     fn voice(speakers: &[(&str, u32)]) -> VoiceInfo {
-        VoiceInfo {
-            name: "v".into(),
-            files: files_for(std::path::Path::new("/v"), "v"),
-            fingerprint: Fingerprint {
-                model: (None, 1),
-                config: (None, 1),
-            },
-            language: "en_US".into(),
-            quality: "medium".into(),
-            sample_rate: 22050,
-            num_speakers: speakers.len().max(1) as u32,
-            speakers: speakers.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
-        }
+        crate::testing::voice_info("v", 22050, speakers)
     }
 
     #[test]

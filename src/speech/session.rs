@@ -349,22 +349,9 @@ mod tests {
     use super::*;
     use crate::scheduler::SynthSummary;
     use crate::text::stream::PieceLimits;
-    use crate::voices::{files_for, Fingerprint};
 
     fn voice() -> Arc<VoiceInfo> {
-        Arc::new(VoiceInfo {
-            name: "v".into(),
-            files: files_for(std::path::Path::new("/v"), "v"),
-            fingerprint: Fingerprint {
-                model: (None, 1),
-                config: (None, 1),
-            },
-            language: "en_US".into(),
-            quality: "medium".into(),
-            sample_rate: 100,
-            num_speakers: 1,
-            speakers: Default::default(),
-        })
+        Arc::new(crate::testing::voice_info("v", 100, &[]))
     }
 
     const LIMITS: PieceLimits = PieceLimits {
