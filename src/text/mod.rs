@@ -29,6 +29,9 @@ const CHUNK_LEVELS: &[Boundary] = &[
     Boundary::Whitespace,
 ];
 
+/// Boundaries that end an engine unit whatever its length: a unit is one sentence.
+const UNIT_LEVELS: &[Boundary] = &[Boundary::Paragraph, Boundary::Sentence];
+
 /// Levels tried inside a sentence too long to be one unit.
 const LONG_SENTENCE_LEVELS: &[Boundary] = &[Boundary::Clause, Boundary::Whitespace];
 
@@ -129,6 +132,30 @@ impl<'a> Cuts<'a> {
             Some(_) => (end, None),
         }
     }
+
+    /// One step of the scan, from `start` (below the limit): where the next step starts, and
+    /// the cut this step found (always where the next step starts).
+    ///
+    /// A step reads text up to and including the char at its resume position, never past
+    /// it, so one that resumes before the end of the text has the same outcome whatever is
+    /// appended later: that is what lets `stream` find the boundaries of text arriving over
+    /// time with this same definition, resuming where it stopped.
+    fn step(&self, start: usize) -> Option<(usize, Option<usize>)> {
+        let c = char_at(self.text, start)?;
+        Some(match self.kind {
+            Boundary::Paragraph | Boundary::Whitespace if c.is_whitespace() => {
+                let (end, hit) = self.whitespace(start);
+                (end, hit.then_some(end))
+            }
+            Boundary::Sentence if is_sentence_mark(c) => {
+                self.punctuation(start, is_sentence_mark, is_cjk_sentence_mark)
+            }
+            Boundary::Clause if is_clause_mark(c) => {
+                self.punctuation(start, is_clause_mark, is_cjk_clause_mark)
+            }
+            _ => (start + c.len_utf8(), None),
+        })
+    }
 }
 
 impl Iterator for Cuts<'_> {
@@ -136,21 +163,7 @@ impl Iterator for Cuts<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.pos < self.limit {
-            let start = self.pos;
-            let c = char_at(self.text, start)?;
-            let (resume, cut) = match self.kind {
-                Boundary::Paragraph | Boundary::Whitespace if c.is_whitespace() => {
-                    let (end, hit) = self.whitespace(start);
-                    (end, hit.then_some(end))
-                }
-                Boundary::Sentence if is_sentence_mark(c) => {
-                    self.punctuation(start, is_sentence_mark, is_cjk_sentence_mark)
-                }
-                Boundary::Clause if is_clause_mark(c) => {
-                    self.punctuation(start, is_clause_mark, is_cjk_clause_mark)
-                }
-                _ => (start + c.len_utf8(), None),
-            };
+            let (resume, cut) = self.step(self.pos)?;
             self.pos = resume;
             if cut.is_some() {
                 return cut;
@@ -161,16 +174,10 @@ impl Iterator for Cuts<'_> {
 }
 
 /// The one splitter behind both levels: while the rest is longer than `max_chars`, cut it
-/// at the last boundary of the first level that has one in the window, else hard at the
-/// window end. Greedy, so pieces are as long as the boundaries allow.
+/// where [`greedy_cut`] says. Greedy, so pieces are as long as the boundaries allow.
 fn split_greedy<'a>(text: &'a str, max_chars: usize, levels: &[Boundary], out: &mut Vec<&'a str>) {
-    let max_chars = max_chars.max(1);
     let mut rest = text;
-    while let Some((window_end, _)) = rest.char_indices().nth(max_chars) {
-        let cut = levels
-            .iter()
-            .find_map(|&kind| Cuts::new(rest, kind, window_end).last())
-            .unwrap_or(window_end);
+    while let Some(cut) = greedy_cut(rest, max_chars, levels) {
         let (head, tail) = rest.split_at(cut);
         out.push(head);
         rest = tail;
@@ -178,6 +185,22 @@ fn split_greedy<'a>(text: &'a str, max_chars: usize, levels: &[Boundary], out: &
     if !rest.is_empty() {
         out.push(rest);
     }
+}
+
+/// The first cut of [`split_greedy`] in `rest`, or `None` if `rest` fits in `max_chars`
+/// chars (0 counts as 1): at the last boundary of the first level that has one in the
+/// window of `max_chars` chars, else hard at the window end.
+///
+/// It reads `rest` only up to the char just past the window, so it is decided as soon as
+/// that char exists: `stream` relies on this to chunk text arriving over time exactly as
+/// whole text.
+fn greedy_cut(rest: &str, max_chars: usize, levels: &[Boundary]) -> Option<usize> {
+    let (window_end, _) = rest.char_indices().nth(max_chars.max(1))?;
+    let cut = levels
+        .iter()
+        .find_map(|&kind| Cuts::new(rest, kind, window_end).last())
+        .unwrap_or(window_end);
+    Some(cut)
 }
 
 /// Splits `text` into user-visible chunks of at most `max_chars` chars (0 counts as 1),
@@ -202,8 +225,9 @@ pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
 /// for two to be synthesized side by side.
 pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize) -> Vec<&str> {
     let len = text.len();
-    let mut cuts: Vec<usize> = Cuts::new(text, Boundary::Paragraph, len)
-        .chain(Cuts::new(text, Boundary::Sentence, len))
+    let mut cuts: Vec<usize> = UNIT_LEVELS
+        .iter()
+        .flat_map(|&kind| Cuts::new(text, kind, len))
         .filter(|&cut| cut < len)
         .collect();
     cuts.sort_unstable();
