@@ -8,6 +8,13 @@
 //!
 //! Both return slices whose concatenation is exactly the input, so nothing is lost or
 //! reordered. Limits count `char`s, not bytes, and no cut falls inside a UTF-8 character.
+//!
+//! [`stream`] makes the same engine pieces of text that arrives over time, sentence by
+//! sentence as each is complete; [`pieces`] runs whole text through it.
+
+pub mod stream;
+
+pub use stream::{pieces, Piece, PieceLimits, SentenceStream};
 
 /// Places where text may be cut, from the most to the least natural.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,9 +144,10 @@ impl<'a> Cuts<'a> {
     /// the cut this step found (always where the next step starts).
     ///
     /// A step reads text up to and including the char at its resume position, never past
-    /// it, so one that resumes before the end of the text has the same outcome whatever is
-    /// appended later: that is what lets `stream` find the boundaries of text arriving over
-    /// time with this same definition, resuming where it stopped.
+    /// it, so with the limit at the end of the text, one that resumes before the end has the
+    /// same outcome whatever is appended later: that is what lets [`stream`] find the
+    /// boundaries of text arriving over time with this same definition, resuming where it
+    /// stopped.
     fn step(&self, start: usize) -> Option<(usize, Option<usize>)> {
         let c = char_at(self.text, start)?;
         Some(match self.kind {
@@ -192,7 +200,7 @@ fn split_greedy<'a>(text: &'a str, max_chars: usize, levels: &[Boundary], out: &
 /// window of `max_chars` chars, else hard at the window end.
 ///
 /// It reads `rest` only up to the char just past the window, so it is decided as soon as
-/// that char exists: `stream` relies on this to chunk text arriving over time exactly as
+/// that char exists: [`stream`] relies on this to chunk text arriving over time exactly as
 /// whole text.
 fn greedy_cut(rest: &str, max_chars: usize, levels: &[Boundary]) -> Option<usize> {
     let (window_end, _) = rest.char_indices().nth(max_chars.max(1))?;
@@ -328,7 +336,7 @@ mod tests {
     use super::*;
 
     /// Tiny deterministic generator (64-bit LCG), so the random tests need no crate.
-    struct Lcg(u64);
+    pub(super) struct Lcg(pub(super) u64);
 
     impl Lcg {
         fn next(&mut self) -> u64 {
@@ -339,13 +347,13 @@ mod tests {
             self.0 >> 33
         }
 
-        fn below(&mut self, n: usize) -> usize {
+        pub(super) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
     }
 
     /// Random text mixing words in several scripts, punctuation, spaces and newlines.
-    fn random_text(seed: u64, tokens: usize) -> String {
+    pub(super) fn random_text(seed: u64, tokens: usize) -> String {
         const WORDS: &[&str] = &[
             "the",
             "quick",
