@@ -67,6 +67,18 @@ fn is_closer(c: char) -> bool {
     )
 }
 
+/// Whether a paragraph or sentence cut may fall between `before` and `after`: each one
+/// does (a test checks it), after whitespace and before anything else, or (CJK) after a
+/// mark or closer and before a char that is none of these nor whitespace.
+///
+/// [`stream`] skips scanning appended text that has no such pair, since no sentence can end
+/// in it: a long run of marks or whitespace pushed char by char is then not scanned again
+/// on each push.
+fn unit_cut_possible(before: char, after: char) -> bool {
+    let ends_run = |c: char| is_sentence_mark(c) || is_closer(c);
+    !after.is_whitespace() && (before.is_whitespace() || ends_run(before) && !ends_run(after))
+}
+
 fn char_at(text: &str, pos: usize) -> Option<char> {
     text[pos..].chars().next()
 }
@@ -779,6 +791,31 @@ mod tests {
                 assert_eq!(inner, None, "unit holds a boundary: {unit:?}");
             }
         }
+    }
+
+    #[test]
+    fn unit_cuts_fall_only_where_one_is_possible() {
+        let fixed = ["a.\"b", "。」x", "。.x", ". \"x", "x\n\n.", "x.\"\n\n y"].map(String::from);
+        let random = (300..340u64).map(|seed| random_text(seed, 300));
+        for text in fixed.into_iter().chain(random) {
+            let len = text.len();
+            for cut in UNIT_LEVELS
+                .iter()
+                .flat_map(|&kind| Cuts::new(&text, kind, len))
+                .filter(|&cut| cut < len)
+            {
+                let before = text[..cut].chars().next_back().unwrap();
+                let after = char_at(&text, cut).unwrap();
+                assert!(
+                    unit_cut_possible(before, after),
+                    "cut between {before:?} and {after:?} in {text:?}"
+                );
+            }
+        }
+        assert!(!unit_cut_possible('.', '.'));
+        assert!(!unit_cut_possible('.', ' '));
+        assert!(!unit_cut_possible('a', 'b'));
+        assert!(!unit_cut_possible('。', '」'));
     }
 
     #[test]

@@ -21,15 +21,16 @@
 //! so the next char alone decides them; a paragraph break is decided by the char after it.
 //!
 //! Work stays linear in the text: each scan resumes at the first step that more text could
-//! change instead of at the start, and each chunk is cut once, when the char past its
-//! window arrives. Only the current chunk is kept, so the
+//! change instead of at the start, a push in which no sentence can end is not scanned at
+//! all (so a long run of dots or spaces is not rescanned char by char), and each chunk is
+//! cut once, when the char past its window arrives. Only the current chunk is kept, so the
 //! buffer holds at most about one chunk (`PIPER_CHUNK_SIZE` chars) plus the last push.
 
 use std::ops::Range;
 
 use super::{
-    char_count, engine_line, greedy_cut, is_speakable, split_units_at_clauses, Cuts, CHUNK_LEVELS,
-    UNIT_LEVELS,
+    char_count, engine_line, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible,
+    Cuts, CHUNK_LEVELS, UNIT_LEVELS,
 };
 use crate::config::Config;
 
@@ -132,11 +133,19 @@ impl SentenceStream {
             return out;
         }
         let chars = char_count(text);
+        let before = self.buf[self.chunk..].chars().next_back();
         self.buf.push_str(text);
         self.chars += chars;
         self.chunk_chars += chars;
-        self.cut_full_chunks(&mut out);
-        self.emit_complete_sentences(&mut out);
+        // A new chunk is scanned afresh; otherwise only text where a sentence may end is
+        // worth scanning (the scan goes on where it stopped either way).
+        let new_chunk = self.cut_full_chunks(&mut out);
+        let afters = text.chars().skip(usize::from(before.is_none()));
+        let may_end = (before.into_iter().chain(text.chars()).zip(afters))
+            .any(|(before, after)| unit_cut_possible(before, after));
+        if new_chunk || may_end {
+            self.emit_complete_sentences(&mut out);
+        }
         self.drop_before_chunk();
         out
     }
@@ -172,8 +181,10 @@ impl SentenceStream {
 
     /// Cuts the current chunk, while it is over the limit, where whole text would be cut:
     /// that cut is decided as soon as the char past the chunk's window has arrived
-    /// ([`greedy_cut`]). The sentences before the cut are emitted with it.
-    fn cut_full_chunks(&mut self, out: &mut Vec<Piece>) {
+    /// ([`greedy_cut`]). The sentences before the cut are emitted with it. Returns whether
+    /// a chunk was cut.
+    fn cut_full_chunks(&mut self, out: &mut Vec<Piece>) -> bool {
+        let mut cut = false;
         while self.chunk_chars > self.limits.chunk_chars {
             let chunk = &self.buf[self.chunk..];
             let Some(len) = greedy_cut(chunk, self.limits.chunk_chars, CHUNK_LEVELS) else {
@@ -187,7 +198,9 @@ impl SentenceStream {
                 self.emit(self.emitted..end, out);
             }
             self.start_chunk(end, chunk_chars);
+            cut = true;
         }
+        cut
     }
 
     /// Emits every sentence of the current chunk whose end no later text can change.
