@@ -194,11 +194,7 @@ impl Speech {
     }
 
     fn limits(&self) -> PieceLimits {
-        let config = &self.inner.config;
-        PieceLimits {
-            max_chars: config.unit_max_chars,
-            clause_chars: config.clause_chars(),
-        }
+        PieceLimits::from_config(&self.inner.config)
     }
 
     /// Speaks a whole text: from the cache when it was said before, else by

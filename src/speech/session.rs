@@ -357,6 +357,7 @@ mod tests {
     const LIMITS: PieceLimits = PieceLimits {
         max_chars: 150,
         clause_chars: 100,
+        chunk_chars: 5000,
     };
 
     /// A live session with input, and the scheduler's side of it.

@@ -8,8 +8,13 @@
 //!
 //! Both return slices whose concatenation is exactly the input, so nothing is lost or
 //! reordered. Limits count `char`s, not bytes, and no cut falls inside a UTF-8 character.
+//!
+//! [`stream`] makes the same engine pieces of text that arrives over time, sentence by
+//! sentence as each is complete; [`pieces`] runs whole text through it.
 
 pub mod stream;
+
+pub use stream::{pieces, Piece, PieceLimits, SentenceStream};
 
 /// Places where text may be cut, from the most to the least natural.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +35,9 @@ const CHUNK_LEVELS: &[Boundary] = &[
     Boundary::Sentence,
     Boundary::Whitespace,
 ];
+
+/// Boundaries that end an engine unit whatever its length: a unit is one sentence.
+const UNIT_LEVELS: &[Boundary] = &[Boundary::Paragraph, Boundary::Sentence];
 
 /// Levels tried inside a sentence too long to be one unit.
 const LONG_SENTENCE_LEVELS: &[Boundary] = &[Boundary::Clause, Boundary::Whitespace];
@@ -57,6 +65,18 @@ fn is_closer(c: char) -> bool {
         c,
         '"' | '\'' | '”' | '’' | ')' | ']' | '}' | '»' | '」' | '』' | '）'
     )
+}
+
+/// Whether a paragraph or sentence cut may fall between `before` and `after`: each one
+/// does (a test checks it), after whitespace and before anything else, or (CJK) after a
+/// mark or closer and before a char that is none of these nor whitespace.
+///
+/// [`stream`] skips scanning appended text that has no such pair, since no sentence can end
+/// in it: a long run of marks or whitespace pushed char by char is then not scanned again
+/// on each push.
+fn unit_cut_possible(before: char, after: char) -> bool {
+    let ends_run = |c: char| is_sentence_mark(c) || is_closer(c);
+    !after.is_whitespace() && (before.is_whitespace() || ends_run(before) && !ends_run(after))
 }
 
 fn char_at(text: &str, pos: usize) -> Option<char> {
@@ -131,6 +151,31 @@ impl<'a> Cuts<'a> {
             Some(_) => (end, None),
         }
     }
+
+    /// One step of the scan, from `start` (below the limit): where the next step starts, and
+    /// the cut this step found (always where the next step starts).
+    ///
+    /// A step reads text up to and including the char at its resume position, never past
+    /// it, so with the limit at the end of the text, one that resumes before the end has the
+    /// same outcome whatever is appended later: that is what lets [`stream`] find the
+    /// boundaries of text arriving over time with this same definition, resuming where it
+    /// stopped.
+    fn step(&self, start: usize) -> Option<(usize, Option<usize>)> {
+        let c = char_at(self.text, start)?;
+        Some(match self.kind {
+            Boundary::Paragraph | Boundary::Whitespace if c.is_whitespace() => {
+                let (end, hit) = self.whitespace(start);
+                (end, hit.then_some(end))
+            }
+            Boundary::Sentence if is_sentence_mark(c) => {
+                self.punctuation(start, is_sentence_mark, is_cjk_sentence_mark)
+            }
+            Boundary::Clause if is_clause_mark(c) => {
+                self.punctuation(start, is_clause_mark, is_cjk_clause_mark)
+            }
+            _ => (start + c.len_utf8(), None),
+        })
+    }
 }
 
 impl Iterator for Cuts<'_> {
@@ -138,21 +183,7 @@ impl Iterator for Cuts<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.pos < self.limit {
-            let start = self.pos;
-            let c = char_at(self.text, start)?;
-            let (resume, cut) = match self.kind {
-                Boundary::Paragraph | Boundary::Whitespace if c.is_whitespace() => {
-                    let (end, hit) = self.whitespace(start);
-                    (end, hit.then_some(end))
-                }
-                Boundary::Sentence if is_sentence_mark(c) => {
-                    self.punctuation(start, is_sentence_mark, is_cjk_sentence_mark)
-                }
-                Boundary::Clause if is_clause_mark(c) => {
-                    self.punctuation(start, is_clause_mark, is_cjk_clause_mark)
-                }
-                _ => (start + c.len_utf8(), None),
-            };
+            let (resume, cut) = self.step(self.pos)?;
             self.pos = resume;
             if cut.is_some() {
                 return cut;
@@ -163,16 +194,10 @@ impl Iterator for Cuts<'_> {
 }
 
 /// The one splitter behind both levels: while the rest is longer than `max_chars`, cut it
-/// at the last boundary of the first level that has one in the window, else hard at the
-/// window end. Greedy, so pieces are as long as the boundaries allow.
+/// where [`greedy_cut`] says. Greedy, so pieces are as long as the boundaries allow.
 fn split_greedy<'a>(text: &'a str, max_chars: usize, levels: &[Boundary], out: &mut Vec<&'a str>) {
-    let max_chars = max_chars.max(1);
     let mut rest = text;
-    while let Some((window_end, _)) = rest.char_indices().nth(max_chars) {
-        let cut = levels
-            .iter()
-            .find_map(|&kind| Cuts::new(rest, kind, window_end).last())
-            .unwrap_or(window_end);
+    while let Some(cut) = greedy_cut(rest, max_chars, levels) {
         let (head, tail) = rest.split_at(cut);
         out.push(head);
         rest = tail;
@@ -180,6 +205,22 @@ fn split_greedy<'a>(text: &'a str, max_chars: usize, levels: &[Boundary], out: &
     if !rest.is_empty() {
         out.push(rest);
     }
+}
+
+/// The first cut of [`split_greedy`] in `rest`, or `None` if `rest` fits in `max_chars`
+/// chars (0 counts as 1): at the last boundary of the first level that has one in the
+/// window of `max_chars` chars, else hard at the window end.
+///
+/// It reads `rest` only up to the char just past the window, so it is decided as soon as
+/// that char exists: [`stream`] relies on this to chunk text arriving over time exactly as
+/// whole text.
+fn greedy_cut(rest: &str, max_chars: usize, levels: &[Boundary]) -> Option<usize> {
+    let (window_end, _) = rest.char_indices().nth(max_chars.max(1))?;
+    let cut = levels
+        .iter()
+        .find_map(|&kind| Cuts::new(rest, kind, window_end).last())
+        .unwrap_or(window_end);
+    Some(cut)
 }
 
 /// Splits `text` into user-visible chunks of at most `max_chars` chars (0 counts as 1),
@@ -204,8 +245,9 @@ pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
 /// for two to be synthesized side by side.
 pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize) -> Vec<&str> {
     let len = text.len();
-    let mut cuts: Vec<usize> = Cuts::new(text, Boundary::Paragraph, len)
-        .chain(Cuts::new(text, Boundary::Sentence, len))
+    let mut cuts: Vec<usize> = UNIT_LEVELS
+        .iter()
+        .flat_map(|&kind| Cuts::new(text, kind, len))
         .filter(|&cut| cut < len)
         .collect();
     cuts.sort_unstable();
@@ -306,7 +348,7 @@ mod tests {
     use super::*;
 
     /// Tiny deterministic generator (64-bit LCG), so the random tests need no crate.
-    struct Lcg(u64);
+    pub(super) struct Lcg(pub(super) u64);
 
     impl Lcg {
         fn next(&mut self) -> u64 {
@@ -317,13 +359,13 @@ mod tests {
             self.0 >> 33
         }
 
-        fn below(&mut self, n: usize) -> usize {
+        pub(super) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
     }
 
     /// Random text mixing words in several scripts, punctuation, spaces and newlines.
-    fn random_text(seed: u64, tokens: usize) -> String {
+    pub(super) fn random_text(seed: u64, tokens: usize) -> String {
         const WORDS: &[&str] = &[
             "the",
             "quick",
@@ -749,6 +791,31 @@ mod tests {
                 assert_eq!(inner, None, "unit holds a boundary: {unit:?}");
             }
         }
+    }
+
+    #[test]
+    fn unit_cuts_fall_only_where_one_is_possible() {
+        let fixed = ["a.\"b", "。」x", "。.x", ". \"x", "x\n\n.", "x.\"\n\n y"].map(String::from);
+        let random = (300..340u64).map(|seed| random_text(seed, 300));
+        for text in fixed.into_iter().chain(random) {
+            let len = text.len();
+            for cut in UNIT_LEVELS
+                .iter()
+                .flat_map(|&kind| Cuts::new(&text, kind, len))
+                .filter(|&cut| cut < len)
+            {
+                let before = text[..cut].chars().next_back().unwrap();
+                let after = char_at(&text, cut).unwrap();
+                assert!(
+                    unit_cut_possible(before, after),
+                    "cut between {before:?} and {after:?} in {text:?}"
+                );
+            }
+        }
+        assert!(!unit_cut_possible('.', '.'));
+        assert!(!unit_cut_possible('.', ' '));
+        assert!(!unit_cut_possible('a', 'b'));
+        assert!(!unit_cut_possible('。', '」'));
     }
 
     #[test]
