@@ -16,9 +16,14 @@ use ractor::Actor;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::engine::reaper::Reaper;
 use crate::http::{self, AppState};
 use crate::scheduler::config_cache::{CacheArgs, ConfigCache};
 use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// How long engines still stopping at the end get before SIGKILL, and then
+/// to be reaped: a polite stop takes at most `STOP_GRACE` already.
+const REAP_GRACE: Duration = Duration::from_secs(3);
 
 /// Serves on `listener` until `signals` yields twice or the drain completes.
 pub async fn run(
@@ -29,11 +34,13 @@ pub async fn run(
     let config = Arc::new(config);
     let metrics = crate::metrics::install(config.max_processes);
 
+    let reaper = Reaper::default();
     let (supervisor, supervisor_task) = Actor::spawn(
         None,
         Supervisor,
         SupervisorArgs {
             config: config.clone(),
+            reaper: reaper.clone(),
         },
     )
     .await?;
@@ -110,6 +117,9 @@ pub async fn run(
     configs.stop(None);
     let _ = supervisor_task.await;
     let _ = configs_task.await;
+    // Last, every engine must be gone (reaped, not merely signalled), on
+    // every path: whoever watches this process exit may check for them.
+    reaper.reap_all(REAP_GRACE, REAP_GRACE).await?;
     tracing::info!("stopped");
     Ok(())
 }
