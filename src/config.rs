@@ -214,9 +214,19 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "comma-separated origins allowed by CORS, or *",
     ),
     (
+        "PIPER_OPENAI_VOICES",
+        "(none: the first voice)",
+        "OpenAI voice names mapped to installed voices, e.g. alloy=en_US-joe-medium,echo=NAME",
+    ),
+    (
         "PIPER_WEB_UI",
         "1",
         "serve the demo page at / (0 to turn off)",
+    ),
+    (
+        "PIPER_LOG",
+        "info",
+        "log filter, in tracing's EnvFilter syntax (e.g. info,piperd=debug)",
     ),
 ];
 
@@ -471,6 +481,36 @@ mod tests {
         let one = [("PIPER_ENGINE_CONCURRENCY", "1")];
         let config = Config::from_vars(&vars(&one)).unwrap();
         assert_eq!(config.clause_chars(), config.unit_max_chars);
+    }
+
+    /// The `"PIPER_..."` literals of a source text, up to its tests.
+    fn names_read_in(source: &str) -> Vec<String> {
+        let code = source.split("#[cfg(test)]").next().unwrap();
+        code.split("\"PIPER_")
+            .skip(1)
+            .map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                format!("PIPER_{name}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_for_help() {
+        let read: Vec<String> = [include_str!("config.rs"), include_str!("main.rs")]
+            .iter()
+            .flat_map(|source| names_read_in(source))
+            .collect();
+        assert!(read.len() > 30, "the scan found too few names: {read:?}");
+        for name in &read {
+            assert!(
+                VARIABLES.iter().any(|(listed, _, _)| listed == name),
+                "{name} is read but missing from VARIABLES (and so from --help)"
+            );
+        }
     }
 
     #[test]
