@@ -1,23 +1,32 @@
 //! Running the server, and shutting it down in order.
 //!
+//! Connections are accepted and served by [`crate::listener`], within the
+//! connection cap and deadlines; this module wires the parts together.
+//!
 //! Shutdown is explicit: the first SIGTERM or SIGINT marks the server as
 //! draining (`/health` answers 503), stops accepting connections (after
-//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`) and gives
-//! the requests in flight, streaming ones included, `PIPER_SHUTDOWN_GRACE`
-//! to finish. Then every engine is stopped (SIGTERM, SIGKILL after 2 s) and
-//! the actors end. A second signal skips the wait.
+//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`), closes the
+//! connections that carry no request and gives the requests in flight,
+//! streaming ones included, `PIPER_SHUTDOWN_GRACE` to finish; then the
+//! connections left are cut. Then every engine is stopped (SIGTERM, SIGKILL
+//! after 2 s), the actors end, and the server returns only once every
+//! engine has been reaped. A second signal skips the waits. If the
+//! supervisor, the config cache or the accept loop ends by itself, the
+//! server shuts down the same way and returns an error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use hyper_util::service::TowerToHyperService;
 use ractor::Actor;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::reaper::{ReapError, Reaper};
 use crate::http::{self, AppState};
+use crate::listener::{self, http::HttpServer, idle::Deadlines, ConnectionCap};
 use crate::scheduler::config_cache::{CacheArgs, ConfigCache};
 use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 
@@ -136,14 +145,14 @@ async fn run_with(
     };
 
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
-    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(http::routes(state))
-        .incoming(listener)
-        .graceful(async {
-            let _ = accepting_stopped.await;
-        })
-        .run();
-    let mut server = Vital::new("HTTP server", tokio::spawn(server));
+    let cap = ConnectionCap::new(listener::fit_fd_limit(config.max_connections));
+    let deadlines = Deadlines {
+        message: Some(config.header_timeout).filter(|d| !d.is_zero()),
+        idle: Some(config.keepalive_timeout).filter(|d| !d.is_zero()),
+    };
+    let service = TowerToHyperService::new(warp::service(http::routes(state)));
+    let (server, accept_task) = HttpServer::start(listener, cap, deadlines, service);
+    let mut accepting = Vital::new("HTTP server", accept_task);
     tracing::info!(
         "piperd {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
@@ -155,7 +164,7 @@ async fn run_with(
             tracing::info!(signal, "shutting down: draining requests for up to {:?}", config.shutdown_grace);
             None
         }
-        name = server.ended() => Some(name),
+        name = accepting.ended() => Some(name),
         name = supervisor_task.ended() => Some(name),
         name = configs_task.ended() => Some(name),
     };
@@ -165,9 +174,10 @@ async fn run_with(
     draining.store(true, Ordering::SeqCst);
     // Optionally keep accepting for a moment while `/health` says 503, so
     // that load balancers polling it take the replica out before it closes.
-    // A failing server has nothing to offer them: it skips the delay.
-    let mut hurry = failed.is_some();
-    if !config.drain_delay.is_zero() && !hurry {
+    // A failing server has nothing to offer them: it skips the delay (but
+    // lets the requests in flight end, which they do at once without it).
+    let mut hurry = false;
+    if !config.drain_delay.is_zero() && failed.is_none() {
         tokio::select! {
             _ = tokio::time::sleep(config.drain_delay) => {}
             signal = signals.next() => {
@@ -178,10 +188,10 @@ async fn run_with(
             name = configs_task.ended() => failed = Some(name),
         }
     }
-    let _ = stop_accepting.send(());
+    server.stop_accepting();
     if !hurry {
         tokio::select! {
-            _ = server.ended() => tracing::info!("all requests finished"),
+            _ = server.drained() => tracing::info!("all requests finished"),
             _ = tokio::time::sleep(config.shutdown_grace) => {
                 tracing::warn!("grace period over: closing the remaining requests");
             }
@@ -190,7 +200,9 @@ async fn run_with(
             name = configs_task.ended() => failed = Some(name),
         }
     }
-    server.task.abort();
+    server.close_all().await;
+    accepting.task.abort();
+    accepting.join().await;
 
     // Engines next: each gets SIGTERM, then SIGKILL after 2 s.
     let _ = supervisor
