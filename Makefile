@@ -28,8 +28,18 @@ voices/$(VOICE).onnx voices/$(VOICE).onnx.json: $(STAMP)
 	shutil.copyfile(v.model_path(), 'voices/$(VOICE).onnx'); \
 	shutil.copyfile(v.config_path(), 'voices/$(VOICE).onnx.json')"
 
+# One build serves both targets. Dev-dependencies (reqwest, symphonia) turn on
+# features of shared crates (hyper, tokio, ...), and with resolver 2 cargo
+# unifies those into the library only when it builds a target that needs the
+# dev-dependencies, so a plain `cargo build` made a second, different build of
+# piperd and of every such crate. Building the examples (which `cargo test`
+# builds too) needs them, so `make run` after `make test` recompiles nothing,
+# and `make test` after `make run` only builds the tests.
+BUILD := cargo build --release --bins --examples
+
 run: setup
-	cargo run --release
+	$(BUILD)
+	target/release/piperd
 
 test: setup
 	cargo test --release --no-fail-fast -- --test-threads=2

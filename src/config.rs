@@ -81,6 +81,14 @@ pub struct Config {
     pub web_ui: bool,
     /// OpenAI voice names mapped to installed voices (others: the first voice).
     pub openai_voices: HashMap<String, String>,
+    /// A connection must have sent a whole request header within this of
+    /// its start (or of the first byte of a later request); zero: no limit.
+    pub header_timeout: Duration,
+    /// A kept-alive connection with no request in flight is closed after
+    /// this long without a new one; zero: no limit.
+    pub keepalive_timeout: Duration,
+    /// Connections open at once; beyond, new ones are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// Name, default and meaning of every variable, for `--help` and the README.
@@ -188,6 +196,21 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "seconds to keep accepting after SIGTERM while /health answers 503",
     ),
     (
+        "PIPER_HEADER_TIMEOUT",
+        "10",
+        "seconds a connection gets to send a whole request header (0: no limit)",
+    ),
+    (
+        "PIPER_KEEPALIVE_TIMEOUT",
+        "75",
+        "seconds an idle kept-alive connection stays open; keep it above the idle timeout of a proxy in front (0: no limit)",
+    ),
+    (
+        "PIPER_MAX_CONNECTIONS",
+        "1024",
+        "connections open at once; beyond, new ones get 503 with Retry-After and are closed",
+    ),
+    (
         "PIPER_SPOOL_THRESHOLD_MB",
         "8",
         "audio above this size is spooled to a temp file",
@@ -229,9 +252,19 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "comma-separated origins allowed by CORS, or *",
     ),
     (
+        "PIPER_OPENAI_VOICES",
+        "(none: the first voice)",
+        "OpenAI voice names mapped to installed voices, e.g. alloy=en_US-joe-medium,echo=NAME",
+    ),
+    (
         "PIPER_WEB_UI",
         "1",
         "serve the demo page at / (0 to turn off)",
+    ),
+    (
+        "PIPER_LOG",
+        "info",
+        "log filter, in tracing's EnvFilter syntax (e.g. info,piperd=debug)",
     ),
 ];
 
@@ -331,6 +364,20 @@ impl Config {
             cors_origins: env.list("PIPER_CORS_ORIGINS"),
             web_ui: env.parse::<u8>("PIPER_WEB_UI", 1)? != 0,
             openai_voices: env.pairs("PIPER_OPENAI_VOICES")?,
+            // A real client sends its header in one packet, well within a
+            // second even on a slow link; 10 s leaves room for a lossy one
+            // and bounds how long a slowloris socket holds a connection.
+            header_timeout: env.seconds("PIPER_HEADER_TIMEOUT", 10.0)?,
+            // Above the 60 s idle timeout of common proxies and balancers
+            // (AWS ALB, nginx upstream keepalive): the server must not close
+            // a connection the proxy still counts as open, or the request
+            // the proxy sends on it at that moment fails (a 502). nginx
+            // uses 75 s for the same reason.
+            keepalive_timeout: env.seconds("PIPER_KEEPALIVE_TIMEOUT", 75.0)?,
+            // One file descriptor each: 1024 is far more than two cores
+            // synthesize for at once, yet small beside the limits piperd
+            // raises its own descriptor limit to (see `listener::fit_fd_limit`).
+            max_connections: env.positive("PIPER_MAX_CONNECTIONS", 1024)?,
         })
     }
 
@@ -453,6 +500,9 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(120));
         assert_eq!(config.config_cache_ttl, Duration::from_secs(300));
         assert_eq!(config.queue_timeout, Duration::from_secs(30));
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(config.max_connections, 1024);
     }
 
     #[test]
@@ -491,6 +541,36 @@ mod tests {
         let one = [("PIPER_ENGINE_CONCURRENCY", "1")];
         let config = Config::from_vars(&vars(&one)).unwrap();
         assert_eq!(config.clause_chars(), config.unit_max_chars);
+    }
+
+    /// The `"PIPER_..."` literals of a source text, up to its tests.
+    fn names_read_in(source: &str) -> Vec<String> {
+        let code = source.split("#[cfg(test)]").next().unwrap();
+        code.split("\"PIPER_")
+            .skip(1)
+            .map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                format!("PIPER_{name}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_for_help() {
+        let read: Vec<String> = [include_str!("config.rs"), include_str!("main.rs")]
+            .iter()
+            .flat_map(|source| names_read_in(source))
+            .collect();
+        assert!(read.len() > 30, "the scan found too few names: {read:?}");
+        for name in &read {
+            assert!(
+                VARIABLES.iter().any(|(listed, _, _)| listed == name),
+                "{name} is read but missing from VARIABLES (and so from --help)"
+            );
+        }
     }
 
     #[test]

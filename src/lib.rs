@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: every setting, read from the environment.
 //! - [`server`]: start-up, serving and the ordered shutdown.
+//! - [`listener`]: accepting connections within limits (cap, deadlines).
 //! - [`http`]: the warp routes, handlers, JSON errors and audio bodies.
 //! - [`audio`]: streaming encoders for WAV, PCM, MP3, Ogg/Opus and FLAC.
 //! - [`scheduler`]: the supervisor, one worker per voice, the config cache.
@@ -17,6 +18,7 @@ pub mod audio;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod scheduler;
 pub mod server;

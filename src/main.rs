@@ -54,7 +54,9 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
     }
     let result = piperd::server::run(config, listener, signals.boxed()).await;
     handle.close();
-    result
+    // Logged by `main` and turned into a non-zero exit status, so that
+    // systemd or Kubernetes restart a server that failed.
+    Ok(result?)
 }
 
 fn init_logging(format: LogFormat) {

@@ -1,43 +1,124 @@
 //! Running the server, and shutting it down in order.
 //!
+//! Connections are accepted and served by [`crate::listener`], within the
+//! connection cap and deadlines; this module wires the parts together.
+//!
 //! Shutdown is explicit: the first SIGTERM or SIGINT marks the server as
 //! draining (`/health` answers 503), stops accepting connections (after
-//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`) and gives
-//! the requests in flight, streaming ones included, `PIPER_SHUTDOWN_GRACE`
-//! to finish. Then every engine is stopped (SIGTERM, SIGKILL after 2 s) and
-//! the actors end. A second signal skips the wait.
+//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`), closes the
+//! connections that carry no request and gives the requests in flight,
+//! streaming ones included, `PIPER_SHUTDOWN_GRACE` to finish; then the
+//! connections left are cut. Then every engine is stopped (SIGTERM, SIGKILL
+//! after 2 s), the actors end, and the server returns only once every
+//! engine has been reaped. A second signal skips the waits. If the
+//! supervisor, the config cache or the accept loop ends by itself, the
+//! server shuts down the same way and returns an error.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use hyper_util::service::TowerToHyperService;
 use ractor::Actor;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::engine::reaper::{ReapError, Reaper};
 use crate::http::{self, AppState};
+use crate::listener::{self, http::HttpServer, idle::Deadlines, ConnectionCap};
 use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::speech::catalog::{CacheArgs, ConfigCache};
 use crate::speech::Speech;
 
+/// How long engines still stopping at the end get before SIGKILL, and then
+/// to be reaped: a polite stop takes at most `STOP_GRACE` already.
+const REAP_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the server stopped other than by a signal, or could not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot start the actors: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    #[error("cannot read the listening address: {0}")]
+    Listener(#[source] std::io::Error),
+    /// A part the server cannot run without ended by itself (a panic in
+    /// the supervisor, say): exiting non-zero lets systemd or Kubernetes
+    /// start a fresh server instead of leaving one that cannot synthesize.
+    #[error("the {0} stopped by itself: the server shut down")]
+    Failed(&'static str),
+    #[error(transparent)]
+    Engines(#[from] ReapError),
+}
+
+/// A task the server cannot run without, watched until it ends.
+struct Vital {
+    name: &'static str,
+    task: tokio::task::JoinHandle<()>,
+    ended: bool,
+}
+
+impl Vital {
+    fn new(name: &'static str, task: tokio::task::JoinHandle<()>) -> Vital {
+        Vital {
+            name,
+            task,
+            ended: false,
+        }
+    }
+
+    /// Completes when the task ends; never again once it has (so it can sit
+    /// in every `select!`).
+    async fn ended(&mut self) -> &'static str {
+        if self.ended {
+            return std::future::pending().await;
+        }
+        let _ = (&mut self.task).await;
+        self.ended = true;
+        self.name
+    }
+
+    /// Waits for the end of a task that was asked to stop.
+    async fn join(mut self) {
+        if !self.ended {
+            let _ = (&mut self.task).await;
+        }
+    }
+}
+
 /// Serves on `listener` until `signals` yields twice or the drain completes.
+/// An error if a vital part (supervisor, config cache, HTTP server) ended by
+/// itself, after shutting down the rest and reaping every engine.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     signals: impl Stream<Item = i32> + Unpin,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), ServerError> {
+    run_with(config, listener, signals, |_| {}).await
+}
+
+/// [`run`], handing the supervisor to `started` once it runs (tests reach
+/// into the server through it).
+async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    mut signals: impl Stream<Item = i32> + Unpin,
+    started: impl FnOnce(&ractor::ActorRef<SupervisorMsg>),
+) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let metrics = crate::metrics::install(config.max_processes);
 
+    let reaper = Reaper::default();
     let (supervisor, supervisor_task) = Actor::spawn(
         None,
         Supervisor,
         SupervisorArgs {
             config: config.clone(),
+            reaper: reaper.clone(),
         },
     )
     .await?;
+    let mut supervisor_task = Vital::new("supervisor", supervisor_task);
     let (configs, configs_task) = Actor::spawn(
         None,
         ConfigCache,
@@ -47,6 +128,9 @@ pub async fn run(
         },
     )
     .await?;
+    let mut configs_task = Vital::new("config cache", configs_task);
+
+    started(&supervisor);
 
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
@@ -56,47 +140,65 @@ pub async fn run(
         started: Instant::now(),
     };
 
-    let addr = listener.local_addr()?;
-    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(http::routes(state))
-        .incoming(listener)
-        .graceful(async {
-            let _ = accepting_stopped.await;
-        })
-        .run();
-    let mut server = tokio::spawn(server);
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    let cap = ConnectionCap::new(listener::fit_fd_limit(config.max_connections));
+    let deadlines = Deadlines {
+        message: Some(config.header_timeout).filter(|d| !d.is_zero()),
+        idle: Some(config.keepalive_timeout).filter(|d| !d.is_zero()),
+    };
+    let service = TowerToHyperService::new(warp::service(http::routes(state)));
+    let (server, accept_task) = HttpServer::start(listener, cap, deadlines, service);
+    let mut accepting = Vital::new("HTTP server", accept_task);
     tracing::info!(
         "piperd {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
 
-    let mut signals = signals;
-    tokio::select! {
+    // Serving, until a signal or the end of a vital part.
+    let mut failed = tokio::select! {
         signal = signals.next() => {
             tracing::info!(signal, "shutting down: draining requests for up to {:?}", config.shutdown_grace);
+            None
         }
-        _ = &mut server => {
-            tracing::error!("the HTTP server stopped by itself");
-        }
+        name = accepting.ended() => Some(name),
+        name = supervisor_task.ended() => Some(name),
+        name = configs_task.ended() => Some(name),
+    };
+    if let Some(name) = failed {
+        tracing::error!("the {name} stopped by itself: shutting down");
     }
     draining.store(true, Ordering::SeqCst);
     // Optionally keep accepting for a moment while `/health` says 503, so
     // that load balancers polling it take the replica out before it closes.
-    if !config.drain_delay.is_zero() {
+    // A failing server has nothing to offer them: it skips the delay (but
+    // lets the requests in flight end, which they do at once without it).
+    let mut hurry = false;
+    if !config.drain_delay.is_zero() && failed.is_none() {
         tokio::select! {
             _ = tokio::time::sleep(config.drain_delay) => {}
-            signal = signals.next() => tracing::warn!(signal, "second signal during the drain delay"),
+            signal = signals.next() => {
+                tracing::warn!(signal, "second signal during the drain delay: shutting down at once");
+                hurry = true;
+            }
+            name = supervisor_task.ended() => failed = Some(name),
+            name = configs_task.ended() => failed = Some(name),
         }
     }
-    let _ = stop_accepting.send(());
-    tokio::select! {
-        _ = &mut server => tracing::info!("all requests finished"),
-        _ = tokio::time::sleep(config.shutdown_grace) => {
-            tracing::warn!("grace period over: closing the remaining requests");
+    server.stop_accepting();
+    if !hurry {
+        tokio::select! {
+            _ = server.drained() => tracing::info!("all requests finished"),
+            _ = tokio::time::sleep(config.shutdown_grace) => {
+                tracing::warn!("grace period over: closing the remaining requests");
+            }
+            signal = signals.next() => tracing::warn!(signal, "second signal: shutting down at once"),
+            name = supervisor_task.ended() => failed = Some(name),
+            name = configs_task.ended() => failed = Some(name),
         }
-        signal = signals.next() => tracing::warn!(signal, "second signal: shutting down at once"),
     }
-    server.abort();
+    server.close_all().await;
+    accepting.task.abort();
+    accepting.join().await;
 
     // Engines next: each gets SIGTERM, then SIGKILL after 2 s.
     let _ = supervisor
@@ -104,8 +206,81 @@ pub async fn run(
         .await;
     supervisor.stop(None);
     configs.stop(None);
-    let _ = supervisor_task.await;
-    let _ = configs_task.await;
-    tracing::info!("stopped");
-    Ok(())
+    supervisor_task.join().await;
+    configs_task.join().await;
+    // Last, every engine must be gone (reaped, not merely signalled), on
+    // every path: whoever watches this process exit may check for them.
+    reaper.reap_all(REAP_GRACE, REAP_GRACE).await?;
+    match failed {
+        Some(name) => Err(ServerError::Failed(name)),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    /// A config on a voices folder of one voice spoken by the test double.
+    fn fake_engine_config(dir: &std::path::Path) -> Config {
+        std::fs::write(dir.join("v.onnx"), b"not read by the double").unwrap();
+        std::fs::write(
+            dir.join("v.onnx.json"),
+            br#"{"audio":{"sample_rate":22050}}"#,
+        )
+        .unwrap();
+        let engine = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake_engine.py");
+        let vars: HashMap<String, String> = [
+            ("PIPER_VOICES_DIR", dir.to_str().unwrap()),
+            ("PIPER_PYTHON", "python3"),
+            ("PIPER_ENGINE", engine.to_str().unwrap()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Config::from_vars(&vars).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_supervisor_ends_the_server_with_an_error_and_no_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = fake_engine_config(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(run_with(
+            config,
+            listener,
+            futures::stream::pending(),
+            move |supervisor| {
+                let _ = tx.send(supervisor.clone());
+            },
+        ));
+        let supervisor = rx.await.unwrap();
+
+        // A warm engine, which the failing server must still reap.
+        let (files, fingerprint) = crate::voices::resolve(dir.path(), "v").unwrap();
+        let voice = Arc::new(crate::voices::load(files, fingerprint).unwrap());
+        ractor::call!(supervisor, SupervisorMsg::Warmup, voice)
+            .unwrap()
+            .unwrap();
+        let health = ractor::call!(supervisor, SupervisorMsg::Health).unwrap();
+        let pid = health.workers[0].pid.expect("engine running");
+
+        supervisor.send_message(SupervisorMsg::Panic).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server ends within 10 s of its supervisor failing")
+            .unwrap();
+        let err = result.expect_err("a failed supervisor is an error");
+        assert!(err.to_string().contains("supervisor"), "{err}");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "engine {pid} outlived the server"
+        );
+    }
 }

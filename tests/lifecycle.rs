@@ -312,3 +312,50 @@ async fn a_client_that_hangs_up_stops_its_sentence_at_once() {
     assert_eq!(status, 200);
     assert!(parse_wav(&body).seconds() > 0.3);
 }
+
+/// Whether a process of this pid still exists, even as a zombie nobody
+/// reaped: a server that exits before reaping an engine leaves one of these.
+fn exists(pid: u32) -> bool {
+    !stat_fields(pid).is_empty()
+}
+
+/// Every stop reaps every engine before the server exits: idle, with a
+/// request in flight cut by the grace, and on the second-signal path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_engine_outlives_the_server_over_ten_stops() {
+    for round in 0..10 {
+        let dir = voices(&[VOICE]);
+        let mut server = Server::start(dir.path(), &[("PIPER_SHUTDOWN_GRACE", "1")]);
+        let (status, _, _) = post(&server, "/api/warmup", json!({})).await;
+        assert_eq!(status, 200);
+        let engines = server.engines();
+        assert_eq!(engines.len(), 1, "round {round}");
+        let mut stream = None;
+        if round % 3 != 0 {
+            let mut s = post_stream(
+                &server,
+                "/api/tts",
+                json!({"text": prose(3000), "stream": true}),
+            )
+            .await;
+            s.next().await.unwrap().unwrap();
+            stream = Some(s);
+        }
+        server.signal(libc::SIGTERM);
+        if round % 3 == 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            server.signal(libc::SIGINT);
+        }
+        assert_eq!(
+            server.wait_exit(Duration::from_secs(15)),
+            Some(0),
+            "round {round}"
+        );
+        let left: Vec<u32> = engines.into_iter().filter(|&pid| exists(pid)).collect();
+        assert!(
+            left.is_empty() && server.engines().is_empty(),
+            "round {round}: engine {left:?} still there when the server had exited"
+        );
+        drop(stream);
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod process;
 pub mod protocol;
+pub mod reaper;
 
 pub use process::{EngineEvent, EngineProcess, EngineSpec, StderrTail};
 pub use protocol::{Frame, ProtocolError, ReadyInfo, SynthOptions};
@@ -28,7 +29,13 @@ pub async fn probe(spec: &EngineSpec) -> Result<String, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let output = match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
+    // Registered like an engine, so that a server stopping during the check
+    // does not exit before the checking process is gone.
+    let child = match spec.reaper.spawn(&mut cmd) {
+        Ok(child) => child,
+        Err(err) => return Err(format!("cannot run {}: {err}", spec.python.display())),
+    };
+    let output = match tokio::time::timeout(Duration::from_secs(60), child.output()).await {
         Err(_) => return Err("the engine check did not finish within 60 s".into()),
         Ok(Err(err)) => return Err(format!("cannot run {}: {err}", spec.python.display())),
         Ok(Ok(output)) => output,

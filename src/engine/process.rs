@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::protocol::{read_frame, Frame, ProtocolError};
+use super::reaper::{Reaper, TrackedChild};
 
 /// The engine program shipped inside the binary, run with `python -c`, so the
 /// server needs no file of its own next to it and leaves none behind.
@@ -34,6 +35,9 @@ pub struct EngineSpec {
     /// onnxruntime threads asked for by sentences side by side, so that the
     /// engine makes that session ahead of them.
     pub shared_threads: usize,
+    /// Where every engine is registered until reaped, so that the server
+    /// exits only after its engines are gone.
+    pub reaper: Reaper,
 }
 
 /// What the stdout reader reports to the process's owner.
@@ -64,10 +68,11 @@ impl StderrTail {
     }
 }
 
-/// A running engine process.
+/// A running engine process. Dropped without [`stop`](Self::stop), it is
+/// killed and reaped in the background (see [`super::reaper`]).
 #[derive(Debug)]
 pub struct EngineProcess {
-    child: Child,
+    child: TrackedChild,
     pid: u32,
     stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
     pub stderr: StderrTail,
@@ -102,11 +107,11 @@ impl EngineProcess {
             .kill_on_drop(true);
         tie_to_parent(&mut cmd);
 
-        let mut child = cmd.spawn()?;
+        let mut child = spec.reaper.spawn(&mut cmd)?;
         let pid = child.id().unwrap_or_default();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr_pipe = child.stderr.take().expect("stderr is piped");
-        let mut stdin_pipe = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout().expect("stdout is piped");
+        let stderr_pipe = child.stderr().expect("stderr is piped");
+        let mut stdin_pipe = child.stdin().expect("stdin is piped");
 
         let stderr = StderrTail::default();
         let tail = stderr.clone();
@@ -165,36 +170,27 @@ impl EngineProcess {
         rss_of(self.pid)
     }
 
-    /// Kills the process at once (a hung or broken engine gets no grace).
+    /// Kills the process at once (a hung or broken engine gets no grace);
+    /// it is reaped in the background, and the server waits for that.
     pub fn kill(mut self) {
-        let _ = self.child.start_kill();
-        reap(self.child);
+        self.child.start_kill();
+        // Dropping the tracked child hands it to its reaper task.
     }
 
     /// Stops the process politely: stdin closes and SIGTERM is sent; after
-    /// `grace` it is killed. Returns once the process is gone.
+    /// `grace` it is killed. Returns once the process is gone. Run on a
+    /// detached task, it is still awaited by the server's exit: the child
+    /// stays registered until reaped, and a cancelled stop kills it.
     pub async fn stop(mut self, grace: Duration) {
         self.stdin = None;
-        if let Some(pid) = self.child.id() {
-            // SAFETY: plain kill(2) on our own child's pid, still unreaped.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
+        self.child.signal(libc::SIGTERM);
         if tokio::time::timeout(grace, self.child.wait())
             .await
             .is_err()
         {
-            let _ = self.child.kill().await;
+            self.child.kill().await;
         }
     }
-}
-
-/// Waits for a killed child in the background so that it leaves no zombie.
-fn reap(mut child: Child) {
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
 }
 
 /// Resident set size of a process, in bytes.

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use super::voice_worker::{VoiceWorker, WarmInfo, WorkerArgs, WorkerMsg, WorkerStatus};
 use super::{AudioEvent, SynthError, SynthJob};
 use crate::config::Config;
-use crate::engine::{self, EngineSpec};
+use crate::engine::{self, reaper::Reaper, EngineSpec};
 use crate::metrics as m;
 use crate::voices::VoiceInfo;
 
@@ -30,6 +30,8 @@ pub struct Supervisor;
 
 pub struct SupervisorArgs {
     pub config: Arc<Config>,
+    /// Register of the engines started, which the server drains on exit.
+    pub reaper: Reaper,
 }
 
 /// Whether the engine can run at all.
@@ -76,6 +78,9 @@ pub enum SupervisorMsg {
     StopWorkers(RpcReplyPort<()>),
     #[cfg(test)]
     PanicWorker(String),
+    /// Makes the supervisor itself fail, as a bug in it would.
+    #[cfg(test)]
+    Panic,
 }
 
 struct Entry {
@@ -123,6 +128,7 @@ impl Actor for Supervisor {
             } else {
                 0
             },
+            reaper: args.reaper,
         };
         myself.send_interval(SAMPLE_EVERY, || SupervisorMsg::SampleTick);
         gauge!(m::PROCESSES).set(0.0);
@@ -252,16 +258,11 @@ impl Actor for Supervisor {
             SupervisorMsg::StopWorkers(reply) => {
                 let workers: Vec<_> = state.workers.drain().map(|(_, e)| e.worker).collect();
                 state.names.clear();
-                for worker in &workers {
-                    worker.stop(Some("shutdown".into()));
-                }
-                for worker in workers {
-                    let _ = worker
-                        .stop_and_wait(None, Some(super::voice_worker::STOP_GRACE * 2))
-                        .await;
-                }
+                stop_all(workers).await;
                 let _ = reply.send(());
             }
+            #[cfg(test)]
+            SupervisorMsg::Panic => panic!("supervisor panic asked for by a test"),
             #[cfg(test)]
             SupervisorMsg::PanicWorker(voice) => {
                 if let Some(entry) = state.workers.get(&voice) {
@@ -302,14 +303,26 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        for (_, entry) in state.workers.drain() {
-            let _ = entry
-                .worker
-                .stop_and_wait(None, Some(super::voice_worker::STOP_GRACE * 2))
-                .await;
-        }
+        stop_all(state.workers.drain().map(|(_, e)| e.worker).collect()).await;
         Ok(())
     }
+}
+
+/// Stops every worker at once and waits (bounded) until each has finished
+/// its `post_stop`, where it stops its engine.
+///
+/// Not `stop_and_wait` after `stop`: an actor's stop port is a one-shot,
+/// so the second stop finds it taken and `stop_and_wait` returns at once
+/// without waiting; the server then went on to exit while engines were
+/// still being stopped.
+async fn stop_all(workers: Vec<ActorRef<WorkerMsg>>) {
+    for worker in &workers {
+        worker.stop(Some("shutdown".into()));
+    }
+    let waits = workers
+        .iter()
+        .map(|w| w.wait(Some(super::voice_worker::STOP_GRACE * 2)));
+    futures::future::join_all(waits).await;
 }
 
 impl SupervisorState {
@@ -478,9 +491,11 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_worker_is_replaced_and_its_engine_killed() {
         let (_dir, config, voice) = setup();
-        let (supervisor, handle) = Actor::spawn(None, Supervisor, SupervisorArgs { config })
-            .await
-            .unwrap();
+        let args = SupervisorArgs {
+            config,
+            reaper: Reaper::default(),
+        };
+        let (supervisor, handle) = Actor::spawn(None, Supervisor, args).await.unwrap();
         assert!(speak(&supervisor, &voice).await.samples > 0);
         let pid = health(&supervisor).await.workers[0]
             .pid

@@ -317,6 +317,7 @@ mod tests {
             Supervisor,
             SupervisorArgs {
                 config: config.clone(),
+                reaper: crate::engine::reaper::Reaper::default(),
             },
         )
         .await

@@ -132,7 +132,8 @@ impl Server {
         }
     }
 
-    /// Waits for the server to exit and returns its exit code.
+    /// Waits for the server to exit and returns its exit code. Polls often,
+    /// so that a check made right after it sees the moment of the exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut().unwrap();
         let deadline = Instant::now() + timeout;
@@ -143,7 +144,7 @@ impl Server {
             if Instant::now() > deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
