@@ -3,9 +3,13 @@
 //! HTTP handlers never touch a process. They hand a [`SynthJob`] to the
 //! [`supervisor`], which routes it to the [`voice_worker`] of its voice, and
 //! then read [`AudioEvent`]s from the job's channel as the engine produces
-//! audio. Voice configs come from the [`config_cache`].
+//! audio. Voice configs come from the [`config_cache`]. The two actors
+//! talk through the [`messages`] module, so neither imports the other's
+//! insides: the supervisor spawns workers, and workers only send it
+//! messages.
 
 pub mod config_cache;
+pub mod messages;
 pub mod supervisor;
 pub mod voice_worker;
 

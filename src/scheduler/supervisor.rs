@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::gauge;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::voice_worker::{VoiceWorker, WarmInfo, WorkerArgs, WorkerMsg, WorkerStatus};
-use super::{AudioEvent, SynthError, SynthJob};
+pub use super::messages::{EngineHealth, Health, SupervisorMsg};
+use super::messages::{WorkerMsg, WorkerStatus};
+use super::voice_worker::{VoiceWorker, WorkerArgs};
+use super::{AudioEvent, SynthError};
 use crate::config::Config;
 use crate::engine::{self, EngineSpec};
 use crate::metrics as m;
@@ -30,52 +32,6 @@ pub struct Supervisor;
 
 pub struct SupervisorArgs {
     pub config: Arc<Config>,
-}
-
-/// Whether the engine can run at all.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineHealth {
-    Unknown,
-    Ok(String),
-    Unavailable(String),
-}
-
-/// What `/health` needs.
-#[derive(Debug, Clone)]
-pub struct Health {
-    pub engine: EngineHealth,
-    pub processes: usize,
-    pub max_processes: usize,
-    pub workers: Vec<WorkerStatus>,
-}
-
-pub enum SupervisorMsg {
-    Synthesize(SynthJob),
-    Warmup(Arc<VoiceInfo>, RpcReplyPort<Result<WarmInfo, SynthError>>),
-    Health(RpcReplyPort<Health>),
-    SlotRequest {
-        voice: String,
-    },
-    SlotCancelled {
-        voice: String,
-    },
-    SlotReleased {
-        voice: String,
-    },
-    EvictRefused {
-        voice: String,
-    },
-    WorkerReport {
-        voice: String,
-        status: WorkerStatus,
-        busy: bool,
-    },
-    EngineProbed(Result<String, String>),
-    SampleTick,
-    /// Stops every worker (and so every engine) and waits for them.
-    StopWorkers(RpcReplyPort<()>),
-    #[cfg(test)]
-    PanicWorker(String),
 }
 
 struct Entry {
@@ -350,13 +306,7 @@ impl SupervisorState {
             voice.name.clone(),
             Entry {
                 worker: worker.clone(),
-                status: WorkerStatus {
-                    voice: voice.name.clone(),
-                    running: false,
-                    pid: None,
-                    jobs: 0,
-                    failed: None,
-                },
+                status: WorkerStatus::new(&voice.name),
                 holds_slot: false,
                 busy: false,
                 idle_since: Instant::now(),
@@ -419,7 +369,7 @@ impl SupervisorState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::SynthSummary;
+    use crate::scheduler::{SynthJob, SynthSummary};
     use std::collections::HashMap as Vars;
     use std::path::PathBuf;
 

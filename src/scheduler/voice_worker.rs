@@ -33,7 +33,7 @@ use metrics::{counter, gauge, histogram};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::supervisor::SupervisorMsg;
+use super::messages::{SupervisorMsg, WarmInfo, WorkerMsg, WorkerStatus};
 use super::{AudioEvent, Sentence, SynthError, SynthJob, SynthSummary};
 use crate::config::Config;
 use crate::engine::protocol::{cancel_line, Request};
@@ -66,69 +66,6 @@ pub struct WorkerArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Turns to synthesize, shared by all workers.
     pub turns: Arc<Semaphore>,
-}
-
-/// A warm-up answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WarmInfo {
-    pub ready_ms: f64,
-    pub engine: String,
-}
-
-/// What the worker tells about itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerStatus {
-    pub voice: String,
-    pub running: bool,
-    pub pid: Option<u32>,
-    pub jobs: usize,
-    pub failed: Option<String>,
-}
-
-pub enum WorkerMsg {
-    Synthesize(SynthJob),
-    Warmup(Arc<VoiceInfo>, RpcReplyPort<Result<WarmInfo, SynthError>>),
-    Status(RpcReplyPort<WorkerStatus>),
-    /// The supervisor granted a process slot.
-    SlotGranted,
-    /// A turn came free for this worker's next sentence.
-    Turn(OwnedSemaphorePermit),
-    /// The supervisor wants the slot back if this worker is idle.
-    Evict,
-    Engine {
-        generation: u64,
-        event: EngineEvent,
-    },
-    StartTimeout {
-        generation: u64,
-    },
-    HangCheck {
-        generation: u64,
-        unit: u32,
-    },
-    IdleCheck {
-        epoch: u64,
-    },
-    SlotTimeout,
-    Restart {
-        generation: u64,
-    },
-    Resume,
-    /// Periodic tick: sample memory, recycle a bloated engine.
-    Sample,
-    /// A client stopped reading: its sentences in the engine are dropped.
-    ClientLeft,
-    /// A sentence of a job whose text is still arriving.
-    MoreText {
-        job: u64,
-        sentence: Sentence,
-    },
-    /// A job's input has ended: it ends once its last sentence is done.
-    InputEnded {
-        job: u64,
-    },
-    #[cfg(test)]
-    Panic,
 }
 
 /// Where the engine process is in its life.
