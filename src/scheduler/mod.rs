@@ -9,6 +9,7 @@
 //! messages.
 
 pub mod config_cache;
+pub mod lifecycle;
 pub mod messages;
 pub mod supervisor;
 pub mod voice_worker;
