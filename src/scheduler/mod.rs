@@ -11,6 +11,7 @@
 pub mod config_cache;
 pub mod lifecycle;
 pub mod messages;
+pub mod planner;
 pub mod supervisor;
 pub mod voice_worker;
 
@@ -99,8 +100,8 @@ pub enum AudioEvent {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SynthSummary {
     pub samples: u64,
-    /// Pieces skipped because the engine found nothing to say in them.
-    pub skipped_units: usize,
+    /// Sentences skipped because the engine found nothing to say in them.
+    pub skipped_sentences: usize,
 }
 
 /// Why a job did not finish. The HTTP layer maps each to a status.

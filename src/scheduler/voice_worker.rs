@@ -853,7 +853,7 @@ impl WorkerState {
         }
         let _ = job.events.try_send(AudioEvent::Done(SynthSummary {
             samples: job.samples,
-            skipped_units: job.skipped,
+            skipped_sentences: job.skipped,
         }));
     }
 
