@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ractor::RpcReplyPort;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::planner::{JobId, SentenceId};
 use super::{Sentence, SynthError, SynthJob};
 use crate::engine::EngineEvent;
 use crate::voices::VoiceInfo;
@@ -107,9 +108,10 @@ pub enum WorkerMsg {
     StartTimeout {
         generation: u64,
     },
+    /// A sentence's hang deadline passed.
     HangCheck {
         generation: u64,
-        unit: u32,
+        sentence: SentenceId,
     },
     IdleCheck {
         epoch: u64,
@@ -126,12 +128,12 @@ pub enum WorkerMsg {
     ClientLeft,
     /// A sentence of a job whose text is still arriving.
     MoreText {
-        job: u64,
+        job: JobId,
         sentence: Sentence,
     },
     /// A job's input has ended: it ends once its last sentence is done.
     InputEnded {
-        job: u64,
+        job: JobId,
     },
     #[cfg(test)]
     Panic,
