@@ -10,6 +10,7 @@ request's text, or variables in its environment, make it misbehave:
   text contains GARBAGE      writes bytes that are not frames
   text contains TRUNCATE     writes half a frame, then exits
   text contains ODDAUDIO     sends audio with an odd number of bytes
+  text contains CANCELUNASKED  answers with a cancelled frame it was never asked for
   FAKE_CRASH_ON_START=name   exits at start-up when the model path contains name
   FAKE_NEVER_READY=1         loads but never announces readiness
   FAKE_SLOW_START=seconds    waits this long before announcing readiness
@@ -90,6 +91,9 @@ def main():
             out.write(HEADER.pack(b"PD", ord("A"), 0, rid, 1000) + b"\x00" * 10)
             out.flush()
             os._exit(1)
+        if "CANCELUNASKED" in text:
+            frame("C", rid)
+            continue
         if "ODDAUDIO" in text:
             frame("A", rid, b"\x00" * 101)
             continue

@@ -336,3 +336,30 @@ async fn a_client_that_leaves_frees_its_place() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_cancel_fails_its_request_and_the_worker_still_idles() {
+    let dir = voices(&[VOICE]);
+    let fake = fake();
+    let server = Server::start(
+        dir.path(),
+        &[("PIPER_ENGINE", &fake), ("PIPER_PROCESS_IDLE_TIMEOUT", "1")],
+    );
+    // The engine ends the sentence with a cancelled frame nobody asked for:
+    // a broken protocol, blamed on that sentence, not a request left waiting.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        post(&server, "/api/tts", json!({"text": "CANCELUNASKED"})),
+    )
+    .await;
+    let (status, _, body) = answer.expect("the request was left waiting");
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (502, "engine_bad_output")
+    );
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "Fine again."})).await;
+    assert_eq!(status, 200);
+    // Nothing is left counted in the engine: the worker idles and stops it.
+    let idle = eventually(Duration::from_secs(10), || server.engines().is_empty()).await;
+    assert!(idle, "the worker never idled: {:?}", server.engines());
+}

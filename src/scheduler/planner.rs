@@ -479,13 +479,16 @@ impl Planner {
     }
 
     /// The engine dropped a sentence it was asked to give back: it goes back
-    /// to its job, to be said later (unless the client left).
+    /// to its job, to be said later (unless the client left). A cancel that
+    /// was not asked for is a broken engine: the sentence stays in the
+    /// engine until [`Planner::engine_lost`] settles it with the others, so
+    /// that its job is failed or said again, never left waiting.
     pub fn sentence_cancelled(&mut self, id: SentenceId) -> Result<Vec<Action>, ProtocolBreach> {
         let index = self.running_index(id).ok_or(ProtocolBreach::Cancel(id))?;
-        let back = self.running.remove(index);
-        if !back.cancelling() {
+        if !self.running[index].cancelling() {
             return Err(ProtocolBreach::UnaskedCancel(id));
         }
+        let back = self.running.remove(index);
         if let Some(job) = self.job_mut(back.job).filter(|j| !j.gone) {
             let lost_once = back.lost_once;
             job.requeue(back.back_to_waiting(lost_once));
@@ -1306,6 +1309,32 @@ mod tests {
         assert_eq!(failed, [Action::Fail { job: 1, err }]);
         b.p.engine_ready(CAPS);
         assert_eq!(texts(&b.pump()), ["b1"]);
+    }
+
+    #[test]
+    fn an_unasked_cancel_keeps_the_sentence_counted_until_the_engine_is_lost() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1"]);
+        let sent = b.pump();
+        let a0 = id_of(&sent, "a0");
+        assert_eq!(
+            b.p.sentence_cancelled(a0),
+            Err(ProtocolBreach::UnaskedCancel(a0))
+        );
+        assert_eq!(b.p.in_engine(), 1);
+        let blame = Blame {
+            sentence: b.p.oldest_in_engine().unwrap(),
+            err: SynthError::EngineBadOutput("request cancelled unasked".into()),
+        };
+        let failed = b.lost(Some(blame.clone()), "broken");
+        assert_eq!(
+            failed,
+            [Action::Fail {
+                job: 1,
+                err: blame.err
+            }]
+        );
+        assert_eq!((b.p.jobs(), b.p.in_engine(), b.free), (0, 0, 2));
     }
 
     #[test]
