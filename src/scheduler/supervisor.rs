@@ -17,7 +17,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 pub use super::messages::{EngineHealth, Health, SupervisorMsg};
 use super::messages::{WorkerMsg, WorkerStatus};
 use super::voice_worker::{VoiceWorker, WorkerArgs};
-use super::{AudioEvent, SynthError};
+use super::{send_outcome, AudioEvent, SynthError};
 use crate::config::Config;
 use crate::engine::{self, EngineSpec};
 use crate::metrics as m;
@@ -106,11 +106,8 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::Synthesize(job) => {
                 if let EngineHealth::Unavailable(reason) = &state.engine {
-                    let _ = job
-                        .events
-                        .try_send(AudioEvent::Failed(SynthError::EngineUnavailable(
-                            reason.clone(),
-                        )));
+                    let err = SynthError::EngineUnavailable(reason.clone());
+                    send_outcome(&job.events, AudioEvent::Failed(err));
                     state.probe(&myself);
                     return Ok(());
                 }
@@ -118,9 +115,7 @@ impl Actor for Supervisor {
                 if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Synthesize(job))) =
                     worker.send_message(WorkerMsg::Synthesize(job))
                 {
-                    let _ = job
-                        .events
-                        .try_send(AudioEvent::Failed(SynthError::ShuttingDown));
+                    send_outcome(&job.events, AudioEvent::Failed(SynthError::ShuttingDown));
                 }
             }
             SupervisorMsg::Warmup(voice, reply) => {
@@ -419,6 +414,52 @@ mod tests {
                 AudioEvent::Failed(err) => panic!("synthesis failed: {err}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_still_gets_its_failure() {
+        let (_dir, config, voice) = setup();
+        let (supervisor, handle) = Actor::spawn(None, Supervisor, SupervisorArgs { config })
+            .await
+            .unwrap();
+        // Audio for most of the channel, then a sentence that crashes the
+        // engine every time: the job fails while nobody reads.
+        let mut lines: Vec<String> = (0..12).map(|i| format!("Sentence {i}.")).collect();
+        lines.push("CRASH every time.".into());
+        let sentences = lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| crate::scheduler::Sentence {
+                line,
+                span: i..i + 1,
+            })
+            .collect();
+        let (job, mut events) = SynthJob::whole(voice.clone(), sentences, Default::default());
+        supervisor
+            .send_message(SupervisorMsg::Synthesize(job))
+            .unwrap();
+        let mut waited = 0;
+        while events.len() < 13 && waited < 400 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        let mut audio = 0;
+        let outcome = loop {
+            match events.recv().await {
+                Some(AudioEvent::Audio { .. }) => audio += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(audio, 12);
+        assert!(
+            matches!(
+                outcome,
+                Some(AudioEvent::Failed(SynthError::EngineCrashed(_)))
+            ),
+            "{outcome:?}"
+        );
+        supervisor.stop(None);
+        handle.await.unwrap();
     }
 
     async fn health(supervisor: &ActorRef<SupervisorMsg>) -> Health {

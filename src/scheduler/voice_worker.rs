@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use super::lifecycle::{self, Fault, Lifecycle, Policy, Timer};
 use super::messages::{SupervisorMsg, WarmInfo, WorkerMsg, WorkerStatus};
 use super::planner::{self, Blame, EngineCaps, JobId, Limits, Planner};
-use super::{AudioEvent, Sentence, SynthError, SynthJob};
+use super::{send_outcome, AudioEvent, Sentence, SynthError, SynthJob};
 use crate::config::Config;
 use crate::engine::protocol::{cancel_line, Request};
 use crate::engine::{EngineEvent, EngineProcess, EngineSpec, Frame, ReadyInfo};
@@ -298,7 +298,7 @@ impl WorkerState {
 
     fn accept(&mut self, myself: &ActorRef<WorkerMsg>, job: SynthJob) {
         if let Err(err) = self.admit(myself) {
-            let _ = job.events.try_send(AudioEvent::Failed(err));
+            send_outcome(&job.events, AudioEvent::Failed(err));
             return;
         }
         self.voice_seen(&job.voice);
@@ -669,11 +669,11 @@ impl WorkerState {
                     if audio > 0.0 {
                         histogram!(m::REAL_TIME_FACTOR, "voice" => voice).record(elapsed / audio);
                     }
-                    let _ = client.events.try_send(AudioEvent::Done(summary));
+                    send_outcome(&client.events, AudioEvent::Done(summary));
                 }
                 planner::Action::Fail { job, err } => {
                     if let Some(client) = self.clients.remove(&job) {
-                        let _ = client.events.try_send(AudioEvent::Failed(err));
+                        send_outcome(&client.events, AudioEvent::Failed(err));
                     }
                 }
                 planner::Action::Abandoned { job } => {
