@@ -7,7 +7,10 @@
 //! An engine that dies, hangs or breaks the protocol is killed and started
 //! again after a backoff that doubles from 100 ms to 5 s. More than
 //! `PIPER_MAX_RESTARTS` crashes in `PIPER_RESTART_WINDOW` fail the voice for
-//! `PIPER_FAILED_COOLDOWN`.
+//! `PIPER_FAILED_COOLDOWN`. A hang is not counted there: the deadline is
+//! a guess about one request (a very slow one looks the same), the hung
+//! request fails alone with `engine_timeout`, and a few of them must not
+//! fail the voice for everyone; an engine that never gets ready does count.
 //!
 //! The machine does no I/O and reads no clock: it gets the time with the
 //! events and answers with [`Action`]s, timers included, that the worker
@@ -97,7 +100,7 @@ impl Fault {
 
     /// Whether it counts toward failing the voice.
     fn counts(self) -> bool {
-        true
+        self != Fault::Hang
     }
 }
 
@@ -598,6 +601,21 @@ mod tests {
             l.restart_due(l.generation());
             l.spawned(at, files(1));
         }
+    }
+
+    #[test]
+    fn hangs_restart_the_engine_but_never_fail_the_voice() {
+        let now = Instant::now();
+        let mut l = ready(now);
+        for _ in 0..10 {
+            let out = l.failed(Fault::Hang, "too slow".into(), now);
+            assert_eq!(out[0], Action::Kill(ExitReason::Hang));
+            assert!(restart_delay(&out).is_some());
+            l.restart_due(l.generation());
+            l.spawned(now, files(1));
+            l.ready(now);
+        }
+        assert_eq!(l.failed_cause(), None);
     }
 
     #[test]

@@ -154,9 +154,15 @@ pub enum ProtocolBreach {
 }
 
 /// How much later than [`Limits::hang_base`] a sentence may end, for itself
-/// and for each sentence sent after it while it is in the engine.
-pub fn hang_allowance(chars: usize) -> Duration {
-    DEADLINE_PER_CHAR * chars as u32
+/// and for each sentence sent after it while it is in the engine: 50 ms a
+/// character, stretched by a length scale that slows speech down, plus the
+/// silence asked for after it. A slow but valid request is not a hang.
+pub fn hang_allowance(chars: usize, options: &SynthOptions) -> Duration {
+    // `max` also turns a NaN into 1.
+    let slower = f64::from(options.length_scale.unwrap_or(1.0).max(1.0));
+    let silence = f64::from(options.sentence_silence.unwrap_or(0.0));
+    DEADLINE_PER_CHAR.mul_f64(chars as f64 * slower)
+        + Duration::try_from_secs_f64(silence).unwrap_or_default()
 }
 
 /// A sentence waiting for the engine.
@@ -649,7 +655,7 @@ impl Planner {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         // Its deadline counts the sentences ahead of it in the engine.
-        let allowance = hang_allowance(chars(&sentence.text));
+        let allowance = hang_allowance(chars(&sentence.text), &job.options);
         let ahead: Duration = self.running.iter().map(|r| r.allowance).sum();
         out.push(Action::Send {
             id,
@@ -1482,10 +1488,38 @@ mod tests {
     // Deadlines.
 
     #[test]
+    fn the_hang_deadline_grows_with_the_length_scale_and_the_silence() {
+        let second = Duration::from_secs(1);
+        let at = |length_scale, sentence_silence| SynthOptions {
+            length_scale,
+            sentence_silence,
+            ..Default::default()
+        };
+        assert_eq!(hang_allowance(20, &at(None, None)), second);
+        assert_eq!(hang_allowance(20, &at(Some(10.0), None)), 10 * second);
+        // Faster speech does not shorten it.
+        assert_eq!(hang_allowance(20, &at(Some(0.5), None)), second);
+        assert_eq!(hang_allowance(20, &at(None, Some(10.0))), 11 * second);
+        assert_eq!(
+            hang_allowance(20, &at(Some(2.0), Some(0.5))),
+            2500 * second / 1000
+        );
+        assert_eq!(
+            hang_allowance(20, &at(Some(f32::NAN), Some(f32::NAN))),
+            second
+        );
+    }
+
+    #[test]
     fn a_sentence_deadline_counts_the_sentences_ahead_of_it() {
         let mut b = Bench::new(2);
+        let slow = SynthOptions {
+            length_scale: Some(2.0),
+            ..Default::default()
+        };
         let (one, two) = (chars_long(10), chars_long(20));
-        b.job(1, &["start", &one, &two]);
+        b.p.add_job(1, sentences(&["start", &one, &two]), slow, false);
+        b.p.set_room(1, 16);
         b.say_first("start");
         let deadlines: Vec<Duration> = b
             .pump()
@@ -1496,6 +1530,6 @@ mod tests {
             })
             .collect();
         let ms = Duration::from_millis;
-        assert_eq!(deadlines, [TEN_S + ms(500), TEN_S + ms(500) + ms(1000)]);
+        assert_eq!(deadlines, [TEN_S + ms(1000), TEN_S + ms(1000) + ms(2000)]);
     }
 }
