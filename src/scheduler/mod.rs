@@ -7,6 +7,13 @@
 //! talk through the [`messages`] module, so neither imports the other's
 //! insides: the supervisor spawns workers, and workers only send it
 //! messages.
+//!
+//! A worker is an actor shell around two pure parts that do no I/O and
+//! import nothing from the actors: the [`planner`] (what runs next in the
+//! engine, on how many threads, what is taken back, what fits, what a
+//! crash is blamed on) and the engine's [`lifecycle`] (slot, start, ready,
+//! backoff, crash window, recycle, idle). Events go in, actions come out,
+//! and the worker carries them out.
 
 pub mod config_cache;
 pub mod lifecycle;
