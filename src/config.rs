@@ -55,7 +55,9 @@ pub struct Config {
     pub restart_window: Duration,
     /// How long a crash-looping voice stays failed before it may start again.
     pub failed_cooldown: Duration,
-    /// Base of the per-utterance hang deadline (plus 50 ms per character).
+    /// Base of a sentence's hang deadline, to which each sentence in the
+    /// engine adds 50 ms per character (times its length scale when above
+    /// 1) and its sentence silence.
     pub engine_timeout: Duration,
     /// How long an engine may take to load its voice and announce readiness.
     pub engine_start_timeout: Duration,
@@ -173,7 +175,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "PIPER_ENGINE_TIMEOUT",
         "10",
-        "seconds an utterance may take, plus 50 ms per character",
+        "seconds a sentence may take, plus 50 ms per character (times length_scale when above 1) and its sentence_silence; a hang fails its request only, and restarts the engine without counting toward PIPER_MAX_RESTARTS",
     ),
     (
         "PIPER_ENGINE_START_TIMEOUT",

@@ -10,10 +10,16 @@ request's text, or variables in its environment, make it misbehave:
   text contains GARBAGE      writes bytes that are not frames
   text contains TRUNCATE     writes half a frame, then exits
   text contains ODDAUDIO     sends audio with an odd number of bytes
+  text contains CANCELUNASKED  answers with a cancelled frame it was never asked for
   FAKE_CRASH_ON_START=name   exits at start-up when the model path contains name
   FAKE_NEVER_READY=1         loads but never announces readiness
   FAKE_SLOW_START=seconds    waits this long before announcing readiness
   FAKE_STATE_DIR=dir         where CRASHONCE remembers its tokens
+  FAKE_RTF=factor            takes this many seconds per second of audio it makes
+                             (slow but valid, like a real engine on a busy machine)
+
+The tone lasts 0.02 s per character, times length_scale, plus sentence_silence,
+as speech does.
 
 Only the standard library is used, so any python3 runs it.
 """
@@ -63,10 +69,13 @@ def main():
         return 0
     frame("R", 0, json.dumps({"sample_rate": RATE, "num_speakers": 1, "engine": "fake"}).encode())
     state_dir = os.environ.get("FAKE_STATE_DIR", "/tmp")
+    rtf = float(os.environ.get("FAKE_RTF", "0"))
     for line in sys.stdin.buffer:
         request = json.loads(line)
         rid, text = request["id"], request["text"]
-        audio = tone(0.02 * len(text))
+        seconds = 0.02 * len(text) * request.get("length_scale", 1.0)
+        audio = tone(seconds) + b"\x00\x00" * int(RATE * request.get("sentence_silence", 0.0))
+        time.sleep(rtf * len(audio) / 2 / RATE)
         if "CRASHONCE:" in text:
             token = text.split("CRASHONCE:")[1].split()[0]
             mark = os.path.join(state_dir, f"fake-engine-{token}")
@@ -90,6 +99,9 @@ def main():
             out.write(HEADER.pack(b"PD", ord("A"), 0, rid, 1000) + b"\x00" * 10)
             out.flush()
             os._exit(1)
+        if "CANCELUNASKED" in text:
+            frame("C", rid)
+            continue
         if "ODDAUDIO" in text:
             frame("A", rid, b"\x00" * 101)
             continue

@@ -336,3 +336,99 @@ async fn a_client_that_leaves_frees_its_place() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_cancel_fails_its_request_and_the_worker_still_idles() {
+    let dir = voices(&[VOICE]);
+    let fake = fake();
+    let server = Server::start(
+        dir.path(),
+        &[("PIPER_ENGINE", &fake), ("PIPER_PROCESS_IDLE_TIMEOUT", "1")],
+    );
+    // The engine ends the sentence with a cancelled frame nobody asked for:
+    // a broken protocol, blamed on that sentence, not a request left waiting.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        post(&server, "/api/tts", json!({"text": "CANCELUNASKED"})),
+    )
+    .await;
+    let (status, _, body) = answer.expect("the request was left waiting");
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (502, "engine_bad_output")
+    );
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "Fine again."})).await;
+    assert_eq!(status, 200);
+    // Nothing is left counted in the engine: the worker idles and stops it.
+    let idle = eventually(Duration::from_secs(10), || server.engines().is_empty()).await;
+    assert!(idle, "the worker never idled: {:?}", server.engines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hangs_fail_their_requests_but_never_the_voice() {
+    let dir = voices(&[VOICE]);
+    let fake = fake();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("PIPER_ENGINE", &fake),
+            ("PIPER_ENGINE_TIMEOUT", "0.5"),
+            ("PIPER_MAX_RESTARTS", "1"),
+        ],
+    );
+    // More hangs than PIPER_MAX_RESTARTS allows crashes: each is its own
+    // request's fault, and the voice stays up for everyone else.
+    for round in 0..3 {
+        let text = format!("HANG number {round}.");
+        let (status, _, body) = post(&server, "/api/tts", json!({"text": text})).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (504, "engine_timeout"),
+            "hang {round}"
+        );
+    }
+    let (status, _, body) = post(&server, "/api/tts", json!({"text": "Still here."})).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, health) = get_json(&server, "/health").await;
+    assert_eq!(health["failing_voices"], json!([]), "{health}");
+    let text = metrics_text(&server).await;
+    assert_eq!(
+        metric(
+            &text,
+            "piperd_process_exits_total{voice=\"en_US-joe-medium\",reason=\"hang\"}"
+        ),
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_but_valid_requests_are_not_taken_for_hangs() {
+    let dir = voices(&[VOICE]);
+    let fake = fake();
+    let server = Server::start(
+        dir.path(),
+        &[
+            ("PIPER_ENGINE", &fake),
+            ("PIPER_ENGINE_TIMEOUT", "0.5"),
+            // Half a second of work per second of audio.
+            ("FAKE_RTF", "0.5"),
+        ],
+    );
+    let text = "Slow but valid text.";
+    // 0.4 s of speech at length_scale 1: 0.5 s plus 50 ms a character is
+    // 1.5 s, and these take 2 s and 2.2 s: only a deadline that grows with
+    // the audio asked for lets them finish.
+    for (body, seconds) in [
+        (json!({"text": text, "length_scale": 10.0}), 4.0),
+        (json!({"text": text, "sentence_silence": 4.0}), 4.4),
+    ] {
+        let (status, _, answer) = post(&server, "/api/tts", body.clone()).await;
+        assert_eq!(status, 200, "{body}: {}", String::from_utf8_lossy(&answer));
+        let wav = parse_wav(&answer);
+        assert!(
+            (wav.seconds() - seconds).abs() < 0.05,
+            "{body}: {} s",
+            wav.seconds()
+        );
+    }
+}

@@ -3,8 +3,21 @@
 //! HTTP handlers never touch a process. They hand a [`SynthJob`] to the
 //! [`supervisor`], which routes it to the [`voice_worker`] of its voice, and
 //! then read [`AudioEvent`]s from the job's channel as the engine produces
-//! audio. Voice configs come from the [`config_cache`].
+//! audio. Voice configs come from the speech catalog ([`crate::speech::catalog`]). The two actors
+//! talk through the [`messages`] module, so neither imports the other's
+//! insides: the supervisor spawns workers, and workers only send it
+//! messages.
+//!
+//! A worker is an actor shell around two pure parts that do no I/O and
+//! import nothing from the actors: the [`planner`] (what runs next in the
+//! engine, on how many threads, what is taken back, what fits, what a
+//! crash is blamed on) and the engine's [`lifecycle`] (slot, start, ready,
+//! backoff, crash window, recycle, idle). Events go in, actions come out,
+//! and the worker carries them out.
 
+pub mod lifecycle;
+pub mod messages;
+pub mod planner;
 pub mod supervisor;
 pub mod voice_worker;
 
@@ -14,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::engine::SynthOptions;
 use crate::voices::VoiceInfo;
@@ -89,12 +103,30 @@ pub enum AudioEvent {
     Failed(SynthError),
 }
 
+/// Sends a job's last event, `Done` or `Failed`, so that it always arrives.
+/// Audio goes out with `try_send`, into room checked before its sentence was
+/// planned, and that room keeps a place for the outcome; should the channel
+/// be full all the same, the outcome waits for the client on a task of its
+/// own, which ends when the client reads it or leaves. Lost, it would leave
+/// a slow client with a bare close instead of the error.
+pub(crate) fn send_outcome(events: &mpsc::Sender<AudioEvent>, outcome: AudioEvent) {
+    match events.try_send(outcome) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(outcome)) => {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let _ = events.send(outcome).await;
+            });
+        }
+    }
+}
+
 /// Totals of a finished job.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SynthSummary {
     pub samples: u64,
-    /// Pieces skipped because the engine found nothing to say in them.
-    pub skipped_units: usize,
+    /// Sentences skipped because the engine found nothing to say in them.
+    pub skipped_sentences: usize,
 }
 
 /// Why a job did not finish. The HTTP layer maps each to a status.
@@ -116,4 +148,30 @@ pub enum SynthError {
     NoSpeakableText,
     #[error("the server is shutting down")]
     ShuttingDown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_outcome_waits_for_room_in_a_full_channel() {
+        let (events, mut rx) = mpsc::channel(JOB_CHANNEL_CAPACITY);
+        let audio = || AudioEvent::Audio {
+            span: 0..1,
+            pcm: Bytes::from_static(&[0, 0]),
+        };
+        while events.try_send(audio()).is_ok() {}
+        send_outcome(&events, AudioEvent::Failed(SynthError::EngineTimeout));
+        drop(events);
+        for _ in 0..JOB_CHANNEL_CAPACITY {
+            assert!(matches!(rx.recv().await, Some(AudioEvent::Audio { .. })));
+        }
+        let last = rx.recv().await;
+        assert!(
+            matches!(last, Some(AudioEvent::Failed(SynthError::EngineTimeout))),
+            "{last:?}"
+        );
+        assert!(rx.recv().await.is_none());
+    }
 }

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::gauge;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::voice_worker::{VoiceWorker, WarmInfo, WorkerArgs, WorkerMsg, WorkerStatus};
-use super::{AudioEvent, SynthError, SynthJob};
+pub use super::messages::{EngineHealth, Health, SupervisorMsg};
+use super::messages::{WorkerMsg, WorkerStatus};
+use super::voice_worker::{VoiceWorker, WorkerArgs};
+use super::{send_outcome, AudioEvent, SynthError};
 use crate::config::Config;
 use crate::engine::{self, reaper::Reaper, EngineSpec};
 use crate::metrics as m;
@@ -32,55 +34,6 @@ pub struct SupervisorArgs {
     pub config: Arc<Config>,
     /// Register of the engines started, which the server drains on exit.
     pub reaper: Reaper,
-}
-
-/// Whether the engine can run at all.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineHealth {
-    Unknown,
-    Ok(String),
-    Unavailable(String),
-}
-
-/// What `/health` needs.
-#[derive(Debug, Clone)]
-pub struct Health {
-    pub engine: EngineHealth,
-    pub processes: usize,
-    pub max_processes: usize,
-    pub workers: Vec<WorkerStatus>,
-}
-
-pub enum SupervisorMsg {
-    Synthesize(SynthJob),
-    Warmup(Arc<VoiceInfo>, RpcReplyPort<Result<WarmInfo, SynthError>>),
-    Health(RpcReplyPort<Health>),
-    SlotRequest {
-        voice: String,
-    },
-    SlotCancelled {
-        voice: String,
-    },
-    SlotReleased {
-        voice: String,
-    },
-    EvictRefused {
-        voice: String,
-    },
-    WorkerReport {
-        voice: String,
-        status: WorkerStatus,
-        busy: bool,
-    },
-    EngineProbed(Result<String, String>),
-    SampleTick,
-    /// Stops every worker (and so every engine) and waits for them.
-    StopWorkers(RpcReplyPort<()>),
-    #[cfg(test)]
-    PanicWorker(String),
-    /// Makes the supervisor itself fail, as a bug in it would.
-    #[cfg(test)]
-    Panic,
 }
 
 struct Entry {
@@ -156,11 +109,8 @@ impl Actor for Supervisor {
         match message {
             SupervisorMsg::Synthesize(job) => {
                 if let EngineHealth::Unavailable(reason) = &state.engine {
-                    let _ = job
-                        .events
-                        .try_send(AudioEvent::Failed(SynthError::EngineUnavailable(
-                            reason.clone(),
-                        )));
+                    let err = SynthError::EngineUnavailable(reason.clone());
+                    send_outcome(&job.events, AudioEvent::Failed(err));
                     state.probe(&myself);
                     return Ok(());
                 }
@@ -168,9 +118,7 @@ impl Actor for Supervisor {
                 if let Err(ractor::MessagingErr::SendErr(WorkerMsg::Synthesize(job))) =
                     worker.send_message(WorkerMsg::Synthesize(job))
                 {
-                    let _ = job
-                        .events
-                        .try_send(AudioEvent::Failed(SynthError::ShuttingDown));
+                    send_outcome(&job.events, AudioEvent::Failed(SynthError::ShuttingDown));
                 }
             }
             SupervisorMsg::Warmup(voice, reply) => {
@@ -363,13 +311,7 @@ impl SupervisorState {
             voice.name.clone(),
             Entry {
                 worker: worker.clone(),
-                status: WorkerStatus {
-                    voice: voice.name.clone(),
-                    running: false,
-                    pid: None,
-                    jobs: 0,
-                    failed: None,
-                },
+                status: WorkerStatus::new(&voice.name),
                 holds_slot: false,
                 busy: false,
                 idle_since: Instant::now(),
@@ -432,7 +374,7 @@ impl SupervisorState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::SynthSummary;
+    use crate::scheduler::{SynthJob, SynthSummary};
     use std::collections::HashMap as Vars;
     use std::path::PathBuf;
 
@@ -482,6 +424,54 @@ mod tests {
                 AudioEvent::Failed(err) => panic!("synthesis failed: {err}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_still_gets_its_failure() {
+        let (_dir, config, voice) = setup();
+        let args = SupervisorArgs {
+            config,
+            reaper: Reaper::default(),
+        };
+        let (supervisor, handle) = Actor::spawn(None, Supervisor, args).await.unwrap();
+        // Audio for most of the channel, then a sentence that crashes the
+        // engine every time: the job fails while nobody reads.
+        let mut lines: Vec<String> = (0..12).map(|i| format!("Sentence {i}.")).collect();
+        lines.push("CRASH every time.".into());
+        let sentences = lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| crate::scheduler::Sentence {
+                line,
+                span: i..i + 1,
+            })
+            .collect();
+        let (job, mut events) = SynthJob::whole(voice.clone(), sentences, Default::default());
+        supervisor
+            .send_message(SupervisorMsg::Synthesize(job))
+            .unwrap();
+        let mut waited = 0;
+        while events.len() < 13 && waited < 400 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        let mut audio = 0;
+        let outcome = loop {
+            match events.recv().await {
+                Some(AudioEvent::Audio { .. }) => audio += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(audio, 12);
+        assert!(
+            matches!(
+                outcome,
+                Some(AudioEvent::Failed(SynthError::EngineCrashed(_)))
+            ),
+            "{outcome:?}"
+        );
+        supervisor.stop(None);
+        handle.await.unwrap();
     }
 
     async fn health(supervisor: &ActorRef<SupervisorMsg>) -> Health {

@@ -257,7 +257,7 @@ impl Session {
                 Some(AudioEvent::Audio { span, pcm }) => return Some(self.audio(span, pcm)),
                 Some(AudioEvent::Done(done)) => SpeechEvent::Done(Summary {
                     samples: done.samples,
-                    skipped: done.skipped_units,
+                    skipped: done.skipped_sentences,
                     cached: false,
                 }),
                 Some(AudioEvent::Failed(err)) => SpeechEvent::Failed(err.into()),
@@ -431,7 +431,7 @@ mod tests {
         events
             .send(AudioEvent::Done(SynthSummary {
                 samples: 2,
-                skipped_units: 0,
+                skipped_sentences: 0,
             }))
             .await
             .unwrap();

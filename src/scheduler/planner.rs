@@ -1,0 +1,1535 @@
+//! What one voice's engine does next: a pure planner.
+//!
+//! The planner holds the voice's jobs with the sentences they still have to
+//! say, the sentences in the engine and the turns it holds, and answers each
+//! event (a job came, a sentence is done, the engine was lost, a turn came
+//! free, ...) with the [`Action`]s that follow from it: sentences to send or
+//! take back, audio to deliver, jobs to end, turns to ask for or give back.
+//! It does no I/O and reads no clock, so the rules below are unit-tested
+//! with plain values; the worker actor carries the actions out.
+//!
+//! - **Round-robin**: a job whose sentence went to the engine goes to the
+//!   back of the line, so a short job is never stuck behind a long one. A
+//!   newcomer goes ahead of the jobs already speaking, but behind earlier
+//!   newcomers: first come, first served until their first sentence.
+//! - **Turns**: a sentence goes to the engine only with a turn, one of
+//!   `PIPER_ENGINE_CONCURRENCY` shared by every voice. A sentence holding
+//!   every turn runs alone on every core (`threads: None`), which is fastest
+//!   for it; sentences holding one turn each run side by side on
+//!   `PIPER_ENGINE_THREADS` threads, which makes the most audio per second.
+//!   A job's first sentence (its time to first audio) and a sentence with no
+//!   other beside which it could run get every turn when all are free.
+//! - **Memory**: sentences go side by side only while their characters stay
+//!   within `PIPER_ENGINE_CHARS_AT_ONCE`. A sentence that does not fit lets
+//!   one later sentence that does go first, so a core does not idle, but its
+//!   job is passed over only once.
+//! - **Preemption**: a job's first sentence that finds no turn or no room
+//!   takes back the sentences of long jobs (audio delivered and at least
+//!   [`PREEMPTIBLE_REMAINING`] sentences to go); they are said again later.
+//! - **Crash isolation**: the sentences lost with an engine go back to their
+//!   jobs as suspects and are said one at a time, so a sentence that kills
+//!   the engine is found; lost a second time, it fails its job alone.
+//! - **Order and room**: audio goes out per sentence, in order, holding the
+//!   ones finished early; a job gets a sentence only while its client has
+//!   room for the audio of all of its sentences in the engine plus its last
+//!   event, so a slow client fills no memory and always gets its outcome.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Sentence, SynthError, SynthSummary};
+use crate::config::Config;
+use crate::engine::SynthOptions;
+use crate::text::char_count as chars;
+
+/// A job, as numbered by the worker.
+pub type JobId = u64;
+/// A sentence in the engine: the id its request line carries there. A
+/// sentence sent again gets a new one.
+pub type SentenceId = u32;
+
+/// A job with at least this many sentences still to send, and audio
+/// already delivered, may have its sentences in the engine taken back for a
+/// newcomer's first one.
+pub const PREEMPTIBLE_REMAINING: usize = 4;
+/// Hang deadline per character of speech at the voice's own speed.
+pub const DEADLINE_PER_CHAR: Duration = Duration::from_millis(50);
+/// Room a job's channel keeps for its last event (`Done` or `Failed`).
+const ROOM_FOR_OUTCOME: usize = 1;
+
+/// The settings the planner follows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Turns there are over every voice (`PIPER_ENGINE_CONCURRENCY`).
+    pub turns: usize,
+    /// onnxruntime threads of a sentence beside others (`PIPER_ENGINE_THREADS`).
+    pub shared_threads: u32,
+    /// Most characters an engine synthesizes at once.
+    pub chars_at_once: usize,
+    /// Base of every hang deadline (`PIPER_ENGINE_TIMEOUT`).
+    pub hang_base: Duration,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            turns: config.engine_concurrency,
+            shared_threads: config.engine_threads as u32,
+            chars_at_once: config.engine_chars_at_once,
+            hang_base: config.engine_timeout,
+        }
+    }
+}
+
+/// What a ready engine can do, from its ready frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineCaps {
+    /// Sentences it synthesizes at once.
+    pub parallel: usize,
+    /// Whether it takes cancel lines.
+    pub cancels: bool,
+}
+
+/// What the worker is to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write the sentence to the engine, on `threads` onnxruntime threads
+    /// (`None`: every core), holding `turns` of the turns held; it has hung
+    /// if it is not done after `deadline`.
+    Send {
+        id: SentenceId,
+        job: JobId,
+        text: String,
+        options: SynthOptions,
+        threads: Option<u32>,
+        turns: usize,
+        deadline: Duration,
+    },
+    /// Ask the engine to drop the sentence: `preempted` for a newcomer's
+    /// sake, else because its client left.
+    Cancel { id: SentenceId, preempted: bool },
+    /// A sentence's audio, in the job's order.
+    Deliver {
+        job: JobId,
+        span: Range<usize>,
+        pcm: Bytes,
+    },
+    /// The job is complete.
+    Finish { job: JobId, summary: SynthSummary },
+    /// The job is over with an error.
+    Fail { job: JobId, err: SynthError },
+    /// The job's client left and nothing of it is in the engine: forget it.
+    Abandoned { job: JobId },
+    /// Wait in the shared queue for a turn (it comes back as
+    /// [`Planner::turn_arrived`]).
+    AskTurn,
+    /// Give this many of the turns held back to the other voices.
+    ReleaseTurns(usize),
+    /// Plan again soon: a client without room may have read meanwhile.
+    ArmResume,
+}
+
+/// The sentence the engine's failure is blamed on, and its job's error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blame {
+    pub sentence: SentenceId,
+    pub err: SynthError,
+}
+
+/// An engine answer that does not fit what was sent to it: the engine broke
+/// the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolBreach {
+    #[error("audio for unexpected request {0}")]
+    Audio(SentenceId),
+    #[error("end of unexpected request {0}")]
+    End(SentenceId),
+    #[error("cancel of unexpected request {0}")]
+    Cancel(SentenceId),
+    #[error("request {0} cancelled unasked")]
+    UnaskedCancel(SentenceId),
+}
+
+/// How much later than [`Limits::hang_base`] a sentence may end, for itself
+/// and for each sentence sent after it while it is in the engine: 50 ms a
+/// character, stretched by a length scale that slows speech down, plus the
+/// silence asked for after it. A slow but valid request is not a hang.
+pub fn hang_allowance(chars: usize, options: &SynthOptions) -> Duration {
+    // `max` also turns a NaN into 1.
+    let slower = f64::from(options.length_scale.unwrap_or(1.0).max(1.0));
+    let silence = f64::from(options.sentence_silence.unwrap_or(0.0));
+    DEADLINE_PER_CHAR.mul_f64(chars as f64 * slower)
+        + Duration::try_from_secs_f64(silence).unwrap_or_default()
+}
+
+/// A sentence waiting for the engine.
+#[derive(Debug)]
+struct Waiting {
+    /// Its place in its job.
+    seq: u32,
+    text: String,
+    span: Range<usize>,
+    /// It was in an engine that was lost: a suspect.
+    lost_once: bool,
+}
+
+/// A sentence in the engine.
+#[derive(Debug)]
+struct Running {
+    id: SentenceId,
+    job: JobId,
+    seq: u32,
+    text: String,
+    span: Range<usize>,
+    lost_once: bool,
+    pcm: Vec<Bytes>,
+    /// Turns it holds; none once it is taken back (then it ends with a
+    /// cancelled frame or, if the engine was already done, as usual).
+    turns: usize,
+    /// Its share of the hang deadlines of itself and the sentences after it.
+    allowance: Duration,
+}
+
+impl Running {
+    fn cancelling(&self) -> bool {
+        self.turns == 0
+    }
+
+    fn back_to_waiting(self, lost_once: bool) -> Waiting {
+        Waiting {
+            seq: self.seq,
+            text: self.text,
+            span: self.span,
+            lost_once,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Job {
+    id: JobId,
+    waiting: VecDeque<Waiting>,
+    /// Its client may still send sentences.
+    input_open: bool,
+    /// The place of its next sentence to arrive.
+    next_seq: u32,
+    options: SynthOptions,
+    /// A sentence of it went to the engine.
+    started: bool,
+    /// Its next sentence did not fit beside those in the engine, and a later
+    /// job's went instead; it is not passed over twice.
+    passed_over: bool,
+    /// Audio of it was delivered.
+    spoke: bool,
+    samples: u64,
+    skipped: usize,
+    /// The next sentence to deliver; those finished before it wait in `held`.
+    next_to_deliver: u32,
+    held: BTreeMap<u32, (Range<usize>, Bytes)>,
+    /// Events its client's channel can take now.
+    room: usize,
+    /// Its client left.
+    gone: bool,
+}
+
+impl Job {
+    /// Puts a sentence back in its place.
+    fn requeue(&mut self, sentence: Waiting) {
+        let at = self
+            .waiting
+            .iter()
+            .take_while(|w| w.seq < sentence.seq)
+            .count();
+        self.waiting.insert(at, sentence);
+    }
+}
+
+/// The scheduling state of one voice.
+#[derive(Debug)]
+pub struct Planner {
+    limits: Limits,
+    /// Jobs in round-robin order (the front is served next).
+    jobs: VecDeque<Job>,
+    /// Sentences in the engine, in the order they were sent.
+    running: Vec<Running>,
+    /// The engine, while it takes sentences.
+    engine: Option<EngineCaps>,
+    /// Turns held and not given to a sentence: granted, or taken back, and
+    /// given back before [`Planner::plan`] returns.
+    spare: usize,
+    /// Waiting in the shared queue for a turn.
+    asking: bool,
+    resume_armed: bool,
+    next_id: SentenceId,
+}
+
+impl Planner {
+    pub fn new(limits: Limits) -> Planner {
+        Planner {
+            limits,
+            jobs: VecDeque::new(),
+            running: Vec::new(),
+            engine: None,
+            spare: 0,
+            asking: false,
+            resume_armed: false,
+            next_id: 1,
+        }
+    }
+
+    /// Jobs held.
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Sentences in the engine, taken back or not.
+    pub fn in_engine(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_in_engine(&self, id: SentenceId) -> bool {
+        self.running.iter().any(|r| r.id == id)
+    }
+
+    /// The job and characters of a sentence in the engine, for the log.
+    pub fn sentence(&self, id: SentenceId) -> Option<(JobId, usize)> {
+        let r = self.running.iter().find(|r| r.id == id)?;
+        Some((r.job, chars(&r.text)))
+    }
+
+    /// The sentence the engine was most surely working on.
+    pub fn oldest_in_engine(&self) -> Option<SentenceId> {
+        self.running.first().map(|r| r.id)
+    }
+
+    /// Every turn held, by sentences in the engine or spare.
+    pub fn turns_held(&self) -> usize {
+        self.spare + self.running.iter().map(|r| r.turns).sum::<usize>()
+    }
+
+    /// Whether the engine takes sentences.
+    pub fn accepting(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// A new job. Its sentences are planned at the next [`Planner::plan`].
+    pub fn add_job(
+        &mut self,
+        id: JobId,
+        sentences: Vec<Sentence>,
+        options: SynthOptions,
+        input_open: bool,
+    ) {
+        let next_seq = sentences.len() as u32;
+        let waiting = sentences
+            .into_iter()
+            .enumerate()
+            .map(|(seq, s)| Waiting {
+                seq: seq as u32,
+                text: s.line,
+                span: s.span,
+                lost_once: false,
+            })
+            .collect();
+        let job = Job {
+            id,
+            waiting,
+            input_open,
+            next_seq,
+            options,
+            started: false,
+            passed_over: false,
+            spoke: false,
+            samples: 0,
+            skipped: 0,
+            next_to_deliver: 0,
+            held: BTreeMap::new(),
+            room: 0,
+            gone: false,
+        };
+        let at = self.jobs.iter().take_while(|j| !j.started).count();
+        self.jobs.insert(at, job);
+    }
+
+    /// A sentence of a job whose text is still arriving; false if the job
+    /// is over already.
+    pub fn more_text(&mut self, job: JobId, sentence: Sentence) -> bool {
+        let Some(job) = self.job_mut(job) else {
+            return false;
+        };
+        job.waiting.push_back(Waiting {
+            seq: job.next_seq,
+            text: sentence.line,
+            span: sentence.span,
+            lost_once: false,
+        });
+        job.next_seq += 1;
+        true
+    }
+
+    /// A job's input ended: it is done once its last sentence is.
+    pub fn input_ended(&mut self, job: JobId) -> Vec<Action> {
+        let Some(pos) = self.position(job) else {
+            return Vec::new();
+        };
+        self.jobs[pos].input_open = false;
+        self.end_if_complete(pos).into_iter().collect()
+    }
+
+    /// Events the job's client can take now.
+    pub fn set_room(&mut self, job: JobId, room: usize) {
+        if let Some(job) = self.job_mut(job) {
+            job.room = room;
+        }
+    }
+
+    /// The job's client left: its sentences are dropped.
+    pub fn client_left(&mut self, job: JobId) {
+        if let Some(job) = self.job_mut(job) {
+            job.gone = true;
+        }
+    }
+
+    /// The engine is ready for sentences.
+    pub fn engine_ready(&mut self, caps: EngineCaps) {
+        self.engine = Some(caps);
+    }
+
+    /// The engine takes no new sentences (it is to be replaced, or stops);
+    /// those in it still end as usual.
+    pub fn engine_paused(&mut self) {
+        self.engine = None;
+    }
+
+    /// The engine died, hung or broke the protocol: the blamed sentence
+    /// fails its job, sentences lost a second time fail theirs, and the
+    /// others go back to their jobs as suspects.
+    pub fn engine_lost(&mut self, blame: Option<Blame>, cause: &str) -> Vec<Action> {
+        self.engine = None;
+        let mut out = Vec::new();
+        let lost = std::mem::take(&mut self.running);
+        let freed: usize = lost.iter().map(|r| r.turns).sum();
+        if freed > 0 {
+            out.push(Action::ReleaseTurns(freed));
+        }
+        let mut failed = Vec::new();
+        for sentence in lost {
+            let err = match &blame {
+                Some(b) if b.sentence == sentence.id => Some(b.err.clone()),
+                _ if sentence.lost_once => Some(SynthError::EngineCrashed(cause.to_string())),
+                _ => None,
+            };
+            let job = sentence.job;
+            match err {
+                Some(err) => failed.push((job, err)),
+                // Nothing of it reached the client: say it again.
+                None => {
+                    if let Some(job) = self.job_mut(job) {
+                        job.requeue(sentence.back_to_waiting(true));
+                    }
+                }
+            }
+        }
+        for (job, err) in failed {
+            out.extend(self.fail_job(job, err));
+        }
+        out
+    }
+
+    /// Audio of a sentence in the engine (it is delivered once complete).
+    pub fn audio(&mut self, id: SentenceId, pcm: Bytes) -> Result<(), ProtocolBreach> {
+        let running = self.running.iter_mut().find(|r| r.id == id);
+        running.ok_or(ProtocolBreach::Audio(id))?.pcm.push(pcm);
+        Ok(())
+    }
+
+    /// A sentence is complete (`skipped`: the engine found nothing to say in
+    /// it): its audio goes out, with that of the job's later sentences that
+    /// finished before it.
+    pub fn sentence_done(
+        &mut self,
+        id: SentenceId,
+        skipped: bool,
+    ) -> Result<Vec<Action>, ProtocolBreach> {
+        let index = self.running_index(id).ok_or(ProtocolBreach::End(id))?;
+        let done = self.running.remove(index);
+        let mut out = Vec::new();
+        if done.turns > 0 {
+            out.push(Action::ReleaseTurns(done.turns));
+        }
+        let Some(pos) = self.position(done.job) else {
+            return Ok(out);
+        };
+        let job = &mut self.jobs[pos];
+        job.skipped += usize::from(skipped);
+        job.held.insert(done.seq, (done.span, concat(done.pcm)));
+        while let Some((span, pcm)) = job.held.remove(&job.next_to_deliver) {
+            job.next_to_deliver += 1;
+            if pcm.is_empty() {
+                continue;
+            }
+            job.spoke = true;
+            job.samples += pcm.len() as u64 / 2;
+            job.room = job.room.saturating_sub(1);
+            out.push(Action::Deliver {
+                job: job.id,
+                span,
+                pcm,
+            });
+        }
+        out.extend(self.end_if_complete(pos));
+        Ok(out)
+    }
+
+    /// The engine dropped a sentence it was asked to give back: it goes back
+    /// to its job, to be said later (unless the client left). A cancel that
+    /// was not asked for is a broken engine: the sentence stays in the
+    /// engine until [`Planner::engine_lost`] settles it with the others, so
+    /// that its job is failed or said again, never left waiting.
+    pub fn sentence_cancelled(&mut self, id: SentenceId) -> Result<Vec<Action>, ProtocolBreach> {
+        let index = self.running_index(id).ok_or(ProtocolBreach::Cancel(id))?;
+        if !self.running[index].cancelling() {
+            return Err(ProtocolBreach::UnaskedCancel(id));
+        }
+        let back = self.running.remove(index);
+        if let Some(job) = self.job_mut(back.job).filter(|j| !j.gone) {
+            let lost_once = back.lost_once;
+            job.requeue(back.back_to_waiting(lost_once));
+        }
+        Ok(Vec::new())
+    }
+
+    /// Ends a job with an error. Its sentences in the engine, if any, still
+    /// end there; their audio goes nowhere.
+    pub fn fail_job(&mut self, job: JobId, err: SynthError) -> Vec<Action> {
+        match self.position(job) {
+            Some(pos) => {
+                self.jobs.remove(pos);
+                vec![Action::Fail { job, err }]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Ends every job with an error.
+    pub fn fail_all(&mut self, err: SynthError) -> Vec<Action> {
+        self.jobs
+            .drain(..)
+            .map(|j| Action::Fail {
+                job: j.id,
+                err: err.clone(),
+            })
+            .collect()
+    }
+
+    /// Free turns the worker took from the shared queue.
+    pub fn turns_granted(&mut self, turns: usize) {
+        self.spare += turns;
+    }
+
+    /// The turn asked for with [`Action::AskTurn`].
+    pub fn turn_arrived(&mut self) {
+        self.asking = false;
+        self.spare += 1;
+    }
+
+    /// The timer of [`Action::ArmResume`] rang.
+    pub fn resumed(&mut self) {
+        self.resume_armed = false;
+    }
+
+    /// What runs next: drops what clients left, then sends at most one
+    /// sentence. The worker calls it again, with the free turns it took,
+    /// until no sentence is sent; spare turns are given back every time.
+    pub fn plan(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.drop_abandoned(&mut out);
+        if let Some(engine) = self.engine {
+            let sent = self.send_next(engine, &mut out);
+            if !sent && !self.resume_armed && self.jobs.iter().any(|j| self.paused(j)) {
+                self.resume_armed = true;
+                out.push(Action::ArmResume);
+            }
+        }
+        if self.spare > 0 {
+            out.push(Action::ReleaseTurns(self.spare));
+            self.spare = 0;
+        }
+        out
+    }
+
+    /// Jobs whose client left lose their sentences at once, and their
+    /// sentences in the engine are taken back.
+    fn drop_abandoned(&mut self, out: &mut Vec<Action>) {
+        let running = &self.running;
+        self.jobs.retain(|j| {
+            let drop = j.gone && !running.iter().any(|r| r.job == j.id);
+            if drop {
+                out.push(Action::Abandoned { job: j.id });
+            }
+            !drop
+        });
+        for job in self.jobs.iter_mut().filter(|j| j.gone) {
+            job.waiting.clear();
+        }
+        if !self.engine.is_some_and(|e| e.cancels) {
+            return;
+        }
+        let mut freed = 0;
+        for r in self.running.iter_mut().filter(|r| !r.cancelling()) {
+            if self.jobs.iter().any(|j| j.id == r.job && j.gone) {
+                out.push(Action::Cancel {
+                    id: r.id,
+                    preempted: false,
+                });
+                freed += std::mem::take(&mut r.turns);
+            }
+        }
+        if freed > 0 {
+            out.push(Action::ReleaseTurns(freed));
+        }
+    }
+
+    /// Sends the next sentence in turn, if any may go now.
+    fn send_next(&mut self, engine: EngineCaps, out: &mut Vec<Action>) -> bool {
+        // After a crash the lost sentences go one at a time, so the one that
+        // kills the engine is found and fails alone.
+        let suspect = self.running.iter().any(|r| r.lost_once)
+            || self
+                .jobs
+                .iter()
+                .any(|j| j.waiting.front().is_some_and(|w| w.lost_once));
+        let (running, _) = self.load();
+        if running >= engine.parallel || (suspect && !self.running.is_empty()) {
+            return false;
+        }
+        let Some(mut pos) = self.jobs.iter().position(|j| self.ready(j)) else {
+            return false;
+        };
+        let front = |j: &Job| chars(&j.waiting[0].text);
+        if !self.fits(front(&self.jobs[pos])) && self.jobs[pos].started {
+            if self.jobs[pos].passed_over {
+                return false;
+            }
+            let later = self
+                .jobs
+                .iter()
+                .skip(pos + 1)
+                .position(|j| self.ready(j) && j.started && self.fits(front(j)));
+            let Some(later) = later else {
+                return false;
+            };
+            self.jobs[pos].passed_over = true;
+            pos += 1 + later;
+        }
+        let urgent = !self.jobs[pos].started;
+        let next = front(&self.jobs[pos]);
+        let fits = self.fits(next);
+        // Alone: no other sentence waits that could run beside it.
+        let partner = self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| self.has_room(j))
+            .flat_map(|(i, j)| j.waiting.iter().skip(usize::from(i == pos)).take(1))
+            .map(|w| chars(&w.text))
+            .min();
+        let alone = partner.is_none_or(|other| next + other > self.limits.chars_at_once);
+        let Some((turns, threads)) = self.take_turns(engine, urgent, urgent || alone, next, out)
+        else {
+            // Without room in the engine, the end of a sentence in it comes
+            // first; without a turn, wait for one.
+            if fits && !self.asking {
+                self.asking = true;
+                out.push(Action::AskTurn);
+            }
+            return false;
+        };
+        let mut job = self.jobs.remove(pos).expect("position is valid");
+        let sentence = job.waiting.pop_front().expect("has a sentence");
+        job.started = true;
+        job.passed_over = false;
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        // Its deadline counts the sentences ahead of it in the engine.
+        let allowance = hang_allowance(chars(&sentence.text), &job.options);
+        let ahead: Duration = self.running.iter().map(|r| r.allowance).sum();
+        out.push(Action::Send {
+            id,
+            job: job.id,
+            text: sentence.text.clone(),
+            options: job.options.clone(),
+            threads,
+            turns,
+            deadline: self.limits.hang_base + ahead + allowance,
+        });
+        self.running.push(Running {
+            id,
+            job: job.id,
+            seq: sentence.seq,
+            text: sentence.text,
+            span: sentence.span,
+            lost_once: sentence.lost_once,
+            pcm: Vec::new(),
+            turns,
+            allowance,
+        });
+        // Round-robin: the job goes to the back of the line.
+        self.jobs.push_back(job);
+        true
+    }
+
+    /// Turns for the next sentence, and the onnxruntime threads it runs on.
+    /// A sentence that may run `alone` gets every turn when they are all
+    /// free, or when a job's first sentence (`urgent`) can make them free
+    /// by taking back those of long jobs' sentences; otherwise one turn, to
+    /// share the cores, and the others go back.
+    fn take_turns(
+        &mut self,
+        engine: EngineCaps,
+        urgent: bool,
+        alone: bool,
+        next: usize,
+        out: &mut Vec<Action>,
+    ) -> Option<(usize, Option<u32>)> {
+        let all = self.limits.turns;
+        if urgent && (self.spare < all || !self.fits(next)) {
+            // Take back every long sentence if that frees every turn, else
+            // the one that makes a turn and room for this sentence, if any.
+            let long = self.long_sentences(engine);
+            let gain: usize = long.iter().map(|&i| self.running[i].turns).sum();
+            let victims: Vec<usize> = if self.spare + gain >= all {
+                long
+            } else if self.spare == 0 || !self.fits(next) {
+                let (running, load) = self.load();
+                let room = |i: &usize| {
+                    running == 1
+                        || load - chars(&self.running[*i].text) + next <= self.limits.chars_at_once
+                };
+                long.into_iter().find(room).into_iter().collect()
+            } else {
+                Vec::new()
+            };
+            for i in victims {
+                let r = &mut self.running[i];
+                out.push(Action::Cancel {
+                    id: r.id,
+                    preempted: true,
+                });
+                self.spare += std::mem::take(&mut r.turns);
+            }
+        }
+        if !self.fits(next) || self.spare == 0 {
+            return None;
+        }
+        let (running, _) = self.load();
+        if alone && running == 0 && self.spare == all {
+            self.spare = 0;
+            return Some((all, None));
+        }
+        if self.spare > 1 {
+            out.push(Action::ReleaseTurns(self.spare - 1));
+        }
+        self.spare = 0;
+        Some((1, Some(self.limits.shared_threads)))
+    }
+
+    /// Indexes in `running` of the sentences, not already taken back, of
+    /// long jobs already speaking, latest sent first (the least work lost).
+    fn long_sentences(&self, engine: EngineCaps) -> Vec<usize> {
+        if !engine.cancels {
+            return Vec::new();
+        }
+        let long = |job: JobId| {
+            self.jobs
+                .iter()
+                .any(|j| j.id == job && j.spoke && j.waiting.len() >= PREEMPTIBLE_REMAINING)
+        };
+        (0..self.running.len())
+            .rev()
+            .filter(|&i| !self.running[i].cancelling() && long(self.running[i].job))
+            .collect()
+    }
+
+    /// Whether a sentence of `next` characters fits beside those the engine
+    /// synthesizes now (one alone always does).
+    fn fits(&self, next: usize) -> bool {
+        let (running, load) = self.load();
+        running == 0 || load + next <= self.limits.chars_at_once
+    }
+
+    /// How many sentences the engine synthesizes now (not taken back), and
+    /// their characters.
+    fn load(&self) -> (usize, usize) {
+        self.running
+            .iter()
+            .filter(|r| !r.cancelling())
+            .fold((0, 0), |(n, c), r| (n + 1, c + chars(&r.text)))
+    }
+
+    /// Whether the job's client can take the audio of one more sentence,
+    /// beside that of its sentences in the engine or held, and still its
+    /// last event.
+    fn has_room(&self, job: &Job) -> bool {
+        let owed = self.running.iter().filter(|r| r.job == job.id).count() + job.held.len();
+        job.room > owed + ROOM_FOR_OUTCOME
+    }
+
+    /// A sentence of the job may go now.
+    fn ready(&self, job: &Job) -> bool {
+        !job.waiting.is_empty() && self.has_room(job)
+    }
+
+    /// The job waits for its client to read.
+    fn paused(&self, job: &Job) -> bool {
+        !job.waiting.is_empty() && !self.has_room(job)
+    }
+
+    /// Ends the job at `pos` if nothing of it is left to say.
+    fn end_if_complete(&mut self, pos: usize) -> Option<Action> {
+        let job = &self.jobs[pos];
+        let in_engine = self.running.iter().any(|r| r.job == job.id);
+        if !job.waiting.is_empty() || job.input_open || in_engine {
+            return None;
+        }
+        let job = self.jobs.remove(pos).expect("position is valid");
+        Some(if job.samples == 0 {
+            Action::Fail {
+                job: job.id,
+                err: SynthError::NoSpeakableText,
+            }
+        } else {
+            Action::Finish {
+                job: job.id,
+                summary: SynthSummary {
+                    samples: job.samples,
+                    skipped_sentences: job.skipped,
+                },
+            }
+        })
+    }
+
+    fn position(&self, job: JobId) -> Option<usize> {
+        self.jobs.iter().position(|j| j.id == job)
+    }
+
+    fn job_mut(&mut self, job: JobId) -> Option<&mut Job> {
+        self.jobs.iter_mut().find(|j| j.id == job)
+    }
+
+    fn running_index(&self, id: SentenceId) -> Option<usize> {
+        self.running.iter().position(|r| r.id == id)
+    }
+}
+
+fn concat(parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.into_iter().next().expect("one part"),
+        _ => {
+            let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for part in parts {
+                out.extend_from_slice(&part);
+            }
+            out.freeze()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEN_S: Duration = Duration::from_secs(10);
+    /// An engine like the real one: a sentence more than the turns, cancels.
+    const CAPS: EngineCaps = EngineCaps {
+        parallel: 3,
+        cancels: true,
+    };
+
+    fn limits(turns: usize) -> Limits {
+        Limits {
+            turns,
+            shared_threads: 1,
+            chars_at_once: 200,
+            hang_base: TEN_S,
+        }
+    }
+
+    fn sentences(texts: &[&str]) -> Vec<Sentence> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Sentence {
+                line: t.to_string(),
+                span: i * 100..i * 100 + t.len(),
+            })
+            .collect()
+    }
+
+    fn chars_long(n: usize) -> String {
+        "a".repeat(n)
+    }
+
+    /// Gives released turns back to the shared `free` ones and returns the
+    /// other actions.
+    fn settle(actions: Vec<Action>, free: &mut usize) -> Vec<Action> {
+        actions
+            .into_iter()
+            .filter(|a| match a {
+                Action::ReleaseTurns(n) => {
+                    *free += n;
+                    false
+                }
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// The worker's loop in miniature: every free turn goes to the planner
+    /// before each plan, until no sentence is sent.
+    fn pump(p: &mut Planner, free: &mut usize) -> Vec<Action> {
+        let mut all = Vec::new();
+        loop {
+            p.turns_granted(std::mem::take(free));
+            let actions = p.plan();
+            let sent = actions.iter().any(|a| matches!(a, Action::Send { .. }));
+            all.extend(settle(actions, free));
+            if !sent {
+                assert_eq!(p.spare, 0, "no turn is kept spare between plans");
+                return all;
+            }
+        }
+    }
+
+    /// One planner with a ready engine and every turn free.
+    struct Bench {
+        p: Planner,
+        free: usize,
+    }
+
+    impl Bench {
+        fn new(turns: usize) -> Bench {
+            Bench::with(limits(turns), CAPS)
+        }
+
+        fn with(limits: Limits, caps: EngineCaps) -> Bench {
+            let free = limits.turns;
+            let mut p = Planner::new(limits);
+            p.engine_ready(caps);
+            Bench { p, free }
+        }
+
+        fn job(&mut self, id: JobId, texts: &[&str]) {
+            self.p
+                .add_job(id, sentences(texts), SynthOptions::default(), false);
+            self.p.set_room(id, 16);
+        }
+
+        /// Plans, after handing over the turn asked for if one is free
+        /// (the shared queue serves those in line first).
+        fn pump(&mut self) -> Vec<Action> {
+            if self.p.asking && self.free > 0 {
+                self.free -= 1;
+                self.p.turn_arrived();
+            }
+            let actions = pump(&mut self.p, &mut self.free);
+            assert_eq!(self.p.turns_held() + self.free, self.p.limits.turns);
+            actions
+        }
+
+        /// The engine says the sentence (two samples of audio).
+        fn done(&mut self, id: SentenceId) -> Vec<Action> {
+            self.p.audio(id, Bytes::from_static(&[1, 0, 2, 0])).unwrap();
+            let actions = self.p.sentence_done(id, false).unwrap();
+            settle(actions, &mut self.free)
+        }
+
+        fn lost(&mut self, blame: Option<Blame>, cause: &str) -> Vec<Action> {
+            let actions = self.p.engine_lost(blame, cause);
+            settle(actions, &mut self.free)
+        }
+
+        /// Sends the job's sentences one at a time until it is done.
+        fn say_first(&mut self, text: &str) {
+            let sent = self.pump();
+            let id = id_of(&sent, text);
+            self.done(id);
+        }
+    }
+
+    /// (job, text, threads, turns) of each sentence sent.
+    fn sends(actions: &[Action]) -> Vec<(JobId, String, Option<u32>, usize)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    job,
+                    text,
+                    threads,
+                    turns,
+                    ..
+                } => Some((*job, text.clone(), *threads, *turns)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn texts(actions: &[Action]) -> Vec<String> {
+        sends(actions).into_iter().map(|s| s.1).collect()
+    }
+
+    fn id_of(actions: &[Action], wanted: &str) -> SentenceId {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Send { id, text, .. } if text == wanted => Some(*id),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{wanted:?} was not sent: {actions:?}"))
+    }
+
+    fn cancels(actions: &[Action]) -> Vec<(SentenceId, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Cancel { id, preempted } => Some((*id, *preempted)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // Turns and cores.
+
+    #[test]
+    fn a_first_sentence_alone_gets_every_turn_and_every_core() {
+        let mut b = Bench::new(2);
+        b.job(1, &["Hello there."]);
+        let sent = b.pump();
+        assert_eq!(sends(&sent), [(1, "Hello there.".into(), None, 2)]);
+        assert_eq!(b.free, 0);
+    }
+
+    #[test]
+    fn sentences_side_by_side_hold_one_turn_and_a_share_of_the_cores_each() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one", "two", "three"]);
+        b.say_first("one");
+        let sent = b.pump();
+        assert_eq!(
+            sends(&sent),
+            [
+                (1, "two".into(), Some(1), 1),
+                (1, "three".into(), Some(1), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_only_sentence_waiting_gets_every_core() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one", "two"]);
+        b.say_first("one");
+        assert_eq!(sends(&b.pump()), [(1, "two".into(), None, 2)]);
+    }
+
+    #[test]
+    fn turns_are_given_back_while_no_engine_takes_sentences() {
+        let mut p = Planner::new(limits(2));
+        p.add_job(1, sentences(&["Hi."]), SynthOptions::default(), false);
+        p.set_room(1, 16);
+        let mut free = 2;
+        assert!(sends(&pump(&mut p, &mut free)).is_empty());
+        assert_eq!((free, p.turns_held()), (2, 0));
+    }
+
+    #[test]
+    fn a_voice_without_a_free_turn_waits_in_line_once() {
+        let mut free = 2;
+        let mut one = Planner::new(limits(2));
+        let mut two = Planner::new(limits(2));
+        for p in [&mut one, &mut two] {
+            p.engine_ready(CAPS);
+            p.add_job(1, sentences(&["Hi."]), SynthOptions::default(), false);
+            p.set_room(1, 16);
+        }
+        let first = pump(&mut one, &mut free);
+        let waiting = pump(&mut two, &mut free);
+        assert!(sends(&waiting).is_empty());
+        assert!(waiting.contains(&Action::AskTurn));
+        assert!(!pump(&mut two, &mut free).contains(&Action::AskTurn));
+        // The first voice's sentence ends; the queue hands one turn to the
+        // second, which takes the other free one too and runs alone.
+        let id = id_of(&first, "Hi.");
+        one.audio(id, Bytes::from_static(&[0, 0])).unwrap();
+        settle(one.sentence_done(id, false).unwrap(), &mut free);
+        free -= 1;
+        two.turn_arrived();
+        assert_eq!(
+            sends(&pump(&mut two, &mut free)),
+            [(1, "Hi.".into(), None, 2)]
+        );
+    }
+
+    // Fairness.
+
+    #[test]
+    fn jobs_take_turns_round_robin() {
+        let caps = EngineCaps {
+            parallel: 1,
+            cancels: true,
+        };
+        let mut b = Bench::with(limits(2), caps);
+        b.job(1, &["a1", "a2", "a3"]);
+        b.job(2, &["b1", "b2", "b3"]);
+        let mut order = Vec::new();
+        let mut sent = b.pump();
+        while let Some((_, text, ..)) = sends(&sent).pop() {
+            order.push(text.clone());
+            b.done(id_of(&sent, &text));
+            sent = b.pump();
+        }
+        assert_eq!(order, ["a1", "b1", "a2", "b2", "a3", "b3"]);
+    }
+
+    #[test]
+    fn newcomers_go_first_come_first_served_ahead_of_started_jobs() {
+        let caps = EngineCaps {
+            parallel: 1,
+            cancels: true,
+        };
+        let mut b = Bench::with(limits(2), caps);
+        b.job(1, &["a1", "a2"]);
+        b.say_first("a1");
+        b.job(2, &["b1"]);
+        b.job(3, &["c1"]);
+        let mut order = Vec::new();
+        let mut sent = b.pump();
+        while let Some((_, text, ..)) = sends(&sent).pop() {
+            order.push(text.clone());
+            b.done(id_of(&sent, &text));
+            sent = b.pump();
+        }
+        assert_eq!(order, ["b1", "c1", "a2"]);
+    }
+
+    // The memory budget.
+
+    #[test]
+    fn sentences_side_by_side_stay_within_the_character_budget() {
+        let long = chars_long(120);
+        let mut b = Bench::new(2);
+        b.job(1, &["start", &long, &long]);
+        b.say_first("start");
+        // Two of 120 characters do not fit in 200: the first runs alone, on
+        // every core, and the second waits for it without asking for a turn.
+        let sent = b.pump();
+        assert_eq!(sends(&sent), [(1, long.clone(), None, 2)]);
+        assert!(!sent.contains(&Action::AskTurn));
+        b.done(id_of(&sent, &long));
+        assert_eq!(texts(&b.pump()), [long]);
+    }
+
+    #[test]
+    fn a_sentence_that_does_not_fit_lets_one_later_go_first_once() {
+        let (x, big, small, tiny) = (
+            chars_long(150),
+            chars_long(100),
+            "c".repeat(40),
+            "d".repeat(10),
+        );
+        let mut b = Bench::new(3);
+        b.job(1, &["x", &x]);
+        b.job(2, &["b", &big]);
+        b.job(3, &["c", &small]);
+        b.job(4, &["d", &tiny]);
+        for first in ["x", "b", "c", "d"] {
+            b.say_first(first);
+        }
+        // 150 + 100 is over 200: the 40 goes before the 100, which is
+        // passed over only once: the 10 that would still fit waits too.
+        let sent = b.pump();
+        assert_eq!(texts(&sent), [x.clone(), small.clone()]);
+        b.done(id_of(&sent, &small));
+        assert!(sends(&b.pump()).is_empty());
+        b.done(id_of(&sent, &x));
+        assert_eq!(texts(&b.pump()), [big, tiny]);
+    }
+
+    #[test]
+    fn a_sentence_alone_always_fits() {
+        let mut b = Bench::new(2);
+        b.job(1, &[&chars_long(400)]);
+        assert_eq!(sends(&b.pump()).len(), 1);
+    }
+
+    // Preemption.
+
+    /// Job 1, long and speaking, with two sentences side by side in the
+    /// engine holding every turn; what was sent for them.
+    fn long_job_speaking(b: &mut Bench) -> Vec<Action> {
+        b.job(1, &["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"]);
+        b.say_first("a0");
+        let sent = b.pump();
+        assert_eq!(texts(&sent), ["a1", "a2"]);
+        sent
+    }
+
+    #[test]
+    fn a_newcomers_first_sentence_takes_back_a_long_jobs_sentences() {
+        let mut b = Bench::new(2);
+        let long = long_job_speaking(&mut b);
+        let (a1, a2) = (id_of(&long, "a1"), id_of(&long, "a2"));
+        b.job(2, &["b0"]);
+        let sent = b.pump();
+        assert_eq!(cancels(&sent), [(a2, true), (a1, true)], "latest first");
+        assert_eq!(sends(&sent), [(2, "b0".into(), None, 2)]);
+        for id in [a1, a2] {
+            assert_eq!(b.p.sentence_cancelled(id), Ok(Vec::new()));
+        }
+        let b0 = id_of(&sent, "b0");
+        let ended = b.done(b0);
+        assert!(matches!(ended.last(), Some(Action::Finish { job: 2, .. })));
+        // Nothing of the long job is lost: its sentences go again, in order.
+        assert_eq!(texts(&b.pump()), ["a1", "a2"]);
+    }
+
+    #[test]
+    fn a_first_sentence_takes_back_the_long_sentence_that_makes_room_for_it() {
+        let caps = EngineCaps {
+            parallel: 4,
+            cancels: true,
+        };
+        let mut b = Bench::with(limits(3), caps);
+        let x = chars_long(150);
+        b.job(1, &["a0", &x, "a2", "a3", "a4", "a5", "a6"]);
+        b.job(2, &["c0", &"c".repeat(30), "c2"]);
+        b.say_first("a0");
+        b.say_first("c0");
+        let running = b.pump();
+        assert_eq!(texts(&running), [x.clone(), "c".repeat(30), "a2".into()]);
+        // A newcomer of 100 characters does not fit beside 182: taking back
+        // the long job's 150 makes room; the others run on.
+        let big = chars_long(100);
+        b.job(3, &[&big]);
+        let sent = b.pump();
+        assert_eq!(cancels(&sent), [(id_of(&running, &x), true)]);
+        assert_eq!(texts(&sent), [big]);
+    }
+
+    #[test]
+    fn short_or_silent_jobs_are_never_taken_back() {
+        // Three sentences left: not long.
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2", "a3", "a4", "a5"]);
+        b.say_first("a0");
+        assert_eq!(texts(&b.pump()), ["a1", "a2"]);
+        b.job(2, &["b0"]);
+        let sent = b.pump();
+        assert!(cancels(&sent).is_empty() && sends(&sent).is_empty());
+        assert!(b.p.asking, "it waits in line for a turn");
+        // No audio delivered yet: not speaking.
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2", "a3", "a4", "a5", "a6"]);
+        assert_eq!(texts(&b.pump()), ["a0"]);
+        b.job(2, &["b0"]);
+        let sent = b.pump();
+        assert!(cancels(&sent).is_empty() && sends(&sent).is_empty());
+    }
+
+    #[test]
+    fn an_engine_that_cannot_cancel_is_never_asked_to() {
+        let caps = EngineCaps {
+            parallel: 3,
+            cancels: false,
+        };
+        let mut b = Bench::with(limits(2), caps);
+        long_job_speaking(&mut b);
+        b.job(2, &["b0"]);
+        assert!(cancels(&b.pump()).is_empty());
+        b.p.client_left(1);
+        assert!(cancels(&b.pump()).is_empty());
+    }
+
+    // Crash isolation.
+
+    #[test]
+    fn sentences_lost_with_the_engine_go_again_one_at_a_time() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2", "a3"]);
+        b.say_first("a0");
+        assert_eq!(texts(&b.pump()), ["a1", "a2"]);
+        assert!(b.lost(None, "the engine exited").is_empty());
+        assert_eq!((b.p.in_engine(), b.free), (0, 2));
+        b.p.engine_ready(CAPS);
+        for next in ["a1", "a2", "a3"] {
+            let sent = b.pump();
+            assert_eq!(texts(&sent), [next]);
+            b.done(id_of(&sent, next));
+        }
+    }
+
+    /// Jobs 1 and 2, both started, with "boom" and "b1" side by side in an
+    /// engine that was then lost.
+    fn two_lost(b: &mut Bench) -> Vec<Action> {
+        b.job(1, &["a0", "boom"]);
+        b.job(2, &["b0", "b1"]);
+        b.say_first("a0");
+        b.say_first("b0");
+        let sent = b.pump();
+        assert_eq!(texts(&sent), ["boom", "b1"]);
+        sent
+    }
+
+    #[test]
+    fn a_sentence_lost_twice_fails_its_job_only() {
+        let mut b = Bench::new(2);
+        two_lost(&mut b);
+        assert!(b.lost(None, "died").is_empty());
+        b.p.engine_ready(CAPS);
+        let again = b.pump();
+        assert_eq!(texts(&again), ["boom"], "suspects go alone");
+        let failed = b.lost(None, "died again");
+        let err = SynthError::EngineCrashed("died again".into());
+        assert_eq!(failed, [Action::Fail { job: 1, err }]);
+        b.p.engine_ready(CAPS);
+        let sent = b.pump();
+        assert_eq!(texts(&sent), ["b1"]);
+        let ended = b.done(id_of(&sent, "b1"));
+        assert!(matches!(ended.last(), Some(Action::Finish { job: 2, .. })));
+    }
+
+    #[test]
+    fn the_blamed_sentence_fails_its_job_and_the_others_go_again() {
+        let mut b = Bench::new(2);
+        let sent = two_lost(&mut b);
+        let blame = Blame {
+            sentence: id_of(&sent, "boom"),
+            err: SynthError::EngineTimeout,
+        };
+        let failed = b.lost(Some(blame), "hung");
+        let err = SynthError::EngineTimeout;
+        assert_eq!(failed, [Action::Fail { job: 1, err }]);
+        b.p.engine_ready(CAPS);
+        assert_eq!(texts(&b.pump()), ["b1"]);
+    }
+
+    #[test]
+    fn an_unasked_cancel_keeps_the_sentence_counted_until_the_engine_is_lost() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1"]);
+        let sent = b.pump();
+        let a0 = id_of(&sent, "a0");
+        assert_eq!(
+            b.p.sentence_cancelled(a0),
+            Err(ProtocolBreach::UnaskedCancel(a0))
+        );
+        assert_eq!(b.p.in_engine(), 1);
+        let blame = Blame {
+            sentence: b.p.oldest_in_engine().unwrap(),
+            err: SynthError::EngineBadOutput("request cancelled unasked".into()),
+        };
+        let failed = b.lost(Some(blame.clone()), "broken");
+        assert_eq!(
+            failed,
+            [Action::Fail {
+                job: 1,
+                err: blame.err
+            }]
+        );
+        assert_eq!((b.p.jobs(), b.p.in_engine(), b.free), (0, 0, 2));
+    }
+
+    #[test]
+    fn answers_for_sentences_not_in_the_engine_break_the_protocol() {
+        let mut p = Planner::new(limits(2));
+        assert_eq!(p.audio(7, Bytes::new()), Err(ProtocolBreach::Audio(7)));
+        assert_eq!(p.sentence_done(7, false), Err(ProtocolBreach::End(7)));
+        assert_eq!(p.sentence_cancelled(7), Err(ProtocolBreach::Cancel(7)));
+    }
+
+    // Order, room and clients.
+
+    #[test]
+    fn audio_goes_out_in_order_when_sentences_finish_out_of_order() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2"]);
+        b.say_first("a0");
+        let sent = b.pump();
+        assert!(b.done(id_of(&sent, "a2")).is_empty(), "held");
+        let out = b.done(id_of(&sent, "a1"));
+        let spans: Vec<_> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Deliver { span, .. } => Some(span.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(spans, [100..102, 200..202]);
+        let summary = SynthSummary {
+            samples: 6,
+            skipped_sentences: 0,
+        };
+        assert_eq!(out.last(), Some(&Action::Finish { job: 1, summary }));
+    }
+
+    #[test]
+    fn a_client_without_room_pauses_its_job_and_keeps_room_for_its_outcome() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2"]);
+        b.p.set_room(1, 2);
+        // Room for one sentence's audio and the outcome.
+        let sent = b.pump();
+        assert_eq!(texts(&sent), ["a0"]);
+        assert!(sent.contains(&Action::ArmResume));
+        assert!(!b.pump().contains(&Action::ArmResume), "armed once");
+        b.done(id_of(&sent, "a0"));
+        assert!(sends(&b.pump()).is_empty(), "one event left: the outcome's");
+        b.p.resumed();
+        b.p.set_room(1, 16);
+        assert_eq!(texts(&b.pump()), ["a1", "a2"]);
+    }
+
+    #[test]
+    fn a_client_that_leaves_has_its_sentences_taken_back_and_is_forgotten() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1"]);
+        let a0 = id_of(&b.pump(), "a0");
+        b.p.client_left(1);
+        let out = b.pump();
+        assert_eq!(
+            out,
+            [Action::Cancel {
+                id: a0,
+                preempted: false
+            }]
+        );
+        assert_eq!(b.free, 2, "its turns went back at once");
+        assert_eq!(b.p.sentence_cancelled(a0), Ok(Vec::new()));
+        assert_eq!(b.pump(), [Action::Abandoned { job: 1 }]);
+        assert_eq!(b.p.jobs(), 0);
+    }
+
+    #[test]
+    fn skipped_sentences_are_counted_and_a_job_with_no_audio_fails() {
+        let mut b = Bench::new(2);
+        b.job(1, &["?", "Hi."]);
+        let q = id_of(&b.pump(), "?");
+        assert!(settle(b.p.sentence_done(q, true).unwrap(), &mut b.free).is_empty());
+        let hi = id_of(&b.pump(), "Hi.");
+        let summary = SynthSummary {
+            samples: 2,
+            skipped_sentences: 1,
+        };
+        assert_eq!(b.done(hi).last(), Some(&Action::Finish { job: 1, summary }));
+
+        b.job(2, &["?"]);
+        let q = id_of(&b.pump(), "?");
+        let out = settle(b.p.sentence_done(q, true).unwrap(), &mut b.free);
+        let err = SynthError::NoSpeakableText;
+        assert_eq!(out, [Action::Fail { job: 2, err }]);
+    }
+
+    // Text arriving over time.
+
+    fn open_job(b: &mut Bench, id: JobId, texts: &[&str]) {
+        b.p.add_job(id, sentences(texts), SynthOptions::default(), true);
+        b.p.set_room(id, 16);
+    }
+
+    fn line(text: &str) -> Sentence {
+        Sentence {
+            line: text.into(),
+            span: 0..text.len(),
+        }
+    }
+
+    #[test]
+    fn an_open_job_without_sentences_stays_open() {
+        let mut b = Bench::new(2);
+        open_job(&mut b, 1, &[]);
+        assert!(b.pump().is_empty());
+        assert_eq!(b.p.jobs(), 1);
+        let out = b.p.input_ended(1);
+        let err = SynthError::NoSpeakableText;
+        assert_eq!(out, [Action::Fail { job: 1, err }]);
+    }
+
+    #[test]
+    fn sentences_arriving_later_are_sent_at_once() {
+        let mut b = Bench::new(2);
+        open_job(&mut b, 1, &[]);
+        b.pump();
+        assert!(b.p.more_text(1, line("Later.")));
+        assert_eq!(sends(&b.pump()), [(1, "Later.".into(), None, 2)]);
+        assert!(!b.p.more_text(9, line("No such job.")));
+    }
+
+    #[test]
+    fn an_open_job_ends_only_after_its_input_ended_and_its_last_sentence_is_done() {
+        let mut b = Bench::new(2);
+        open_job(&mut b, 1, &["One."]);
+        let one = id_of(&b.pump(), "One.");
+        let out = b.done(one);
+        assert!(matches!(out[..], [Action::Deliver { .. }]), "{out:?}");
+        assert_eq!(b.p.jobs(), 1, "more may come");
+        // Input ends while a sentence is in the engine: done with it.
+        assert!(b.p.more_text(1, line("Two.")));
+        let two = id_of(&b.pump(), "Two.");
+        assert!(b.p.input_ended(1).is_empty());
+        let out = b.done(two);
+        assert!(matches!(out.last(), Some(Action::Finish { job: 1, .. })));
+        assert_eq!(b.p.jobs(), 0);
+    }
+
+    // Deadlines.
+
+    #[test]
+    fn the_hang_deadline_grows_with_the_length_scale_and_the_silence() {
+        let second = Duration::from_secs(1);
+        let at = |length_scale, sentence_silence| SynthOptions {
+            length_scale,
+            sentence_silence,
+            ..Default::default()
+        };
+        assert_eq!(hang_allowance(20, &at(None, None)), second);
+        assert_eq!(hang_allowance(20, &at(Some(10.0), None)), 10 * second);
+        // Faster speech does not shorten it.
+        assert_eq!(hang_allowance(20, &at(Some(0.5), None)), second);
+        assert_eq!(hang_allowance(20, &at(None, Some(10.0))), 11 * second);
+        assert_eq!(
+            hang_allowance(20, &at(Some(2.0), Some(0.5))),
+            2500 * second / 1000
+        );
+        assert_eq!(
+            hang_allowance(20, &at(Some(f32::NAN), Some(f32::NAN))),
+            second
+        );
+    }
+
+    #[test]
+    fn a_sentence_deadline_counts_the_sentences_ahead_of_it() {
+        let mut b = Bench::new(2);
+        let slow = SynthOptions {
+            length_scale: Some(2.0),
+            ..Default::default()
+        };
+        let (one, two) = (chars_long(10), chars_long(20));
+        b.p.add_job(1, sentences(&["start", &one, &two]), slow, false);
+        b.p.set_room(1, 16);
+        b.say_first("start");
+        let deadlines: Vec<Duration> = b
+            .pump()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(deadlines, [TEN_S + ms(1000), TEN_S + ms(1000) + ms(2000)]);
+    }
+}
