@@ -87,6 +87,7 @@ impl HttpServer {
         let closing = server.closing.clone();
         let cut = server.cut.clone();
         let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+        let mut refusal_log = RefusalLog::default();
         let accept = tokio::spawn(async move {
             let (tracker, refusing) = (connections.clone(), connections.clone());
             let (conn_closing, conn_cut, refuse_cut) = (closing.clone(), cut.clone(), cut.clone());
@@ -106,7 +107,7 @@ impl HttpServer {
                     ));
                 },
                 move |stream, peer| {
-                    tracing::warn!(%peer, "connection refused: PIPER_MAX_CONNECTIONS reached");
+                    refusal_log.refused(peer);
                     // Without a free answerer the socket just closes.
                     if let Ok(answerer) = refusals.clone().try_acquire_owned() {
                         let cut = refuse_cut.clone();
@@ -146,6 +147,33 @@ impl HttpServer {
         self.cut.cancel();
         self.connections.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.connections.wait()).await;
+    }
+}
+
+/// Warns of refused connections at most every [`REFUSAL_LOG_EVERY`], with
+/// their count: under a flood, a line per connection would flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+/// How often refused connections are reported.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr) {
+        self.since += 1;
+        if self.last.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            refused = self.since,
+            "PIPER_MAX_CONNECTIONS reached: refusing new connections with 503"
+        );
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
     }
 }
 

@@ -57,6 +57,10 @@ pub struct SupervisorState {
     engine: EngineHealth,
     probed_at: Instant,
     probing: bool,
+    /// The engine check running, stopped with the supervisor: the server
+    /// waits for every child it started, and the check has no answer to
+    /// give a server that is stopping.
+    probe_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for Supervisor {
@@ -95,6 +99,7 @@ impl Actor for Supervisor {
             engine: EngineHealth::Unknown,
             probed_at: Instant::now(),
             probing: false,
+            probe_task: None,
         };
         state.probe(&myself);
         Ok(state)
@@ -251,6 +256,9 @@ impl Actor for Supervisor {
         _myself: ActorRef<Self::Msg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(probe) = state.probe_task.take() {
+            probe.abort(); // Its child is killed and reaped as the task drops.
+        }
         stop_all(state.workers.drain().map(|(_, e)| e.worker).collect()).await;
         Ok(())
     }
@@ -284,10 +292,10 @@ impl SupervisorState {
         self.probing = true;
         let spec = self.spec.clone();
         let me = myself.clone();
-        tokio::spawn(async move {
+        self.probe_task = Some(tokio::spawn(async move {
             let result = engine::probe(&spec).await;
             let _ = me.send_message(SupervisorMsg::EngineProbed(result));
-        });
+        }));
     }
 
     async fn worker_for(
