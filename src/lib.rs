@@ -1,10 +1,11 @@
-//! piperd: a supervised HTTP server for Piper neural text-to-speech.
+//! piperd: a supervised HTTP and Wyoming server for Piper neural text-to-speech.
 //!
 //! # Layout
 //!
 //! - [`config`]: every setting, read from the environment.
 //! - [`server`]: start-up, serving and the ordered shutdown.
 //! - [`http`]: the warp routes, handlers, JSON errors and audio bodies.
+//! - [`wyoming`]: the Wyoming protocol (Home Assistant), beside HTTP.
 //! - [`audio`]: streaming encoders for WAV, PCM, MP3, Ogg/Opus and FLAC.
 //! - [`scheduler`]: the supervisor, one worker per voice, the config cache.
 //! - [`engine`]: the engine child process and its framed protocol.
@@ -23,5 +24,6 @@ pub mod server;
 pub mod speech;
 pub mod text;
 pub mod voices;
+pub mod wyoming;
 
 pub use config::Config;

@@ -1,10 +1,13 @@
 //! Running the server, and shutting it down in order.
 //!
+//! Two front-ends share one speech core: HTTP (warp) and, unless
+//! `PIPER_WYOMING_PORT` is 0, Wyoming.
+//!
 //! Shutdown is explicit: the first SIGTERM or SIGINT marks the server as
-//! draining (`/health` answers 503), stops accepting connections (after
-//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`) and gives
-//! the requests in flight, streaming ones included, `PIPER_SHUTDOWN_GRACE`
-//! to finish. Then every engine is stopped (SIGTERM, SIGKILL after 2 s) and
+//! draining (`/health` answers 503), stops accepting connections on both
+//! listeners (after `PIPER_DRAIN_DELAY`, for load balancers that poll
+//! `/health`) and gives the requests in flight, streaming ones and Wyoming
+//! streams included, `PIPER_SHUTDOWN_GRACE` to finish. Then every engine is stopped (SIGTERM, SIGKILL after 2 s) and
 //! the actors end. A second signal skips the wait.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +24,12 @@ use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::speech::catalog::{CacheArgs, ConfigCache};
 use crate::speech::Speech;
 
-/// Serves on `listener` until `signals` yields twice or the drain completes.
+/// Serves HTTP on `listener` and Wyoming on `wyoming` (when given) until
+/// `signals` yields twice or the drain completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    wyoming: Option<TcpListener>,
     signals: impl Stream<Item = i32> + Unpin,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = Arc::new(config);
@@ -49,8 +54,25 @@ pub async fn run(
     .await?;
 
     let draining = Arc::new(AtomicBool::new(false));
+    let speech = Speech::new(config.clone(), supervisor.clone(), configs.clone());
+    let (stop_wyoming, wyoming_stopping) = tokio::sync::watch::channel(false);
+    let mut wyoming = match wyoming {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let serving = crate::wyoming::serve(
+                listener,
+                speech.clone(),
+                crate::wyoming::Settings::from_config(&config),
+                config.wyoming_max_connections,
+                wyoming_stopping,
+            );
+            tracing::info!("Wyoming protocol listening on tcp://{addr}");
+            Some(tokio::spawn(serving))
+        }
+        None => None,
+    };
     let state = AppState {
-        speech: Speech::new(config.clone(), supervisor.clone(), configs.clone()),
+        speech,
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
@@ -89,14 +111,25 @@ pub async fn run(
         }
     }
     let _ = stop_accepting.send(());
+    let _ = stop_wyoming.send(true);
+    let all_finished = async {
+        let _ = (&mut server).await;
+        if let Some(wyoming) = wyoming.as_mut() {
+            let _ = wyoming.await;
+        }
+    };
     tokio::select! {
-        _ = &mut server => tracing::info!("all requests finished"),
+        _ = all_finished => tracing::info!("all requests finished"),
         _ = tokio::time::sleep(config.shutdown_grace) => {
             tracing::warn!("grace period over: closing the remaining requests");
         }
         signal = signals.next() => tracing::warn!(signal, "second signal: shutting down at once"),
     }
     server.abort();
+    // Aborting the Wyoming task drops its connections and so their sessions.
+    if let Some(wyoming) = wyoming {
+        wyoming.abort();
+    }
 
     // Engines next: each gets SIGTERM, then SIGKILL after 2 s.
     let _ = supervisor
