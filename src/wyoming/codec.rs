@@ -225,6 +225,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Reads and drops what the peer still sends, up to `limit` bytes or
+    /// its close. Closing a socket with unread input makes the kernel
+    /// answer with a reset, which can destroy an `error` event still on its
+    /// way to the peer: after a failure the handler drains first (bounded
+    /// by a timeout), as HTTP servers linger before closing.
+    pub async fn discard_input(&mut self, limit: usize) -> Result<(), CodecError> {
+        self.buffer.clear();
+        self.pending = None;
+        let mut scratch = vec![0; 16 * 1024];
+        let mut total = 0;
+        while total < limit {
+            let read = self.stream.read(&mut scratch).await?;
+            if read == 0 {
+                break;
+            }
+            total += read;
+        }
+        Ok(())
+    }
+
     /// Flushes and closes the sending side, so the peer reads to the end.
     pub async fn shutdown(&mut self) -> Result<(), CodecError> {
         self.stream.shutdown().await?;

@@ -41,6 +41,12 @@ use crate::voices::{VoiceError, VoiceInfo};
 /// socket is not read until the backlog shrinks.
 const MAX_BACKLOG: usize = 32;
 
+/// How long, and for how many bytes, a failed connection's input is read
+/// and dropped after its `error` event, so that the event is not lost to a
+/// reset (see [`Connection::discard_input`]).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
+
 /// Settings every connection shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -275,6 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handler<S> {
                         conn.shutdown().await
                     })
                     .await;
+                    let _ = bounded(LINGER.min(limit), conn.discard_input(LINGER_BYTES)).await;
                 }
             }
         }
@@ -505,24 +512,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handler<S> {
             }
             Some(SpeechEvent::SentenceEnd { .. }) => Ok(false),
             Some(SpeechEvent::Done(summary)) => {
-                self.start_audio(job).await?;
-                let timestamp = job.timestamp_ms();
-                self.send(Outgoing::AudioStop { timestamp }).await?;
-                if job.mode == Mode::Stream {
-                    self.send(Outgoing::SynthesizeStopped).await?;
-                }
-                self.flush().await?;
-                tracing::info!(
-                    request_id = %job.id, frontend = "wyoming", peer = %self.peer,
-                    mode = job.mode.label(), voice = %job.voice, cached = summary.cached,
-                    complete = true, samples = job.samples, characters = job.chars,
-                    ms = job.started.elapsed().as_millis() as u64, "speech streamed"
-                );
+                self.end_audio(job, summary.cached).await?;
+                Ok(true)
+            }
+            // A stream whose text held nothing to say: no audio, no failure.
+            Some(SpeechEvent::Failed(
+                SpeechError::NoSpeakableText | SpeechError::Synth(SynthError::NoSpeakableText),
+            )) if job.samples == 0 => {
+                self.end_audio(job, false).await?;
                 Ok(true)
             }
             Some(SpeechEvent::Failed(err)) => Err(err.into()),
             None => Err(SpeechError::Internal("the session ended unheard".into()).into()),
         }
+    }
+
+    /// The end of a request's audio: `audio-stop`, and for a stream
+    /// `synthesize-stopped` (an `audio-start` first if no audio came).
+    async fn end_audio(&mut self, job: &mut Job, cached: bool) -> Result<(), Failure> {
+        self.start_audio(job).await?;
+        let timestamp = job.timestamp_ms();
+        self.send(Outgoing::AudioStop { timestamp }).await?;
+        if job.mode == Mode::Stream {
+            self.send(Outgoing::SynthesizeStopped).await?;
+        }
+        self.flush().await?;
+        tracing::info!(
+            request_id = %job.id, frontend = "wyoming", peer = %self.peer,
+            mode = job.mode.label(), voice = %job.voice, cached, complete = true,
+            samples = job.samples, characters = job.chars,
+            ms = job.started.elapsed().as_millis() as u64, "speech streamed"
+        );
+        Ok(())
     }
 
     async fn start_audio(&mut self, job: &mut Job) -> Result<(), Failure> {
