@@ -432,7 +432,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handler<S> {
                             self.backlog.push_back(frame);
                         }
                         // Gone before the first audio: dropping `say` cancels it.
-                        None => return Ok(None),
+                        None => {
+                            counter!(m::WYOMING_REQUESTS, "mode" => "synthesize", "outcome" => "abandoned")
+                                .increment(1);
+                            return Ok(None);
+                        }
                     }
                 }
             }
