@@ -823,6 +823,7 @@ def start_piperd():
     env.update({
         "PIPER_HOST": "127.0.0.1",
         "PIPER_PORT": "0",
+        "PIPER_WYOMING_PORT": "0",
         "PIPER_VOICES_DIR": str(VOICES_DIR),
         "PIPER_PYTHON": str(SERVER_VENV_PYTHON),
         # the engine stays warm while the peers are measured

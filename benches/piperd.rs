@@ -569,6 +569,7 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PIPER_HOST", "127.0.0.1")
             .env("PIPER_PORT", "0")
+            .env("PIPER_WYOMING_PORT", "0")
             .env("PIPER_VOICES_DIR", voices_dir)
             .env("PIPER_PYTHON", python())
             .env("PIPER_MAX_PROCESSES", "3")

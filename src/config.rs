@@ -91,7 +91,20 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// Connections open at once; beyond, new ones are answered 503 and closed.
     pub max_connections: usize,
+    /// Port of the Wyoming listener, on `host`; `None` turns it off.
+    pub wyoming_port: Option<u16>,
+    /// Samples in each `audio-chunk` event sent to Wyoming clients.
+    pub wyoming_samples_per_chunk: usize,
+    /// Wyoming connections served at once; one more is refused at once.
+    pub wyoming_max_connections: usize,
+    /// How long a Wyoming connection may stay silent while piperd waits for
+    /// it (for its next event, or for the rest of one it started).
+    pub wyoming_idle_timeout: Duration,
 }
+
+/// Most samples in one Wyoming `audio-chunk`: its payload (2 bytes a
+/// sample) stays well under the 1 MiB a Wyoming peer accepts in one event.
+pub const MAX_SAMPLES_PER_CHUNK: usize = 256 * 1024;
 
 /// Name, default and meaning of every variable, for `--help` and the README.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
@@ -268,6 +281,26 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "info",
         "log filter, in tracing's EnvFilter syntax (e.g. info,piperd=debug)",
     ),
+    (
+        "PIPER_WYOMING_PORT",
+        "10200",
+        "port of the Wyoming protocol listener (Home Assistant), on PIPER_HOST (0 turns it off)",
+    ),
+    (
+        "PIPER_WYOMING_SAMPLES_PER_CHUNK",
+        "1024",
+        "samples in each Wyoming audio-chunk event",
+    ),
+    (
+        "PIPER_WYOMING_MAX_CONNECTIONS",
+        "64",
+        "Wyoming connections served at once; one more gets an error event and is closed",
+    ),
+    (
+        "PIPER_WYOMING_IDLE_TIMEOUT",
+        "60",
+        "seconds a Wyoming connection may stay silent while piperd waits for its next event or the rest of one",
+    ),
 ];
 
 impl Config {
@@ -380,6 +413,35 @@ impl Config {
             // synthesize for at once, yet small beside the limits piperd
             // raises its own descriptor limit to (see `listener::fit_fd_limit`).
             max_connections: env.positive("PIPER_MAX_CONNECTIONS", 1024)?,
+            // 10200 is the port Home Assistant suggests for a Wyoming TTS
+            // service (wyoming-piper's), so that a user only types the host.
+            wyoming_port: match env.parse::<u16>("PIPER_WYOMING_PORT", 10200)? {
+                0 => None,
+                port => Some(port),
+            },
+            // wyoming-piper's default: clients are used to chunks of this size.
+            wyoming_samples_per_chunk: match env
+                .positive("PIPER_WYOMING_SAMPLES_PER_CHUNK", 1024)?
+            {
+                n if n > MAX_SAMPLES_PER_CHUNK => {
+                    return Err(env.invalid(
+                        "PIPER_WYOMING_SAMPLES_PER_CHUNK",
+                        &n.to_string(),
+                        &format!("must be at most {MAX_SAMPLES_PER_CHUNK}"),
+                    ))
+                }
+                n => n,
+            },
+            wyoming_max_connections: env.positive("PIPER_WYOMING_MAX_CONNECTIONS", 64)?,
+            // Home Assistant opens the connection when the reply starts and
+            // may pause while its language model calls tools: a minute
+            // covers that, and still frees a forgotten connection.
+            wyoming_idle_timeout: match env.seconds("PIPER_WYOMING_IDLE_TIMEOUT", 60.0)? {
+                d if d.is_zero() => {
+                    return Err(env.invalid("PIPER_WYOMING_IDLE_TIMEOUT", "0", "must be above 0"))
+                }
+                d => d,
+            },
         })
     }
 
@@ -505,6 +567,15 @@ mod tests {
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert_eq!(config.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.wyoming_port, Some(10200));
+        assert_eq!(config.wyoming_samples_per_chunk, 1024);
+        assert_eq!(config.wyoming_idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn wyoming_port_zero_turns_the_listener_off() {
+        let config = Config::from_vars(&vars(&[("PIPER_WYOMING_PORT", "0")])).unwrap();
+        assert_eq!(config.wyoming_port, None);
     }
 
     #[test]
@@ -516,6 +587,10 @@ mod tests {
             ("PIPER_PROCESS_IDLE_TIMEOUT", "-1"),
             ("PIPER_HOST", "not-an-address"),
             ("PIPER_LOG_FORMAT", "xml"),
+            ("PIPER_WYOMING_PORT", "65536"),
+            ("PIPER_WYOMING_SAMPLES_PER_CHUNK", "0"),
+            ("PIPER_WYOMING_SAMPLES_PER_CHUNK", "1000000"),
+            ("PIPER_WYOMING_IDLE_TIMEOUT", "0"),
         ] {
             let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert_eq!(err.name, name);

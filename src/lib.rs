@@ -1,4 +1,4 @@
-//! piperd: a supervised HTTP server for Piper neural text-to-speech.
+//! piperd: a supervised HTTP and Wyoming server for Piper neural text-to-speech.
 //!
 //! # Layout
 //!
@@ -6,6 +6,7 @@
 //! - [`server`]: start-up, serving and the ordered shutdown.
 //! - [`listener`]: accepting connections within limits (cap, deadlines).
 //! - [`http`]: the warp routes, handlers, JSON errors and audio bodies.
+//! - [`wyoming`]: the Wyoming protocol (Home Assistant), beside HTTP.
 //! - [`audio`]: streaming encoders for WAV, PCM, MP3, Ogg/Opus and FLAC.
 //! - [`scheduler`]: the supervisor, one worker per voice, the config cache.
 //! - [`engine`]: the engine child process and its framed protocol.
@@ -27,5 +28,6 @@ pub mod speech;
 mod testing;
 pub mod text;
 pub mod voices;
+pub mod wyoming;
 
 pub use config::Config;

@@ -52,7 +52,27 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
             "listening on {addr}, beyond this machine, with no API keys: set PIPER_API_KEYS"
         );
     }
-    let result = piperd::server::run(config, listener, signals.boxed()).await;
+    let wyoming = match config.wyoming_port {
+        Some(port) => {
+            let addr = SocketAddr::new(config.host, port);
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!(
+                    "cannot listen on {addr} for Wyoming (PIPER_WYOMING_PORT; 0 turns it off): {e}"
+                )
+            })?;
+            // The protocol has no authentication: API keys do not cover it.
+            if !config.host.is_loopback() {
+                tracing::warn!(
+                    "Wyoming listens on {addr}, beyond this machine, and the protocol has no \
+                     authentication: anyone who reaches the port can use the engine; keep it on a \
+                     trusted network or set PIPER_WYOMING_PORT=0"
+                );
+            }
+            Some(listener)
+        }
+        None => None,
+    };
+    let result = piperd::server::run(config, listener, wyoming, signals.boxed()).await;
     handle.close();
     // Logged by `main` and turned into a non-zero exit status, so that
     // systemd or Kubernetes restart a server that failed.

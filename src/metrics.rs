@@ -43,6 +43,17 @@ pub const AUDIO_CACHE_LOOKUPS: &str = "piperd_audio_cache_lookups_total";
 pub const AUDIO_CACHE_BYTES: &str = "piperd_audio_cache_bytes";
 pub const ERRORS: &str = "piperd_errors_total";
 pub const BUILD_INFO: &str = "piperd_build_info";
+/// Wyoming connections accepted (and served), and refused at the cap.
+pub const WYOMING_CONNECTIONS: &str = "piperd_wyoming_connections_total";
+pub const WYOMING_REFUSED: &str = "piperd_wyoming_connections_refused_total";
+pub const WYOMING_OPEN: &str = "piperd_wyoming_connections_open";
+/// Events received from Wyoming clients, by `type` (known types, else `other`).
+pub const WYOMING_EVENTS: &str = "piperd_wyoming_events_total";
+/// Wyoming requests by `mode` (`synthesize`, `stream`) and `outcome`
+/// (`done`, `failed`, `abandoned`: the client left first).
+pub const WYOMING_REQUESTS: &str = "piperd_wyoming_requests_total";
+/// From a request's first event to its last audio, by `mode`.
+pub const WYOMING_DURATION: &str = "piperd_wyoming_request_duration_seconds";
 
 /// Buckets for durations: a few milliseconds (a cache hit) to a minute (a
 /// long non-streamed text).
@@ -229,4 +240,23 @@ fn describe() {
     );
     describe_counter!(ERRORS, "Errors answered, by code.");
     describe_gauge!(BUILD_INFO, "Build information; always 1.");
+    describe_counter!(WYOMING_CONNECTIONS, "Wyoming connections accepted.");
+    describe_counter!(
+        WYOMING_REFUSED,
+        "Wyoming connections refused because PIPER_WYOMING_MAX_CONNECTIONS were open."
+    );
+    describe_gauge!(WYOMING_OPEN, "Wyoming connections open now.");
+    describe_counter!(
+        WYOMING_EVENTS,
+        "Events received from Wyoming clients, by type (unknown types count as other)."
+    );
+    describe_counter!(
+        WYOMING_REQUESTS,
+        "Wyoming requests by mode (synthesize, stream) and outcome (done, failed, abandoned)."
+    );
+    describe_histogram!(
+        WYOMING_DURATION,
+        Unit::Seconds,
+        "Wyoming request duration by mode, from its first event to its last audio."
+    );
 }

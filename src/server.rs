@@ -1,13 +1,16 @@
 //! Running the server, and shutting it down in order.
 //!
-//! Connections are accepted and served by [`crate::listener`], within the
-//! connection cap and deadlines; this module wires the parts together.
+//! Two front-ends share one speech core: HTTP (warp) and, unless
+//! `PIPER_WYOMING_PORT` is 0, Wyoming. HTTP connections are accepted and
+//! served by [`crate::listener`], within the connection cap and deadlines;
+//! this module wires the parts together.
 //!
 //! Shutdown is explicit: the first SIGTERM or SIGINT marks the server as
-//! draining (`/health` answers 503), stops accepting connections (after
-//! `PIPER_DRAIN_DELAY`, for load balancers that poll `/health`), closes the
-//! connections that carry no request and gives the requests in flight,
-//! streaming ones included, `PIPER_SHUTDOWN_GRACE` to finish; then the
+//! draining (`/health` answers 503), stops accepting connections on both
+//! listeners (after `PIPER_DRAIN_DELAY`, for load balancers that poll
+//! `/health`), closes the connections that carry no request and gives the
+//! requests in flight, streaming ones and Wyoming streams included,
+//! `PIPER_SHUTDOWN_GRACE` to finish; then the
 //! connections left are cut. Then every engine is stopped (SIGTERM, SIGKILL
 //! after 2 s), the actors end, and the server returns only once every
 //! engine has been reaped. A second signal skips the waits. If the
@@ -86,15 +89,17 @@ impl Vital {
     }
 }
 
-/// Serves on `listener` until `signals` yields twice or the drain completes.
+/// Serves HTTP on `listener` and Wyoming on `wyoming` (when given) until
+/// `signals` yields twice or the drain completes.
 /// An error if a vital part (supervisor, config cache, HTTP server) ended by
 /// itself, after shutting down the rest and reaping every engine.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    wyoming: Option<TcpListener>,
     signals: impl Stream<Item = i32> + Unpin,
 ) -> Result<(), ServerError> {
-    run_with(config, listener, signals, |_| {}).await
+    run_with(config, listener, wyoming, signals, |_| {}).await
 }
 
 /// [`run`], handing the supervisor to `started` once it runs (tests reach
@@ -102,6 +107,7 @@ pub async fn run(
 async fn run_with(
     config: Config,
     listener: TcpListener,
+    wyoming: Option<TcpListener>,
     mut signals: impl Stream<Item = i32> + Unpin,
     started: impl FnOnce(&ractor::ActorRef<SupervisorMsg>),
 ) -> Result<(), ServerError> {
@@ -133,8 +139,25 @@ async fn run_with(
     started(&supervisor);
 
     let draining = Arc::new(AtomicBool::new(false));
+    let speech = Speech::new(config.clone(), supervisor.clone(), configs.clone());
+    let (stop_wyoming, wyoming_stopping) = tokio::sync::watch::channel(false);
+    let mut wyoming = match wyoming {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(ServerError::Listener)?;
+            let serving = crate::wyoming::serve(
+                listener,
+                speech.clone(),
+                crate::wyoming::Settings::from_config(&config),
+                config.wyoming_max_connections,
+                wyoming_stopping,
+            );
+            tracing::info!("Wyoming protocol listening on tcp://{addr}");
+            Some(tokio::spawn(serving))
+        }
+        None => None,
+    };
     let state = AppState {
-        speech: Speech::new(config.clone(), supervisor.clone(), configs.clone()),
+        speech,
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
@@ -185,9 +208,16 @@ async fn run_with(
         }
     }
     server.stop_accepting();
+    let _ = stop_wyoming.send(true);
     if !hurry {
+        let all_finished = async {
+            server.drained().await;
+            if let Some(wyoming) = wyoming.as_mut() {
+                let _ = wyoming.await;
+            }
+        };
         tokio::select! {
-            _ = server.drained() => tracing::info!("all requests finished"),
+            _ = all_finished => tracing::info!("all requests finished"),
             _ = tokio::time::sleep(config.shutdown_grace) => {
                 tracing::warn!("grace period over: closing the remaining requests");
             }
@@ -199,6 +229,11 @@ async fn run_with(
     server.close_all().await;
     accepting.task.abort();
     accepting.join().await;
+    // Aborting the Wyoming task drops its connections and so their sessions.
+    if let Some(wyoming) = wyoming {
+        wyoming.abort();
+        let _ = wyoming.await;
+    }
 
     // Engines next: each gets SIGTERM, then SIGKILL after 2 s.
     let _ = supervisor
@@ -255,6 +290,7 @@ mod tests {
         let server = tokio::spawn(run_with(
             config,
             listener,
+            None,
             futures::stream::pending(),
             move |supervisor| {
                 let _ = tx.send(supervisor.clone());

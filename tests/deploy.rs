@@ -3,8 +3,8 @@
 //! * Every Kubernetes manifest passes `kubernetes-validate --strict`
 //!   (installed into `.venv` by `make setup`).
 //! * The manifests, the systemd unit and the Containerfile agree with the
-//!   server: port 5050, probes on `/health`, stop timeouts longer than the
-//!   drain grace.
+//!   server: ports 5050 (HTTP) and 10200 (Wyoming), probes on `/health`,
+//!   stop timeouts longer than the drain grace.
 //!
 //! YAML is read as text (no YAML parser among the dependencies), so the checks
 //! below look at `key: value` lines and indentation only.
@@ -15,6 +15,8 @@ use std::process::Command;
 
 /// The server's default port (PIPER_PORT unset).
 const SERVER_DEFAULT_PORT: u16 = 5050;
+/// The server's default Wyoming port (PIPER_WYOMING_PORT unset).
+const WYOMING_DEFAULT_PORT: u16 = 10200;
 /// The server's default drain grace after SIGTERM (PIPER_SHUTDOWN_GRACE unset).
 const SERVER_DEFAULT_GRACE_SECS: u64 = 30;
 /// How long the server gives its engine processes after SIGTERM before SIGKILL.
@@ -231,25 +233,27 @@ fn kustomization_lists_every_manifest() {
 
 #[test]
 fn server_default_port_is_the_deployed_port() {
-    // The port the files below deploy must be the server's default.
-    let mut found = false;
-    let mut stack = vec![root().join("src")];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                found |= fs::read_to_string(&path)
-                    .unwrap()
-                    .contains(&SERVER_DEFAULT_PORT.to_string());
+    // The ports the files below deploy must be the server's defaults.
+    for port in [SERVER_DEFAULT_PORT, WYOMING_DEFAULT_PORT] {
+        let mut found = false;
+        let mut stack = vec![root().join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    found |= fs::read_to_string(&path)
+                        .unwrap()
+                        .contains(&port.to_string());
+                }
             }
         }
+        assert!(
+            found,
+            "the server sources no longer mention port {port}: update deploy/ and this test"
+        );
     }
-    assert!(
-        found,
-        "the server sources no longer mention port {SERVER_DEFAULT_PORT}: update deploy/ and this test"
-    );
 }
 
 #[test]
@@ -257,23 +261,30 @@ fn deployment_probes_ports_and_grace() {
     let text = read("deploy/kubernetes/deployment.yaml");
     let port = SERVER_DEFAULT_PORT.to_string();
 
-    // One container port, the server's, named http.
+    // Two container ports, the server's, named http and wyoming.
     let ports_blocks = yaml_blocks(&text, "ports");
     assert_eq!(
         ports_blocks.len(),
         1,
         "expected one `ports:` list in the Deployment"
     );
+    let wyoming = WYOMING_DEFAULT_PORT.to_string();
     assert_eq!(
         values_of(&ports_blocks[0], "containerPort"),
-        vec![port.clone()]
+        vec![port.clone(), wyoming.clone()]
     );
     assert_eq!(
         values_of(&ports_blocks[0], "name"),
-        vec!["http".to_string()]
+        vec!["http".to_string(), "wyoming".to_string()]
     );
     if let Some(p) = deployment_env(&text, "PIPER_PORT") {
         assert_eq!(p, port, "PIPER_PORT differs from the container port");
+    }
+    if let Some(p) = deployment_env(&text, "PIPER_WYOMING_PORT") {
+        assert_eq!(
+            p, wyoming,
+            "PIPER_WYOMING_PORT differs from the container port"
+        );
     }
     assert_eq!(
         deployment_env(&text, "PIPER_HOST").as_deref(),
@@ -344,10 +355,17 @@ fn deployment_probes_ports_and_grace() {
 }
 
 #[test]
-fn service_targets_the_http_port() {
+fn service_targets_the_http_and_wyoming_ports() {
     let text = read("deploy/kubernetes/service.yaml");
-    assert_eq!(single_value(&text, "port"), SERVER_DEFAULT_PORT.to_string());
-    assert_eq!(single_value(&text, "targetPort"), "http");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        values_of(&lines, "port"),
+        vec![
+            SERVER_DEFAULT_PORT.to_string(),
+            WYOMING_DEFAULT_PORT.to_string()
+        ]
+    );
+    assert_eq!(values_of(&lines, "targetPort"), vec!["http", "wyoming"]);
 }
 
 #[test]
@@ -378,6 +396,9 @@ fn systemd_unit_stops_cleanly_and_is_hardened() {
     if let Some(p) = unit_env(&unit, "PIPER_PORT") {
         assert_eq!(p, SERVER_DEFAULT_PORT.to_string());
     }
+    if let Some(p) = unit_env(&unit, "PIPER_WYOMING_PORT") {
+        assert_eq!(p, WYOMING_DEFAULT_PORT.to_string());
+    }
 }
 
 #[test]
@@ -403,7 +424,10 @@ fn containerfile_exposes_the_port_and_checks_health() {
             .iter()
             .map(|p| p.trim_end_matches("/tcp"))
             .collect::<Vec<_>>(),
-        vec![SERVER_DEFAULT_PORT.to_string()],
+        vec![
+            SERVER_DEFAULT_PORT.to_string(),
+            WYOMING_DEFAULT_PORT.to_string()
+        ],
         "EXPOSE"
     );
 

@@ -28,6 +28,9 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::mpsc;
 
+/// The scheduler's half of [`SpeechError`], named here so that front-ends
+/// map every error without reaching below the core.
+pub use crate::scheduler::SynthError;
 pub use error::{ErrorKind, SpeechError, MAX_TEXT_CHARS};
 pub use request::{Speaker, VoiceOptions};
 pub use session::{Session, SpeechEvent, Summary};
@@ -36,7 +39,7 @@ use crate::config::Config;
 use crate::engine::SynthOptions;
 use crate::metrics as m;
 use crate::scheduler::messages::{Health, SupervisorMsg, WarmInfo};
-use crate::scheduler::{Sentence, SynthError, SynthJob};
+use crate::scheduler::{Sentence, SynthJob};
 use crate::text::stream::{PieceLimits, SentenceStream};
 use crate::voices::{VoiceError, VoiceInfo};
 use admission::Admission;

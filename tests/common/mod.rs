@@ -71,6 +71,9 @@ impl Server {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PIPER_HOST", "127.0.0.1")
             .env("PIPER_PORT", "0")
+            // Wyoming's default port is fixed (10200): tests that run side by
+            // side would fight over it, so only tests that ask get it.
+            .env("PIPER_WYOMING_PORT", "0")
             .env("PIPER_VOICES_DIR", voices_dir)
             .env("PIPER_PYTHON", python())
             .env("PIPER_LOG", "info,piperd=debug")
