@@ -2,18 +2,20 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: every setting, read from the environment.
-//! - [`server`]: start-up, serving and the ordered shutdown.
-//! - [`listener`]: accepting connections within limits (cap, deadlines).
-//! - [`http`]: the warp routes, handlers, JSON errors and audio bodies.
-//! - [`wyoming`]: the Wyoming protocol (Home Assistant), beside HTTP.
-//! - [`audio`]: streaming encoders for WAV, PCM, MP3, Ogg/Opus and FLAC.
-//! - [`scheduler`]: the supervisor, one worker per voice, the config cache.
-//! - [`engine`]: the engine child process and its framed protocol.
-//! - [`text`]: splitting text into chunks and sentences for the engine.
-//! - [`voices`]: voice files on disk, name checks, `.onnx.json` configs.
-//! - [`speech`]: the transport-neutral speech core every front-end calls.
-//! - [`metrics`]: Prometheus metric names, buckets and the exporter.
+//! Every arrow points down: a module imports only from the floors below it.
+//!
+//! 1. [`server`] (start-up, serving, the ordered shutdown) and [`listener`]
+//!    (accepting connections within a cap and deadlines).
+//! 2. The front-ends, each a thin adapter that imports no other: [`http`]
+//!    (piperd's API, OpenAI's, the ops routes) and [`wyoming`] (Home
+//!    Assistant's protocol).
+//! 3. [`speech`]: the transport-neutral core every front-end calls (request
+//!    checks, voice catalog, audio cache, admission, sessions and events).
+//! 4. [`scheduler`]: the supervisor, one worker per voice (an actor shell
+//!    over a pure planner and engine lifecycle).
+//! 5. Leaves: [`engine`] (child process, framed protocol), [`text`]
+//!    (sentence splitting, also as text arrives), [`audio`] (encoders,
+//!    spool), [`voices`], [`config`], [`metrics`].
 
 pub mod audio;
 pub mod config;

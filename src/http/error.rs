@@ -13,7 +13,7 @@ use warp::reply::{Reply, Response};
 use warp::Rejection;
 
 use crate::metrics as m;
-use crate::scheduler::SynthError;
+use crate::speech::SynthError;
 use crate::speech::{SpeechError, MAX_TEXT_CHARS};
 use crate::voices::VoiceError;
 

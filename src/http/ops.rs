@@ -10,7 +10,7 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use super::{observe, AppState};
-use crate::scheduler::messages::EngineHealth;
+use crate::speech::EngineHealth;
 
 /// `GET /health`: 200 when the server can serve, 503 when draining or the
 /// engine cannot run. Busy is not unhealthy: a full queue stays 200 (and

@@ -1,10 +1,9 @@
-//! The actor system: one supervisor, one worker per voice, one config cache.
+//! The scheduler: one supervisor and one worker per voice (actors).
 //!
-//! HTTP handlers never touch a process. They hand a [`SynthJob`] to the
-//! [`supervisor`], which routes it to the [`voice_worker`] of its voice, and
-//! then read [`AudioEvent`]s from the job's channel as the engine produces
-//! audio. Voice configs come from the speech catalog ([`crate::speech::catalog`]). The two actors
-//! talk through the [`messages`] module, so neither imports the other's
+//! Front-ends never touch a process. The speech core hands a [`SynthJob`]
+//! to the [`supervisor`], which routes it to the [`voice_worker`] of its
+//! voice, and then reads [`AudioEvent`]s from the job's channel as the
+//! engine produces audio. The two actors talk through the [`messages`] module, so neither imports the other's
 //! insides: the supervisor spawns workers, and workers only send it
 //! messages.
 //!

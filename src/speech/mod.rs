@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 
 /// The scheduler's half of [`SpeechError`], named here so that front-ends
 /// map every error without reaching below the core.
+pub use crate::scheduler::messages::{EngineHealth, Health};
 pub use crate::scheduler::SynthError;
 pub use error::{ErrorKind, SpeechError, MAX_TEXT_CHARS};
 pub use request::{Speaker, VoiceOptions};
@@ -38,7 +39,7 @@ pub use session::{Session, SpeechEvent, Summary};
 use crate::config::Config;
 use crate::engine::SynthOptions;
 use crate::metrics as m;
-use crate::scheduler::messages::{Health, SupervisorMsg, WarmInfo};
+use crate::scheduler::messages::{SupervisorMsg, WarmInfo};
 use crate::scheduler::{Sentence, SynthJob};
 use crate::text::stream::{PieceLimits, SentenceStream};
 use crate::voices::{VoiceError, VoiceInfo};
