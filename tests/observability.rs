@@ -1431,3 +1431,41 @@ async fn prometheus_answers_every_dashboard_and_alert_query() {
     drop(prometheus);
     assert!(server.engines().len() <= 1);
 }
+
+/// Requests refused before a handler runs (no key, no route, wrong method)
+/// are counted under their route, with the time they took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_count_under_their_route() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[("PIPER_API_KEYS", "secret")]);
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "Hi."})).await;
+    assert_eq!(status, 401);
+    let response = client().get(server.url("/no/such")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let response = client()
+        .get(server.url("/v1/audio/speech"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let text = metrics_text(&server).await;
+    for (route, method, status) in [
+        ("/api/tts", "POST", "401"),
+        ("other", "GET", "404"),
+        ("/v1/audio/speech", "GET", "405"),
+    ] {
+        let labels = [
+            format!("route=\"{route}\""),
+            format!("method=\"{method}\""),
+            format!("status=\"{status}\""),
+        ];
+        let found = text.lines().any(|l| {
+            l.starts_with(&format!("{}{{", m::HTTP_REQUESTS))
+                && labels.iter().all(|label| l.contains(label.as_str()))
+                && l.ends_with(" 1")
+        });
+        assert!(found, "no {route} {method} {status} in\n{text}");
+    }
+    let count = format!("{}_count{{route=\"/api/tts\"}}", m::HTTP_DURATION);
+    assert_eq!(metric(&text, &count), 1.0, "{text}");
+}

@@ -4,7 +4,7 @@
 //! plus a field or two where a client can act on it (the voices available,
 //! when to retry). Codes are stable: clients and alerts match on them.
 
-use std::convert::Infallible;
+use std::time::Instant;
 
 use metrics::counter;
 use serde_json::json;
@@ -193,18 +193,47 @@ fn speech_status(err: &SpeechError) -> (StatusCode, &'static str) {
     }
 }
 
-/// The single `recover`: warp's own rejections become JSON errors too.
-pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    let response = rejection_error(&rejection).into_response();
-    crate::http::observe("other", "", response.status(), std::time::Instant::now());
-    Ok(response)
+/// The answer to a request warp rejected (no route, wrong method, no key,
+/// body too large), as JSON — in OpenAI's shape under `/v1/` — counted
+/// under its route, with the time it took.
+pub fn refused(rejection: &Rejection, path: &str, method: &str, started: Instant) -> Response {
+    let err = rejection_error(rejection);
+    let response = if path.starts_with("/v1/") {
+        err.into_openai_response()
+    } else {
+        err.into_response()
+    };
+    let route = route_of(path);
+    crate::http::observe(route, method, response.status(), started);
+    tracing::info!(
+        route,
+        method,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request refused"
+    );
+    response
 }
 
-/// The same for `/v1/*`, in OpenAI's shape.
-pub async fn recover_openai(rejection: Rejection) -> Result<Response, Infallible> {
-    let response = rejection_error(&rejection).into_openai_response();
-    crate::http::observe("other", "", response.status(), std::time::Instant::now());
-    Ok(response)
+/// The route label of a path: one of the routes, or "other" (labels stay
+/// bounded whatever paths clients send).
+fn route_of(path: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/api/tts",
+        "/api/warmup",
+        "/api/voices",
+        "/health",
+        "/metrics",
+        "/v1/audio/speech",
+        "/v1/models",
+        "/v1/audio/voices",
+        "/",
+    ];
+    ROUTES
+        .iter()
+        .find(|route| path.trim_end_matches('/') == route.trim_end_matches('/'))
+        .copied()
+        .unwrap_or("other")
 }
 
 fn rejection_error(rejection: &Rejection) -> ApiError {

@@ -11,7 +11,13 @@ use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use super::error::{recover, recover_openai, ApiError};
+use std::convert::Infallible;
+use std::time::Instant;
+
+use warp::http::Method;
+use warp::path::FullPath;
+
+use super::error::{refused, ApiError};
 use super::openai;
 use super::{ops, seed, RequestCtx};
 use super::{AppState, MAX_BODY_BYTES};
@@ -70,15 +76,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(authorized(keys))
         .and(with_state(state.clone()))
         .and_then(openai::audio_voices);
-    let v1 = warp::path("v1").and(
-        speech
-            .or(models)
-            .unify()
-            .or(audio_voices)
-            .unify()
-            .recover(recover_openai)
-            .unify(),
-    );
+    let v1 = warp::path("v1").and(speech.or(models).unify().or(audio_voices).unify());
 
     let api = v1
         .or(tts)
@@ -92,9 +90,28 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(metrics)
         .unify()
         .or(web)
-        .unify()
-        .recover(recover)
         .unify();
+    // Rejections (unknown routes, wrong methods, missing keys, bodies too
+    // large) become JSON errors here, counted under their route with the
+    // time they took.
+    let api = warp::any()
+        .map(Instant::now)
+        .and(warp::path::full())
+        .and(warp::method())
+        .and(
+            api.map(Ok::<Response, Rejection>)
+                .or_else(|rejection| async move { Ok::<_, Infallible>((Err(rejection),)) }),
+        )
+        .map(
+            |started: Instant,
+             path: FullPath,
+             method: Method,
+             answer: Result<Response, Rejection>| {
+                answer.unwrap_or_else(|rejection| {
+                    refused(&rejection, path.as_str(), method.as_str(), started)
+                })
+            },
+        );
     let origins = &state.config().cors_origins;
     if origins.is_empty() {
         return api.boxed();
