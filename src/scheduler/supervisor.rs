@@ -383,34 +383,10 @@ impl SupervisorState {
 mod tests {
     use super::*;
     use crate::scheduler::{SynthJob, SynthSummary};
-    use std::collections::HashMap as Vars;
-    use std::path::PathBuf;
-
-    fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-    }
 
     /// A voices folder with one voice, spoken by the test double.
     fn setup() -> (tempfile::TempDir, Arc<Config>, Arc<VoiceInfo>) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("v.onnx"), b"not read by the double").unwrap();
-        std::fs::write(
-            dir.path().join("v.onnx.json"),
-            br#"{"audio":{"sample_rate":22050}}"#,
-        )
-        .unwrap();
-        let vars: Vars<String, String> = [
-            ("PIPER_VOICES_DIR", dir.path().to_str().unwrap()),
-            ("PIPER_PYTHON", "python3"),
-            (
-                "PIPER_ENGINE",
-                root().join("tests/fake_engine.py").to_str().unwrap(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = Arc::new(Config::from_vars(&vars).unwrap());
+        let (dir, config) = crate::testing::fake_engine_setup(&[]);
         let (files, fingerprint) = crate::voices::resolve(dir.path(), "v").unwrap();
         let voice = Arc::new(crate::voices::load(files, fingerprint).unwrap());
         (dir, config, voice)
