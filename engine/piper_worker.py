@@ -107,6 +107,8 @@ class Sessions:
         self._ort = onnxruntime
         self._model_path = str(model_path)
         self._lock = threading.Lock()
+        # Thread counts whose session is being made, outside the lock.
+        self._pending = set()
         # One arena for every session: a session per thread count must not
         # mean an arena per thread count, each grown to its own peak.
         onnxruntime.create_and_register_allocator(
@@ -135,10 +137,24 @@ class Sessions:
         )
 
     def session(self, threads):
+        """The session on `threads` threads. One still being made in the
+        background stands in as the default session: a request must never
+        wait on the low-priority thread that makes it (on a busy machine that
+        thread gets almost no CPU, and the request would wait for seconds)."""
         with self._lock:
-            if threads not in self._by_threads:
-                self._by_threads[threads] = self._make(threads)
-            return self._by_threads[threads]
+            found = self._by_threads.get(threads)
+            if found is not None:
+                return found
+            if threads in self._pending:
+                return self._by_threads[0]
+            self._pending.add(threads)
+        try:
+            made = self._make(threads)
+        finally:
+            with self._lock:
+                self._pending.discard(threads)
+        with self._lock:
+            return self._by_threads.setdefault(threads, made)
 
     def run(self, output_names, input_feed, run_options=None):
         session = getattr(_local, "session", None) or self._by_threads[0]
