@@ -230,7 +230,8 @@ async fn run_with(
     accepting.task.abort();
     accepting.join().await;
     // Aborting the Wyoming task drops its connections and so their sessions.
-    if let Some(wyoming) = wyoming {
+    // (Not awaited again once it ended: a join handle is polled to its end once.)
+    if let Some(wyoming) = wyoming.filter(|task| !task.is_finished()) {
         wyoming.abort();
         let _ = wyoming.await;
     }

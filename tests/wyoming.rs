@@ -561,6 +561,11 @@ async fn connections_over_the_cap_are_refused_and_a_stream_finishes_through_the_
     assert!(bytes > 22050, "{bytes} bytes of audio");
     // Closed once the request in hand is answered.
     assert!(wire.read().is_none());
-    assert_eq!(server.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        server.log()
+    );
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }

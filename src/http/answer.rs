@@ -46,6 +46,7 @@ pub fn streamed(
     let rate = encoder.output_sample_rate();
     let cached = session.cached();
     let voice = session.voice().name.clone();
+    let (chars, chunks) = session.text_size();
     let end_ctx = ctx.clone();
     let on_end = OnEnd(Some(Box::new(move |ending: Option<Ending>| {
         let complete = matches!(ending, Some(Ending::Done(_)));
@@ -56,7 +57,7 @@ pub fn streamed(
         }
         observe(route, "POST", StatusCode::OK, end_ctx.started);
         tracing::info!(
-            request_id = %end_ctx.id, voice = %voice, format = %format, cached, complete,
+            request_id = %end_ctx.id, voice = %voice, chars, chunks, format = %format, cached, complete,
             status = 200u16, ms = end_ctx.started.elapsed().as_millis() as u64, "speech streamed"
         );
     })));
@@ -83,6 +84,7 @@ pub async fn complete(
     let rate = encoder_for(format, session.sample_rate())?.output_sample_rate();
     let cached = session.cached();
     let voice = session.voice().name.clone();
+    let (chars, chunks) = session.text_size();
     let (file, _) = encode_complete(
         session,
         format,
@@ -92,7 +94,7 @@ pub async fn complete(
     .await?;
     let len = file.len();
     tracing::info!(
-        request_id = %ctx.id, voice = %voice, format = %format, cached, bytes = len,
+        request_id = %ctx.id, voice = %voice, chars, chunks, format = %format, cached, bytes = len,
         status = 200u16, ms = ctx.started.elapsed().as_millis() as u64, "speech synthesized"
     );
     let mut response = warp::reply::stream(file.into_stream()).into_response();

@@ -102,6 +102,7 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
             }
             .into());
         }
+        crate::speech::Speech::check_text(&request.input)?;
         let name = choose_voice(&state, &names, &request.model, &request.voice)?;
         let voice = state.speech.voice(Some(&name)).await?;
         let options = SynthOptions {

@@ -69,6 +69,7 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
         };
         // Ranges first: a bad option is reported whatever the voice.
         options.check_ranges()?;
+        crate::speech::Speech::check_text(&request.text)?;
         let speech = &state.speech;
         let voice = speech.voice(request.voice_model.as_deref()).await?;
         let options = options.resolve(&voice)?;

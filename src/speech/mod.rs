@@ -196,6 +196,19 @@ impl Speech {
         }
     }
 
+    /// Checks a whole text before anything else is done for it: empty, too
+    /// long, or nothing speakable in it.
+    pub fn check_text(text: &str) -> Result<(), SpeechError> {
+        if text.trim().is_empty() {
+            return Err(SpeechError::EmptyText);
+        }
+        let chars = crate::text::char_count(text);
+        if chars > MAX_TEXT_CHARS {
+            return Err(SpeechError::TextTooLong(chars));
+        }
+        Ok(())
+    }
+
     fn limits(&self) -> PieceLimits {
         PieceLimits::from_config(&self.inner.config)
     }
@@ -211,13 +224,8 @@ impl Speech {
             complete,
         } = utterance;
         let config = &self.inner.config;
-        if text.trim().is_empty() {
-            return Err(SpeechError::EmptyText);
-        }
+        Speech::check_text(text)?;
         let chars = crate::text::char_count(text);
-        if chars > MAX_TEXT_CHARS {
-            return Err(SpeechError::TextTooLong(chars));
-        }
         let pieces = crate::text::stream::pieces(text, self.limits());
         let chunks = crate::text::split_chunks(text, config.chunk_size)
             .into_iter()
@@ -246,7 +254,7 @@ impl Speech {
             cache.key(&voice, lines, &options)
         });
         if let Some(hit) = key.as_ref().and_then(|k| cache.get(k)) {
-            return Ok(Session::from_cache(voice, hit));
+            return Ok(Session::from_cache(voice, hit).with_size(chars, chunks));
         }
         let ticket = self.inner.admission.admit()?;
         let sentences = pieces
@@ -257,7 +265,7 @@ impl Speech {
             })
             .collect();
         let (job, events) = SynthJob::whole(voice.clone(), sentences, options);
-        let mut session = Session::live(voice, events, Some(ticket));
+        let mut session = Session::live(voice, events, Some(ticket)).with_size(chars, chunks);
         // A copy for the cache only when the answer can fit in it: speech
         // runs well under 3,000 bytes of PCM per character.
         if let Some(key) = key.filter(|_| chars.saturating_mul(3_000) <= cache.max_entry()) {

@@ -86,6 +86,8 @@ pub struct Session {
     /// Most samples the session may make (complete answers).
     max_samples: Option<(u64, u64)>,
     samples: u64,
+    /// Characters and chunks of a whole text, for logs.
+    size: (usize, usize),
     queued: VecDeque<SpeechEvent>,
     ended: bool,
 }
@@ -121,6 +123,7 @@ impl Session {
             tee: None,
             max_samples: None,
             samples: 0,
+            size: (0, 0),
             queued: VecDeque::new(),
             ended: false,
         }
@@ -157,6 +160,17 @@ impl Session {
     pub(super) fn with_limit(mut self, seconds: u64) -> Session {
         self.max_samples = Some((seconds * self.voice.sample_rate as u64, seconds));
         self
+    }
+
+    /// Records the size of the whole text: characters and chunks.
+    pub(super) fn with_size(mut self, chars: usize, chunks: usize) -> Session {
+        self.size = (chars, chunks);
+        self
+    }
+
+    /// Characters and chunks of the text, as logged (0 for text over time).
+    pub fn text_size(&self) -> (usize, usize) {
+        self.size
     }
 
     /// Puts an event back in front (the first one, read to see whether the
