@@ -12,6 +12,7 @@
 //! [`stream`] makes the same engine pieces of text that arrives over time, sentence by
 //! sentence as each is complete; [`pieces`] runs whole text through it.
 
+pub mod spans;
 pub mod stream;
 
 pub use stream::{pieces, Piece, PieceLimits, SentenceStream};
