@@ -45,12 +45,15 @@ test: setup
 	cargo test --release --no-fail-fast -- --test-threads=2
 
 # The raw engine and piperd side by side (writes BENCHMARKS.md), then the
-# peer servers in their own venvs under benches/.peers (appended to it).
-# `cargo bench` builds target/release/piperd itself, which peers.py runs.
+# peer servers in their own venvs under benches/.peers (appended to it), then
+# the Wyoming port against wyoming-piper with wyoming-bench (appended too).
+# `cargo bench` builds target/release/piperd itself, which the scripts run.
 bench: setup
 	cargo bench --bench piperd
 	python3 benches/peers.py --budget 95 --out target/peers.md
 	cat target/peers.md >> BENCHMARKS.md
+	python3 benches/wyoming_peers.py --rounds 2 --out target/wyoming.md
+	cat target/wyoming.md >> BENCHMARKS.md
 
 lint:
 	cargo fmt --all -- --check

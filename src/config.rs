@@ -242,7 +242,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_MAX_QUEUE",
-        "32",
+        "16",
         "requests waiting for their first audio, over the server, beyond which new ones get 503 overloaded at once (0: no bound)",
     ),
     (
@@ -389,7 +389,11 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
             audio_cache_mb: env.parse("PIPER_AUDIO_CACHE_MB", 64)?,
-            max_queue: env.parse("PIPER_MAX_QUEUE", 32)?,
+            // Each waiting request costs the ones behind it about 0.2 s of
+            // first-sentence work on 2 cores: 16 keep the last one's first
+            // audio near 3 s (BENCHMARKS.md, "Admission"); beyond that a
+            // client is better served by another replica.
+            max_queue: env.parse("PIPER_MAX_QUEUE", 16)?,
             // The longest text (100,000 characters) at an ordinary pace is
             // about two hours; a complete answer past that would only fill
             // the spool folder.
