@@ -100,6 +100,9 @@ pub struct Config {
     /// How long a Wyoming connection may stay silent while piperd waits for
     /// it (for its next event, or for the rest of one it started).
     pub wyoming_idle_timeout: Duration,
+    /// Instance name announced over mDNS for the Wyoming listener
+    /// (`NAME._wyoming._tcp.local.`); `None`: no announcement.
+    pub wyoming_zeroconf: Option<String>,
 }
 
 /// Most samples in one Wyoming `audio-chunk`: its payload (2 bytes a
@@ -301,6 +304,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "60",
         "seconds a Wyoming connection may stay silent while piperd waits for its next event or the rest of one",
     ),
+    (
+        "PIPER_WYOMING_ZEROCONF",
+        "unset",
+        "announce the Wyoming listener over mDNS as NAME._wyoming._tcp.local. for Home Assistant's discovery, where PIPER_HOST listens",
+    ),
 ];
 
 impl Config {
@@ -446,6 +454,14 @@ impl Config {
                 }
                 d => d,
             },
+            wyoming_zeroconf: match env.get("PIPER_WYOMING_ZEROCONF").map(str::trim) {
+                None | Some("") => None,
+                Some(name) => {
+                    zeroconf_name(name)
+                        .map_err(|why| env.invalid("PIPER_WYOMING_ZEROCONF", name, why))?;
+                    Some(name.to_string())
+                }
+            },
         })
     }
 
@@ -547,9 +563,32 @@ impl Env<'_> {
     }
 }
 
+/// Checks a name given in `PIPER_WYOMING_ZEROCONF`: one DNS label (at most
+/// 63 bytes), without dots, which would change the service it names.
+fn zeroconf_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("must not be empty")
+    } else if name.len() > 63 {
+        Err("must be at most 63 bytes (one DNS label)")
+    } else if name.contains('.') || name.chars().any(char::is_control) {
+        Err("must not hold dots or control characters")
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroconf_names_are_one_label() {
+        assert!(zeroconf_name("piperd").is_ok());
+        assert!(zeroconf_name("Living room TTS").is_ok());
+        assert!(zeroconf_name("").is_err());
+        assert!(zeroconf_name("a.b").is_err());
+        assert!(zeroconf_name(&"x".repeat(64)).is_err());
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -141,7 +141,7 @@ async fn run_with(
     let draining = Arc::new(AtomicBool::new(false));
     let speech = Speech::new(config.clone(), supervisor.clone(), configs.clone());
     let (stop_wyoming, wyoming_stopping) = tokio::sync::watch::channel(false);
-    let mut wyoming = match wyoming {
+    let wyoming = match wyoming {
         Some(listener) => {
             let addr = listener.local_addr().map_err(ServerError::Listener)?;
             let serving = crate::wyoming::serve(
@@ -152,10 +152,15 @@ async fn run_with(
                 wyoming_stopping,
             );
             tracing::info!("Wyoming protocol listening on tcp://{addr}");
-            Some(tokio::spawn(serving))
+            Some((tokio::spawn(serving), addr))
         }
         None => None,
     };
+    let announcement = match (&wyoming, &config.wyoming_zeroconf) {
+        (Some((_, addr)), Some(name)) => announce(name.clone(), config.host, addr.port()).await,
+        _ => None,
+    };
+    let mut wyoming = wyoming.map(|(task, _)| task);
     let state = AppState {
         speech,
         metrics,
@@ -209,6 +214,10 @@ async fn run_with(
     }
     server.stop_accepting();
     let _ = stop_wyoming.send(true);
+    if let Some(announcement) = announcement {
+        // Home Assistant forgets the service at once instead of at its TTL.
+        let _ = tokio::task::spawn_blocking(move || announcement.stop()).await;
+    }
     if !hurry {
         let all_finished = async {
             server.drained().await;
@@ -253,6 +262,30 @@ async fn run_with(
             tracing::info!("stopped");
             Ok(())
         }
+    }
+}
+
+/// Starts the mDNS announcement of the Wyoming listener. A failure is
+/// logged, not fatal: clients that are given the host and port still work.
+async fn announce(
+    name: String,
+    host: std::net::IpAddr,
+    port: u16,
+) -> Option<crate::wyoming::zeroconf::Announcement> {
+    let started = tokio::task::spawn_blocking(move || {
+        crate::wyoming::zeroconf::Announcement::start(&name, host, port)
+    })
+    .await;
+    match started {
+        Ok(Ok(announcement)) => {
+            tracing::info!("Wyoming announced over mDNS as {}", announcement.fullname());
+            Some(announcement)
+        }
+        Ok(Err(err)) => {
+            tracing::warn!("{err}: Home Assistant will not discover this server");
+            None
+        }
+        Err(_) => None,
     }
 }
 

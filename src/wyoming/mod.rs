@@ -5,6 +5,7 @@
 //! - [`codec`]: frames (JSON header line, data block, payload) over a stream.
 //! - [`event`]: the events piperd reads and writes, typed.
 //! - [`handler`]: one connection, from events to speech sessions and back.
+//! - [`zeroconf`]: the mDNS announcement Home Assistant discovers.
 //! - this module: the listener, with a cap on connections and the drain.
 //!
 //! Like every front-end it calls only the speech core ([`Speech`]); it
@@ -15,6 +16,7 @@
 pub mod codec;
 pub mod event;
 pub mod handler;
+pub mod zeroconf;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
