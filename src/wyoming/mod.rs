@@ -9,9 +9,11 @@
 //! - this module: the listener, with a cap on connections and the drain.
 //!
 //! Like every front-end it calls only the speech core ([`Speech`]); it
-//! knows nothing of HTTP. The connection cap and idle timeout are kept
-//! minimal and local here on purpose: a shared listener module for HTTP is
-//! being built apart (`src/listener.rs`), and this one can move onto it.
+//! knows nothing of HTTP. Its connection cap is a semaphore of its own
+//! (`PIPER_WYOMING_MAX_CONNECTIONS`) and its idle timeout lives in the
+//! handler, since one Wyoming connection is one request: HTTP's listener
+//! ([`crate::listener`], a floor above) deals in header and keep-alive
+//! deadlines that Wyoming does not have.
 
 pub mod codec;
 pub mod event;
