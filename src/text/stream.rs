@@ -704,7 +704,7 @@ mod tests {
             lines(&whole),
             [
                 "Doctor Smith paid five point three billion dollars on January fifth, \
-                 twenty twenty five at two thirty P M.",
+                 twenty twenty five at two thirty PM.",
                 "Call five five five, one two three four now!",
                 "The nineteen nineties were, for example, fine.",
                 "Saint Louis is two hundred fifty kilometers away."

@@ -371,6 +371,36 @@ mod tests {
         }
     }
 
+    /// A measurement, not a check (`cargo test --release --lib
+    /// normalization_speed -- --ignored --nocapture`): `make bench` has the
+    /// same row.
+    #[test]
+    #[ignore]
+    fn normalization_speed() {
+        let sentence = "Dr. Smith paid $5.3 billion on Jan. 5, 2025 at 2:30 PM; call 555-1234 \
+                        or visit example.com. In the 1990s it was 72°F, e.g. 50% of 1,234 people \
+                        drove 60 km/h down Main St. with Henry VIII. ";
+        let text = sentence.repeat(100_000 / sentence.chars().count());
+        let chars = text.chars().count();
+        let units = crate::text::split_units(&text, 150);
+        let mut rounds = Vec::new();
+        for _ in 0..23 {
+            let started = std::time::Instant::now();
+            for unit in &units {
+                std::hint::black_box(spoken_line(unit, 0, Rules::English));
+            }
+            rounds.push(started.elapsed().as_secs_f64() / chars as f64 * 1e9);
+        }
+        rounds.drain(..3);
+        rounds.sort_by(f64::total_cmp);
+        println!(
+            "normalization: {chars} chars, {} sentences; per 1,000 chars: p50 {:.0} µs, max {:.0} µs",
+            units.len(),
+            rounds[rounds.len() / 2],
+            rounds[rounds.len() - 1]
+        );
+    }
+
     #[test]
     fn english_only_and_only_when_wanted() {
         assert_eq!(Rules::for_language("en_US", true), Rules::English);

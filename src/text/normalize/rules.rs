@@ -23,9 +23,10 @@ pub struct Found {
     pub end_byte: usize,
 }
 
-/// "A M" and "P M": read by the phonemizer as the letters.
-const AM: &str = "A M";
-const PM: &str = "P M";
+/// Read by the phonemizer as the two letters ("A M" would start with the
+/// article "a").
+const AM: &str = "AM";
+const PM: &str = "PM";
 
 struct Ctx<'a> {
     text: &'a str,
@@ -80,6 +81,12 @@ impl<'a> Ctx<'a> {
 pub fn rewrite(text: &str, tokens: &[Token], i: usize) -> Option<Found> {
     let ctx = Ctx { text, tokens };
     let core = ctx.core(i).filter(|c| !c.is_empty())?;
+    // Most words are plain lowercase words no rule reads otherwise (an
+    // abbreviation of them has its dot after it).
+    let plain = core.bytes().all(|b| b.is_ascii_lowercase()) && !ctx.post(i).starts_with('.');
+    if plain && !matches!(core, "vs" | "mph" | "kph") {
+        return None;
+    }
     url_or_email(&ctx, i, core)
         .or_else(|| date(&ctx, i, core))
         .or_else(|| time(&ctx, i, core))
@@ -215,6 +222,9 @@ fn is_domain(s: &str) -> bool {
 }
 
 fn url_or_email(ctx: &Ctx, i: usize, core: &str) -> Option<Found> {
+    if !core.contains(['.', '@', ':']) {
+        return None;
+    }
     let lower = core.to_ascii_lowercase();
     let body = lower
         .strip_prefix("https://")
@@ -420,7 +430,7 @@ fn date(ctx: &Ctx, i: usize, core: &str) -> Option<Found> {
 
 // ---------------------------------------------------------------- times
 
-/// "am", "PM", "a.m", "p.m" (the core of "p.m."): A M or P M.
+/// "am", "PM", "a.m", "p.m" (the core of "p.m."): AM or PM.
 fn meridiem(word: &str) -> Option<&'static str> {
     match word.to_ascii_lowercase().as_str() {
         "am" | "a.m" => Some(AM),
@@ -754,6 +764,16 @@ fn quantity(ctx: &Ctx, i: usize, core: &str) -> Option<Found> {
     if !ctx.post(i).is_empty() {
         return None;
     }
+    // "55 in. wide": inches only with the dot, "in" alone is the word.
+    if ctx.core(i + 1) == Some("in") && ctx.post(i + 1).starts_with('.') {
+        let unit = if single { "inch" } else { "inches" };
+        return Some(Found {
+            words: format!("{words} {unit}"),
+            from_pre: false,
+            end_token: i + 2,
+            end_byte: ctx.dot_end(i + 1),
+        });
+    }
     let (one, many) = unit(ctx.core(i + 1)?)?;
     ctx.found(
         format!("{words} {}", if single { one } else { many }),
@@ -826,7 +846,17 @@ fn fraction(ctx: &Ctx, i: usize, core: &str) -> Option<Found> {
         }
     }
     let (a, b) = parse_fraction(core)?;
-    ctx.found(fraction_of(a, b, false)?, i)
+    // "a 1/4 teaspoon" is a quarter teaspoon.
+    let after_a = i
+        .checked_sub(1)
+        .and_then(|p| ctx.core(p))
+        .is_some_and(|p| p.eq_ignore_ascii_case("a"));
+    let words = fraction_of(a, b, after_a)?;
+    let words = match words.strip_prefix("a ") {
+        Some(part) if after_a => part.to_string(),
+        _ => words,
+    };
+    ctx.found(words, i)
 }
 
 // ---------------------------------------------------------------- ordinals, decades, numbers
