@@ -11,7 +11,8 @@
 //! them): cold start (4), short-sentence latency (1), audio cache, time to
 //! first audio (2), fairness (6), throughput (3; with a second server that
 //! runs one onnxruntime thread per engine), engine memory (7), and piperd's
-//! memory during one long request (5) on a fresh server.
+//! memory during one long request (5) on a fresh server, then the speed of
+//! text normalization, in process.
 //! About five and a half minutes on two cores.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -1247,6 +1248,7 @@ fn main() {
     timed!("throughput", runtime.block_on(bench.throughput()));
     timed!("engine memory", runtime.block_on(bench.engine_memory()));
     timed!("memory", runtime.block_on(bench.long_request_memory()));
+    timed!("normalization", bench.normalization());
 
     let total = run_started.elapsed();
     runtime.block_on(bench.record_incidents());
@@ -1352,6 +1354,49 @@ impl Bench {
 
     fn texts_file(&self, name: &str, texts: &[String]) -> String {
         write_texts(self.texts_dir.path(), name, texts)
+    }
+
+    /// Text normalization (English rules), in this process: the time to
+    /// read everyday text dense with numbers, money, dates and abbreviations,
+    /// sentence by sentence as the server does, per 1,000 characters.
+    fn normalization(&mut self) {
+        use piperd::text::normalize::{spoken_line, Rules};
+        let sentence = "Dr. Smith paid $5.3 billion on Jan. 5, 2025 at 2:30 PM; call 555-1234 \
+                        or visit example.com. In the 1990s it was 72°F, e.g. 50% of 1,234 people \
+                        drove 60 km/h down Main St. with Henry VIII. ";
+        let text = sentence.repeat(100_000 / sentence.chars().count());
+        let chars = text.chars().count();
+        let units = piperd::text::split_units(&text, 150);
+        let mut per_thousand_us = Vec::new();
+        for round in 0..23 {
+            let started = Instant::now();
+            let mut spoken = 0;
+            for unit in &units {
+                spoken += spoken_line(unit, 0, Rules::English).0.len();
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            assert!(spoken > text.len(), "the text was not written out");
+            // The first rounds warm the caches.
+            if round >= 3 {
+                per_thousand_us.push(elapsed / chars as f64 * 1_000.0 * 1e6);
+            }
+        }
+        let p50 = median(&per_thousand_us);
+        let p95 = percentile(&per_thousand_us, 95.0);
+        let rows = vec![row(
+            "normalization per 1,000 chars, p50 / p95",
+            format!("{p50:.0} µs / {p95:.0} µs"),
+            String::new(),
+            String::new(),
+        )
+        .target("< 1 ms", p95 < 1_000.0)];
+        let notes = vec![format!(
+            "{} chars in {} sentences, 20 rounds after 3 warm-up rounds, in the bench's own \
+             process (one core), while the server idles",
+            chars,
+            units.len()
+        )];
+        self.report.add("Text normalization", rows, notes);
     }
 
     /// Section 4: `/api/warmup` of a cold voice vs the raw engine's load + first synthesis.

@@ -206,6 +206,9 @@ def synthesize(voice, request, run_options):
     if not isinstance(text, str):
         send_json(ERROR, request_id, {"message": "request has no text"})
         return
+    if request.get("phonemize"):
+        phonemize(voice, request_id, text)
+        return
     options = {key: request[key] for key in OPTION_KEYS if request.get(key) is not None}
     silence = float(request.get("sentence_silence") or 0.0)
     silence_bytes = b"\x00\x00" * int(voice.config.sample_rate * silence)
@@ -244,6 +247,24 @@ def synthesize(voice, request, run_options):
         send_json(ERROR, request_id, {"message": "nothing speakable", "unspeakable": True})
         return
     send_json(DONE, request_id, {"samples": samples})
+
+
+def phonemize(voice, request_id, text):
+    """A phonemize request: the phonemes piper would speak, without synthesis.
+
+    One A frame holds them as UTF-8 JSON (a list with one string per sentence
+    piper finds), padded with spaces to an even length, then D.
+    """
+    try:
+        sentences = ["".join(phonemes) for phonemes in voice.phonemize(text)]
+    except Exception as err:  # text the phonemizer cannot read must not end the engine
+        log(f"request {request_id}: phonemize failed: {type(err).__name__}: {err}")
+        send_json(ERROR, request_id, {"message": f"{type(err).__name__}: {err}"})
+        return
+    payload = json.dumps(sentences, ensure_ascii=False).encode("utf-8")
+    payload += b" " * (len(payload) % 2)
+    send(AUDIO, request_id, payload)
+    send_json(DONE, request_id, {"samples": len(payload) // 2})
 
 
 def prepare(voice, threads):

@@ -36,6 +36,10 @@ pub struct SynthOptions {
     pub sentence_silence: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume: Option<f32>,
+    /// Phonemes instead of audio: the one `A` frame of the answer holds them
+    /// as JSON (docs/engine-protocol.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub phonemize: bool,
 }
 
 /// One request line.

@@ -221,6 +221,7 @@ fn route_of(path: &str) -> &'static str {
     const ROUTES: &[&str] = &[
         "/api/tts",
         "/api/warmup",
+        "/api/phonemes",
         "/api/voices",
         "/health",
         "/metrics",

@@ -117,6 +117,7 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
                 text: &request.input,
                 options,
                 complete: false,
+                normalize: true,
             })
             .await?;
         answer::streamed(&ctx, route, session, format)

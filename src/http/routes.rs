@@ -39,6 +39,13 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(request_ctx())
         .and(body())
         .and_then(seed::warmup);
+    let phonemes = warp::path!("api" / "phonemes")
+        .and(warp::post())
+        .and(authorized(keys.clone()))
+        .and(with_state(state.clone()))
+        .and(request_ctx())
+        .and(body())
+        .and_then(seed::phonemes);
     let voices = warp::path!("api" / "voices")
         .and(warp::get())
         .and(authorized(keys.clone()))
@@ -82,6 +89,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .or(tts)
         .unify()
         .or(warmup)
+        .unify()
+        .or(phonemes)
         .unify()
         .or(voices)
         .unify()

@@ -34,6 +34,24 @@ pub struct TtsRequest {
     pub stream: bool,
     #[serde(default)]
     pub response_format: Option<String>,
+    /// Numbers, money, dates, abbreviations read as a person would (English
+    /// voices); `false` sends the text as written.
+    #[serde(default = "yes")]
+    pub normalize: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Body of `POST /api/phonemes`.
+#[derive(Debug, Deserialize)]
+pub struct PhonemesRequest {
+    pub text: String,
+    #[serde(default)]
+    pub voice_model: Option<String>,
+    #[serde(default = "yes")]
+    pub normalize: bool,
 }
 
 /// Body of `POST /api/warmup`.
@@ -79,6 +97,7 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
                 text: &request.text,
                 options,
                 complete: !request.stream,
+                normalize: request.normalize,
             })
             .await?;
         if request.stream {
@@ -125,4 +144,26 @@ pub async fn warmup(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
     }
     .await;
     Ok(finish("/api/warmup", &ctx, result))
+}
+
+/// `POST /api/phonemes`: how each sentence would be read, and its phonemes,
+/// without synthesis (how a user debugs a pronunciation).
+pub async fn phonemes(
+    state: AppState,
+    ctx: RequestCtx,
+    body: Bytes,
+) -> Result<Response, Infallible> {
+    let result = async {
+        let request: PhonemesRequest = parse_json(&body)?;
+        crate::speech::Speech::check_text(&request.text)?;
+        let voice = state.speech.voice(request.voice_model.as_deref()).await?;
+        let name = voice.name.clone();
+        let sentences = state
+            .speech
+            .phonemize(voice, &request.text, request.normalize)
+            .await?;
+        Ok(warp::reply::json(&json!({"voice": name, "sentences": sentences})).into_response())
+    }
+    .await;
+    Ok(finish("/api/phonemes", &ctx, result))
 }

@@ -41,6 +41,7 @@ use crate::engine::SynthOptions;
 use crate::metrics as m;
 use crate::scheduler::messages::{SupervisorMsg, WarmInfo};
 use crate::scheduler::{Sentence, SynthJob};
+use crate::text::normalize::Rules;
 use crate::text::stream::{PieceLimits, SentenceStream};
 use crate::voices::{VoiceError, VoiceInfo};
 use admission::Admission;
@@ -68,6 +69,17 @@ struct Inner {
     admission: Arc<Admission>,
 }
 
+/// One sentence of `POST /api/phonemes`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Phonemized {
+    /// The sentence as the user wrote it.
+    pub text: String,
+    /// The words it is read as (the line the engine is given).
+    pub normalized: String,
+    /// IPA, one string per sentence the engine's phonemizer finds in it.
+    pub phonemes: Vec<String>,
+}
+
 /// A whole text to speak.
 pub struct Utterance<'a> {
     pub voice: Arc<VoiceInfo>,
@@ -76,6 +88,9 @@ pub struct Utterance<'a> {
     /// A complete answer (not streamed): its audio is bounded by
     /// `PIPER_MAX_AUDIO_SECONDS`, since it is held until the end.
     pub complete: bool,
+    /// Numbers, money, dates, abbreviations… written out as a person reads
+    /// them (English voices only; `"normalize": false` turns it off).
+    pub normalize: bool,
 }
 
 impl Speech {
@@ -222,11 +237,13 @@ impl Speech {
             text,
             options,
             complete,
+            normalize,
         } = utterance;
         let config = &self.inner.config;
         Speech::check_text(text)?;
         let chars = crate::text::char_count(text);
-        let pieces = crate::text::stream::pieces(text, self.limits());
+        let rules = Rules::for_language(&voice.language, normalize);
+        let pieces = crate::text::stream::pieces_with(text, self.limits(), rules);
         let chunks = crate::text::split_chunks(text, config.chunk_size)
             .into_iter()
             .filter(|chunk| crate::text::is_speakable(chunk))
@@ -285,6 +302,69 @@ impl Speech {
         }
     }
 
+    /// How a text would be spoken, sentence by sentence, without speaking it:
+    /// each sentence's original text, the words it is read as, and the
+    /// phonemes the voice's engine makes of them (`POST /api/phonemes`).
+    pub async fn phonemize(
+        &self,
+        voice: Arc<VoiceInfo>,
+        text: &str,
+        normalize: bool,
+    ) -> Result<Vec<Phonemized>, SpeechError> {
+        Speech::check_text(text)?;
+        let rules = Rules::for_language(&voice.language, normalize);
+        let pieces = crate::text::stream::pieces_with(text, self.limits(), rules);
+        if pieces.is_empty() {
+            return Err(SpeechError::NoSpeakableText);
+        }
+        let spans: Vec<std::ops::Range<usize>> = pieces.iter().map(|p| p.span.clone()).collect();
+        let mut out: Vec<Phonemized> = pieces
+            .iter()
+            .map(|p| Phonemized {
+                text: text[p.span.clone()].to_string(),
+                normalized: p.line.clone(),
+                phonemes: Vec::new(),
+            })
+            .collect();
+        let ticket = self.inner.admission.admit()?;
+        let sentences = pieces
+            .into_iter()
+            .map(|p| Sentence {
+                line: p.line,
+                span: p.span,
+            })
+            .collect();
+        let options = SynthOptions {
+            phonemize: true,
+            ..SynthOptions::default()
+        };
+        let (job, events) = SynthJob::whole(voice.clone(), sentences, options);
+        let mut session = Session::live(voice, events, Some(ticket));
+        self.submit(job)?;
+        // The engine answers each sentence with its phonemes as JSON where
+        // audio would be (docs/engine-protocol.md), one answer per sentence.
+        let mut answer = Vec::new();
+        while let Some(event) = session.next().await {
+            match event {
+                SpeechEvent::Audio(bytes) => answer.extend_from_slice(&bytes),
+                SpeechEvent::SentenceEnd { span } => {
+                    let phonemes: Vec<String> = serde_json::from_slice(&answer).map_err(|err| {
+                        SpeechError::Synth(SynthError::EngineBadOutput(format!(
+                            "phonemes are not a JSON list of strings: {err}"
+                        )))
+                    })?;
+                    if let Some(at) = spans.iter().position(|s| *s == span) {
+                        out[at].phonemes = phonemes;
+                    }
+                    answer.clear();
+                }
+                SpeechEvent::Done(_) => break,
+                SpeechEvent::Failed(err) => return Err(err),
+            }
+        }
+        Ok(out)
+    }
+
     /// A session whose text arrives over time: push it with
     /// [`Session::push`], end it with [`Session::end`]. Each sentence goes
     /// to the engine as soon as it is complete.
@@ -293,10 +373,22 @@ impl Speech {
         voice: Arc<VoiceInfo>,
         options: SynthOptions,
     ) -> Result<Session, SpeechError> {
+        self.open_with(voice, options, true)
+    }
+
+    /// [`Speech::open`], with normalization on or off (see
+    /// [`Utterance::normalize`]).
+    pub fn open_with(
+        &self,
+        voice: Arc<VoiceInfo>,
+        options: SynthOptions,
+        normalize: bool,
+    ) -> Result<Session, SpeechError> {
         let (more, sentences) = mpsc::unbounded_channel();
+        let rules = Rules::for_language(&voice.language, normalize);
         let (job, events) = SynthJob::open(voice.clone(), Vec::new(), Some(sentences), options);
         self.submit(job)?;
-        let splitter = SentenceStream::new(self.limits());
+        let splitter = SentenceStream::with_rules(self.limits(), rules);
         Ok(Session::live(voice, events, None).with_input(
             splitter,
             more,
@@ -389,6 +481,7 @@ mod tests {
                     text,
                     options: SynthOptions::default(),
                     complete: true,
+                    normalize: true,
                 })
                 .await
                 .unwrap();
@@ -414,6 +507,7 @@ mod tests {
             text,
             options: SynthOptions::default(),
             complete,
+            normalize: true,
         };
         assert_eq!(
             speech.say(say("  \n", true)).await.err(),

@@ -44,6 +44,7 @@ impl VoiceOptions {
             noise_w_scale: check_range("noise_w_scale", self.noise_w_scale, 0.0, 2.0)?,
             sentence_silence: check_range("sentence_silence", self.sentence_silence, 0.0, 10.0)?,
             volume: check_range("volume", self.volume, 0.0, 10.0)?,
+            phonemize: false,
         };
         Ok((self.speaker, options))
     }

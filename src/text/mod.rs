@@ -12,6 +12,7 @@
 //! [`stream`] makes the same engine pieces of text that arrives over time, sentence by
 //! sentence as each is complete; [`pieces`] runs whole text through it.
 
+pub mod normalize;
 pub mod spans;
 pub mod stream;
 
@@ -66,6 +67,46 @@ fn is_closer(c: char) -> bool {
         c,
         '"' | '\'' | '”' | '’' | ')' | ']' | '}' | '»' | '」' | '』' | '）'
     )
+}
+
+/// Titles and words that are followed by a name or a number, never by the
+/// end of a sentence.
+const TITLES: &[&str] = &[
+    "dr", "mr", "mrs", "ms", "prof", "st", "mt", "capt", "lt", "sgt", "gov", "sen", "gen", "col",
+    "rev", "hon", "e.g", "i.e", "vs", "cf", "v",
+];
+
+/// Abbreviations that may end a sentence, but do not when a lowercase word or
+/// a number follows them.
+const ABBREVIATIONS: &[&str] = &[
+    "etc", "approx", "no", "fig", "inc", "ltd", "co", "corp", "jr", "sr", "jan", "feb", "mar",
+    "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "ave", "blvd", "rd", "dept",
+    "est", "vol", "ch", "p", "pp", "ed", "al",
+];
+
+/// Whether the dot after `before` (the text up to it) is an abbreviation's
+/// and not a sentence end, given the first char of what follows it.
+fn abbreviation_before(before: &str, next: char) -> bool {
+    let word_start = before
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_alphanumeric() || c == '.'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let word = &before[word_start..];
+    if word.is_empty() || word.starts_with(|c: char| c.is_ascii_digit()) {
+        return false;
+    }
+    let lower = word.to_lowercase();
+    let single_letter = word.chars().count() == 1;
+    if TITLES.contains(&lower.as_str()) {
+        return true;
+    }
+    if next.is_lowercase() || next.is_ascii_digit() {
+        // e.g "U.S. and", "etc. and", "No. 5", "p.m. today", "a. b"
+        return word.contains('.') || single_letter || ABBREVIATIONS.contains(&lower.as_str());
+    }
+    // An initial: "J. R. R. Tolkien".
+    single_letter && word.chars().all(char::is_uppercase)
 }
 
 /// Whether a paragraph or sentence cut may fall between `before` and `after`: each one
@@ -144,7 +185,14 @@ impl<'a> Cuts<'a> {
             None => (end, Some(end)),
             Some(c) if c.is_whitespace() => {
                 let ws_end = skip_run(text, end, limit, char::is_whitespace);
-                (ws_end, Some(ws_end))
+                // "Dr. Smith", "e.g. apples", "No. 5": the char after the
+                // whitespace (the resume position, so read by this step)
+                // tells an abbreviation's dot from a sentence end.
+                let abbreviation = self.kind == Boundary::Sentence
+                    && end == start + 1
+                    && char_at(text, ws_end)
+                        .is_some_and(|next| abbreviation_before(&text[..start], next));
+                (ws_end, (!abbreviation).then_some(ws_end))
             }
             // The run goes on past the limit (or a new one starts): not a boundary here.
             Some(c) if is_mark(c) || is_closer(c) => (end, None),
@@ -504,6 +552,49 @@ mod tests {
         );
         let text = "Wait… what now";
         assert_eq!(split_chunks(text, 12), ["Wait… ", "what now"]);
+    }
+
+    #[test]
+    fn abbreviations_do_not_end_sentences() {
+        let units = |text| split_units(text, 1000);
+        assert_eq!(
+            units("Dr. Smith met Mr. Jones. They left."),
+            ["Dr. Smith met Mr. Jones. ", "They left."]
+        );
+        assert_eq!(
+            units("Fruit, e.g. apples, i.e. food. Next."),
+            ["Fruit, e.g. apples, i.e. food. ", "Next."]
+        );
+        assert_eq!(
+            units("On St. Patrick's day vs. Easter. Yes."),
+            ["On St. Patrick's day vs. Easter. ", "Yes."]
+        );
+        assert_eq!(
+            units("See No. 5 and Fig. 3 in Jan. 2025 etc. and more."),
+            ["See No. 5 and Fig. 3 in Jan. 2025 etc. and more."]
+        );
+        assert_eq!(
+            units("J. R. R. Tolkien wrote it."),
+            ["J. R. R. Tolkien wrote it."]
+        );
+        assert_eq!(
+            units("At 5 p.m. today. Then."),
+            ["At 5 p.m. today. ", "Then."]
+        );
+        assert_eq!(
+            units("Pi is 3.14 or so. Version 1.2.3 shipped."),
+            ["Pi is 3.14 or so. ", "Version 1.2.3 shipped."]
+        );
+        // An abbreviation that can end a sentence does before a capital.
+        assert_eq!(
+            units("Apples, pears, etc. Then more."),
+            ["Apples, pears, etc. ", "Then more."]
+        );
+        assert_eq!(units("He is 5 ft. Tall."), ["He is 5 ft. ", "Tall."]);
+        // Not an abbreviation: a word and a lowercase start still split.
+        assert_eq!(units("it ended. then more"), ["it ended. ", "then more"]);
+        // Only one dot: "Dr.." or "Dr.!" is not an abbreviation's.
+        assert_eq!(units("Ask the Dr.! Now."), ["Ask the Dr.! ", "Now."]);
     }
 
     #[test]

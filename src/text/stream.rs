@@ -9,7 +9,8 @@
 //! [`pieces`] makes those with this same code: the boundaries are found by the parent
 //! module's scan (`Cuts`, resumed where it stopped), and each sentence is cut by
 //! [`split_units_at_clauses`], filtered by [`is_speakable`] and flattened by
-//! [`engine_line`]. Whole text is first split into user-visible chunks
+//! [`spoken_line`] (which also writes numbers and abbreviations out, with
+//! [`Rules::English`]). Whole text is first split into user-visible chunks
 //! ([`split_chunks`](super::split_chunks)), and the stream makes the same chunks too: a
 //! chunk cut can fall inside the whitespace after a sentence (moving a space into the next
 //! sentence, which can tip it over the clause limit) or inside a sentence longer than a
@@ -28,9 +29,11 @@
 
 use std::ops::Range;
 
+use super::normalize::{spoken_line, Rules};
+use super::spans::SpanMap;
 use super::{
-    char_count, engine_line, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible,
-    Cuts, CHUNK_LEVELS, UNIT_LEVELS,
+    char_count, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible, Cuts,
+    CHUNK_LEVELS, UNIT_LEVELS,
 };
 use crate::config::Config;
 
@@ -60,11 +63,14 @@ impl PieceLimits {
 /// A piece of text ready for the engine: one sentence or part of a long one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
-    /// What goes to the engine ([`engine_line`] of the slice).
+    /// What goes to the engine: the spoken line of the slice (its
+    /// [`engine_line`](super::engine_line) when no rules apply).
     pub line: String,
     /// Byte offsets of the piece in the whole input (everything pushed so far,
     /// concatenated), without its surrounding whitespace.
     pub span: Range<usize>,
+    /// Where each part of `line` came from in the whole input.
+    pub map: SpanMap,
 }
 
 /// Splits text pushed in any number of parts into engine pieces, sentence by sentence.
@@ -85,6 +91,8 @@ pub struct Piece {
 /// chunk's whole window; what was emitted of it is only kept until the chunk is cut.
 pub struct SentenceStream {
     limits: PieceLimits,
+    /// How each piece is read ([`Rules::Off`]: as written).
+    rules: Rules,
     /// Text from at most the start of the current chunk on.
     buf: String,
     /// Offset of `buf[0]` in the whole input.
@@ -108,8 +116,15 @@ pub struct SentenceStream {
 
 impl SentenceStream {
     pub fn new(limits: PieceLimits) -> Self {
+        Self::with_rules(limits, Rules::Off)
+    }
+
+    /// A stream whose pieces are read with `rules` (numbers, abbreviations…
+    /// written out), each once its sentence is complete.
+    pub fn with_rules(limits: PieceLimits, rules: Rules) -> Self {
         SentenceStream {
             limits,
+            rules,
             buf: String::new(),
             base: 0,
             chunk: 0,
@@ -239,11 +254,14 @@ impl SentenceStream {
         } = self.limits;
         for piece in split_units_at_clauses(text, max_chars, clause_chars) {
             let start = at + piece.len() - piece.trim_start().len();
+            let origin = at;
             at += piece.len();
             if is_speakable(piece) {
+                let (line, map) = spoken_line(piece, origin, self.rules);
                 out.push(Piece {
-                    line: engine_line(piece),
+                    line,
                     span: start..start + piece.trim().len(),
+                    map,
                 });
             }
         }
@@ -275,7 +293,12 @@ impl SentenceStream {
 /// The pieces of a whole text at once: [`SentenceStream::new`], one push, and finish,
 /// so that whole and streamed text go through the same code.
 pub fn pieces(text: &str, limits: PieceLimits) -> Vec<Piece> {
-    let mut stream = SentenceStream::new(limits);
+    pieces_with(text, limits, Rules::Off)
+}
+
+/// [`pieces`], each read with `rules`.
+pub fn pieces_with(text: &str, limits: PieceLimits, rules: Rules) -> Vec<Piece> {
+    let mut stream = SentenceStream::with_rules(limits, rules);
     let mut out = stream.push(text);
     out.extend(stream.finish());
     out
@@ -284,7 +307,7 @@ pub fn pieces(text: &str, limits: PieceLimits) -> Vec<Piece> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{random_text, Lcg};
-    use super::super::{split_chunks, split_units_at_clauses};
+    use super::super::{engine_line, split_chunks, split_units_at_clauses};
     use super::*;
 
     /// The server's defaults.
@@ -325,9 +348,11 @@ mod tests {
                 if is_speakable(piece) {
                     let trimmed = piece.trim();
                     let start = trimmed.as_ptr() as usize - text.as_ptr() as usize;
+                    let origin = piece.as_ptr() as usize - text.as_ptr() as usize;
                     out.push(Piece {
                         line: engine_line(piece),
                         span: start..start + trimmed.len(),
+                        map: spoken_line(piece, origin, Rules::Off).1,
                     });
                 }
             }
@@ -645,11 +670,16 @@ mod tests {
         for _ in 0..200 {
             let a = &texts[rng.below(texts.len())];
             let b = &texts[rng.below(texts.len())];
-            let mut expected = pieces(a, SMALL);
-            expected.extend(pieces(b, SMALL).into_iter().map(|piece| Piece {
-                span: piece.span.start + a.len()..piece.span.end + a.len(),
-                ..piece
-            }));
+            // Lines and spans (the maps are checked by the other tests).
+            let plain = |pieces: Vec<Piece>| -> Vec<(String, Range<usize>)> {
+                pieces.into_iter().map(|p| (p.line, p.span)).collect()
+            };
+            let mut expected = plain(pieces(a, SMALL));
+            expected.extend(
+                plain(pieces(b, SMALL))
+                    .into_iter()
+                    .map(|(line, span)| (line, span.start + a.len()..span.end + a.len())),
+            );
             let mut stream = SentenceStream::new(SMALL);
             let mut got = Vec::new();
             for part in random_parts(a, &mut rng, 9) {
@@ -661,7 +691,40 @@ mod tests {
                 got.extend(stream.push(part));
             }
             got.extend(stream.finish());
-            assert_eq!(got, expected, "{a:?} {b:?}");
+            assert_eq!(plain(got), expected, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn normalized_pieces_are_the_same_whole_or_streamed() {
+        let text = "Dr. Smith paid $5.3 billion on Jan. 5, 2025 at 2:30 PM. Call 555-1234 \
+                    now! The 1990s were, e.g., fine. St. Louis is 250 km away.";
+        let whole = pieces_with(text, DEFAULT, Rules::English);
+        assert_eq!(
+            lines(&whole),
+            [
+                "Doctor Smith paid five point three billion dollars on January fifth, \
+                 twenty twenty five at two thirty PM.",
+                "Call five five five, one two three four now!",
+                "The nineteen nineties were, for example, fine.",
+                "Saint Louis is two hundred fifty kilometers away."
+            ]
+        );
+        for limits in ALL_LIMITS {
+            let whole = pieces_with(text, limits, Rules::English);
+            let mut rng = Lcg(11);
+            for parts in [
+                one_char_at_a_time(text).collect::<Vec<_>>(),
+                random_parts(text, &mut rng, 7),
+            ] {
+                let mut stream = SentenceStream::with_rules(limits, Rules::English);
+                let mut got = Vec::new();
+                for part in parts {
+                    got.extend(stream.push(part));
+                }
+                got.extend(stream.finish());
+                assert_eq!(got, whole, "{limits:?}");
+            }
         }
     }
 

@@ -420,6 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handler<S> {
             text: &text,
             options,
             complete: false,
+            normalize: true,
         });
         tokio::pin!(say);
         let said = loop {
