@@ -9,7 +9,7 @@
 //! draining (`/health` answers 503), stops accepting connections on both
 //! listeners (after `PIPER_DRAIN_DELAY`, for load balancers that poll
 //! `/health`), closes the connections that carry no request and gives the
-//! requests in flight, streaming ones and Wyoming streams included,
+//! requests in flight, streaming ones, WebSockets and Wyoming streams included,
 //! `PIPER_SHUTDOWN_GRACE` to finish; then the
 //! connections left are cut. Then every engine is stopped (SIGTERM, SIGKILL
 //! after 2 s), the actors end, and the server returns only once every
@@ -156,11 +156,13 @@ async fn run_with(
         }
         None => None,
     };
+    let sockets = http::elevenlabs::Sockets::default();
     let state = AppState {
         speech,
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
+        sockets: sockets.clone(),
     };
 
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
@@ -208,10 +210,12 @@ async fn run_with(
         }
     }
     server.stop_accepting();
+    sockets.stop();
     let _ = stop_wyoming.send(true);
     if !hurry {
         let all_finished = async {
             server.drained().await;
+            sockets.drained().await;
             if let Some(wyoming) = wyoming.as_mut() {
                 let _ = wyoming.await;
             }
@@ -227,6 +231,7 @@ async fn run_with(
         }
     }
     server.close_all().await;
+    sockets.close_all().await;
     accepting.task.abort();
     accepting.join().await;
     // Aborting the Wyoming task drops its connections and so their sessions.
