@@ -96,9 +96,12 @@ pub async fn upgrade(
         return Ok(response);
     }
     let token = sockets.open.token();
+    // The transport takes somewhat more than the protocol allows, so that
+    // a message just over the limit is read whole and refused with its
+    // error and close code; far larger ones fail in the transport.
     let ws = ws
-        .max_message_size(protocol::MAX_MESSAGE_BYTES)
-        .max_frame_size(protocol::MAX_MESSAGE_BYTES);
+        .max_message_size(protocol::MAX_TRANSPORT_BYTES)
+        .max_frame_size(protocol::MAX_TRANSPORT_BYTES);
     let state = Arc::new(state);
     Ok(ws
         .on_upgrade(move |socket| async move {

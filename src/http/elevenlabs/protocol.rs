@@ -18,6 +18,9 @@ use crate::speech::SpeechError;
 
 /// Largest message a client may send: the HTTP API's body limit.
 pub const MAX_MESSAGE_BYTES: usize = crate::http::MAX_BODY_BYTES;
+/// Largest message the transport reads whole (beyond it, the socket is
+/// just cut): four times the protocol's limit.
+pub const MAX_TRANSPORT_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 /// Contexts open at once on one multi-stream-input socket.
 pub const MAX_CONTEXTS: usize = 16;
 /// `inactivity_timeout`: ElevenLabs' default and largest value, in seconds.

@@ -194,6 +194,9 @@ impl Socket {
                     if message.is_binary() {
                         return Err(SocketError::Binary);
                     }
+                    if message.as_bytes().len() > protocol::MAX_MESSAGE_BYTES {
+                        return Err(SocketError::MessageTooLarge);
+                    }
                     let Ok(text) = message.to_str() else { continue }; // ping, pong
                     let message = ClientMessage::parse(text)?;
                     if let Some(done) = self.handle(ws, message, &out_tx).await? {
