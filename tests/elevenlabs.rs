@@ -31,9 +31,7 @@ async fn connect(server: &Server, path: &str) -> Socket {
 async fn connect_with(server: &Server, path: &str, headers: &[(&'static str, &str)]) -> Socket {
     let mut request = ws_url(server, path).into_client_request().unwrap();
     for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(*name, value.parse().unwrap());
+        request.headers_mut().insert(*name, value.parse().unwrap());
     }
     let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.status().as_u16(), 101);
@@ -96,7 +94,9 @@ async fn hear(socket: &mut Socket, heard: &mut Heard, until: impl Fn(&Heard) -> 
             .await
             .unwrap_or_else(|_| panic!("nothing within {WAIT:?}; heard {heard:?}"));
         match next {
-            Some(Ok(Message::Text(text))) => heard.messages.push(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Text(text))) => {
+                heard.messages.push(serde_json::from_str(&text).unwrap())
+            }
             Some(Ok(Message::Close(frame))) => {
                 heard.close = Some(
                     frame
@@ -126,6 +126,9 @@ fn samples(pcm: &[u8]) -> Vec<i16> {
         .collect()
 }
 
+/// A path (or a query to add to one), headers, and a first message.
+type Way<'a> = (&'a str, Vec<(&'static str, &'a str)>, Value);
+
 const SINGLE: &str = "/v1/text-to-speech/en_US-joe-medium/stream-input";
 const MULTI: &str = "/v1/text-to-speech/en_US-joe-medium/multi-stream-input";
 
@@ -133,10 +136,18 @@ const MULTI: &str = "/v1/text-to-speech/en_US-joe-medium/multi-stream-input";
 async fn stream_input_speaks_text_as_it_arrives_and_ends_with_is_final() {
     let dir = voices(&[VOICE]);
     let server = Server::start(dir.path(), &[]);
-    let mut socket = connect(&server, &format!("{SINGLE}?output_format=pcm_22050&model_id=eleven_flash_v2_5&unknown=1")).await;
+    let mut socket = connect(
+        &server,
+        &format!("{SINGLE}?output_format=pcm_22050&model_id=eleven_flash_v2_5&unknown=1"),
+    )
+    .await;
     send(&mut socket, json!({"text": " ", "voice_settings": {"stability": 0.5}, "generation_config": {"chunk_length_schedule": [50]}})).await;
     // A sentence cut mid-word; it is complete once the next one starts.
-    send(&mut socket, json!({"text": "Hello there, this is a te", "try_trigger_generation": true})).await;
+    send(
+        &mut socket,
+        json!({"text": "Hello there, this is a te", "try_trigger_generation": true}),
+    )
+    .await;
     send(&mut socket, json!({"text": "st. And a second one"})).await;
     // The first sentence's audio comes before the input ends.
     let mut heard = Heard::default();
@@ -171,7 +182,11 @@ async fn multi_stream_contexts_are_apart_and_close_context_interrupts() {
     // A long text on b, a short one on a.
     let long = prose(3000);
     send(&mut socket, json!({"text": long, "context_id": "b"})).await;
-    send(&mut socket, json!({"text": "Short answer here.", "contextId": "a", "flush": true})).await;
+    send(
+        &mut socket,
+        json!({"text": "Short answer here.", "contextId": "a", "flush": true}),
+    )
+    .await;
     // Keepalives, with and without a context, end nothing.
     send(&mut socket, json!({"text": ""})).await;
     send(&mut socket, json!({"text": "", "context_id": "a"})).await;
@@ -185,23 +200,48 @@ async fn multi_stream_contexts_are_apart_and_close_context_interrupts() {
     }
     // Interrupt b: its final comes at once, and its audio stops.
     let asked = Instant::now();
-    send(&mut socket, json!({"context_id": "b", "close_context": true})).await;
-    hear(&mut socket, &mut heard, |h| h.finals().iter().any(|f| f["contextId"] == "b")).await;
+    send(
+        &mut socket,
+        json!({"context_id": "b", "close_context": true}),
+    )
+    .await;
+    hear(&mut socket, &mut heard, |h| {
+        h.finals().iter().any(|f| f["contextId"] == "b")
+    })
+    .await;
     let interrupted_in = asked.elapsed();
-    assert!(interrupted_in < Duration::from_secs(5), "{interrupted_in:?}");
+    assert!(
+        interrupted_in < Duration::from_secs(5),
+        "{interrupted_in:?}"
+    );
     let b_audio = heard.audio(Some("b")).len();
     // a goes on: more text, then its own close.
-    send(&mut socket, json!({"text": "And one more. ", "context_id": "a"})).await;
+    send(
+        &mut socket,
+        json!({"text": "And one more. ", "context_id": "a"}),
+    )
+    .await;
     send(&mut socket, json!({"context_id": "a", "flush": true})).await;
     let before = heard.audio(Some("a")).len();
-    hear(&mut socket, &mut heard, |h| h.audio(Some("a")).len() > before).await;
+    hear(&mut socket, &mut heard, |h| {
+        h.audio(Some("a")).len() > before
+    })
+    .await;
     send(&mut socket, json!({"close_socket": true})).await;
     hear(&mut socket, &mut heard, |_| false).await;
     assert_eq!(heard.close.as_ref().map(|c| c.0), Some(1000), "{heard:?}");
-    assert_eq!(heard.audio(Some("b")).len(), b_audio, "b spoke after its close");
+    assert_eq!(
+        heard.audio(Some("b")).len(),
+        b_audio,
+        "b spoke after its close"
+    );
     // 3,000 characters are minutes of speech: b was cut well short of it.
     assert!((b_audio as f64) / 2.0 / 22050.0 < 60.0);
-    let finals: Vec<_> = heard.finals().iter().map(|f| f["contextId"].clone()).collect();
+    let finals: Vec<_> = heard
+        .finals()
+        .iter()
+        .map(|f| f["contextId"].clone())
+        .collect();
     assert_eq!(finals, [json!("b"), json!("a")]);
     // The log tells each context's end.
     let logged = || {
@@ -212,7 +252,11 @@ async fn multi_stream_contexts_are_apart_and_close_context_interrupts() {
             .count()
     };
     // a's end is logged by its task; b was closed (its task aborted).
-    assert!(eventually(Duration::from_secs(5), || logged() >= 1).await, "{}", server.log());
+    assert!(
+        eventually(Duration::from_secs(5), || logged() >= 1).await,
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +272,9 @@ async fn bad_input_gets_an_error_and_a_close_code_and_disturbs_nothing() {
     let check = |heard: &Heard, code: &str, close: u16| {
         assert_eq!(heard.error()["error"], code, "{heard:?}");
         assert_eq!(heard.error()["code"], close, "{heard:?}");
-        assert!(heard.error()["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(heard.error()["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
         assert_eq!(heard.close.as_ref().map(|c| c.0), Some(close), "{heard:?}");
     };
 
@@ -256,14 +302,26 @@ async fn bad_input_gets_an_error_and_a_close_code_and_disturbs_nothing() {
     // 17 contexts on one socket.
     let mut socket = connect(&server, &format!("{MULTI}{pcm}")).await;
     for i in 0..17 {
-        send(&mut socket, json!({"text": " ", "context_id": format!("c{i}")})).await;
+        send(
+            &mut socket,
+            json!({"text": " ", "context_id": format!("c{i}")}),
+        )
+        .await;
     }
     check(&hear_all(&mut socket).await, "too_many_contexts", 1008);
 
     // A context over 100,000 characters in all.
     let mut socket = connect(&server, &format!("{MULTI}{pcm}")).await;
-    send(&mut socket, json!({"text": "a".repeat(60_000), "context_id": "big"})).await;
-    send(&mut socket, json!({"text": "a".repeat(40_001), "context_id": "big"})).await;
+    send(
+        &mut socket,
+        json!({"text": "a".repeat(60_000), "context_id": "big"}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"text": "a".repeat(40_001), "context_id": "big"}),
+    )
+    .await;
     check(&hear_all(&mut socket).await, "text_too_long", 1008);
 
     // A message over 1 MiB.
@@ -281,24 +339,48 @@ async fn bad_input_gets_an_error_and_a_close_code_and_disturbs_nothing() {
     assert!(started.elapsed() >= Duration::from_millis(900));
 
     // The bystander was not disturbed: it speaks and ends as it should.
-    send(&mut bystander, json!({"text": "Still here.", "context_id": "x", "flush": true})).await;
-    send(&mut bystander, json!({"context_id": "x", "close_context": true, "text": null})).await;
+    send(
+        &mut bystander,
+        json!({"text": "Still here.", "context_id": "x", "flush": true}),
+    )
+    .await;
+    send(
+        &mut bystander,
+        json!({"context_id": "x", "close_context": true, "text": null}),
+    )
+    .await;
     let mut heard = Heard::default();
     hear(&mut bystander, &mut heard, |h| !h.finals().is_empty()).await;
     // Closed right after its flush: it may have been interrupted, but it
     // ends with its final and no error.
-    assert!(heard.messages.iter().all(|m| m.get("error").is_none()), "{heard:?}");
+    assert!(
+        heard.messages.iter().all(|m| m.get("error").is_none()),
+        "{heard:?}"
+    );
     send(&mut bystander, json!({"text": " ", "context_id": "y"})).await;
-    send(&mut bystander, json!({"text": "Still here.", "context_id": "y", "flush": true})).await;
+    send(
+        &mut bystander,
+        json!({"text": "Still here.", "context_id": "y", "flush": true}),
+    )
+    .await;
     let mut heard = Heard::default();
-    hear(&mut bystander, &mut heard, |h| !h.audio(Some("y")).is_empty()).await;
+    hear(&mut bystander, &mut heard, |h| {
+        !h.audio(Some("y")).is_empty()
+    })
+    .await;
     send(&mut bystander, json!({"close_socket": true})).await;
     hear(&mut bystander, &mut heard, |_| false).await;
     assert_eq!(heard.close.as_ref().map(|c| c.0), Some(1000), "{heard:?}");
 
     // Every refusal is counted.
     let metrics = metrics_text(&server).await;
-    assert!(metric(&metrics, "piperd_errors_total{code=\"input_timeout_exceeded\"}") >= 1.0, "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            "piperd_errors_total{code=\"input_timeout_exceeded\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
     assert!(metric(&metrics, "piperd_errors_total{code=\"too_many_contexts\"}") >= 1.0);
 }
 
@@ -307,7 +389,13 @@ async fn api_keys_come_in_a_header_the_query_or_the_first_message() {
     let dir = voices(&[VOICE]);
     let server = Server::start(
         dir.path(),
-        &[("PIPER_API_KEYS", "sekret"), ("PIPER_ELEVENLABS_VOICES", "21m00Tcm4TlvDq8ikWAM=en_US-joe-medium")],
+        &[
+            ("PIPER_API_KEYS", "sekret"),
+            (
+                "PIPER_ELEVENLABS_VOICES",
+                "21m00Tcm4TlvDq8ikWAM=en_US-joe-medium",
+            ),
+        ],
     );
     // Through the mapped id, as an agent built for ElevenLabs names it.
     let path = "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM/stream-input?output_format=pcm_22050";
@@ -322,19 +410,31 @@ async fn api_keys_come_in_a_header_the_query_or_the_first_message() {
     send(&mut socket, json!({"text": " ", "xi_api_key": "wrong"})).await;
     assert_eq!(hear_all(&mut socket).await.error()["error"], "unauthorized");
 
-    let ways: [(&str, Vec<(&'static str, &str)>, Value); 3] = [
+    let ways: [Way; 3] = [
         (path, vec![("xi-api-key", "sekret")], json!({"text": " "})),
-        ("&authorization=Bearer%20sekret", vec![], json!({"text": " "})),
+        (
+            "&authorization=Bearer%20sekret",
+            vec![],
+            json!({"text": " "}),
+        ),
         (path, vec![], json!({"text": " ", "xi_api_key": "sekret"})),
     ];
     for (target, headers, init) in ways {
-        let target = if target.starts_with('&') { format!("{path}{target}") } else { target.to_string() };
+        let target = if target.starts_with('&') {
+            format!("{path}{target}")
+        } else {
+            target.to_string()
+        };
         let mut socket = connect_with(&server, &target, &headers).await;
         send(&mut socket, init).await;
         send(&mut socket, json!({"text": "Hi."})).await;
         send(&mut socket, json!({"text": ""})).await;
         let heard = hear_all(&mut socket).await;
-        assert_eq!(heard.close.as_ref().map(|c| c.0), Some(1000), "{target}: {heard:?}");
+        assert_eq!(
+            heard.close.as_ref().map(|c| c.0),
+            Some(1000),
+            "{target}: {heard:?}"
+        );
         assert!(!heard.audio(None).is_empty(), "{target}");
     }
 }
@@ -355,7 +455,11 @@ async fn mp3_output_decodes_and_a_draining_server_refuses_new_sockets() {
 
     // A socket open during the drain ends once its speech is done.
     let mut open = connect(&server, &format!("{SINGLE}?output_format=pcm_22050")).await;
-    send(&mut open, json!({"text": "Speaking while the server stops. "})).await;
+    send(
+        &mut open,
+        json!({"text": "Speaking while the server stops. "}),
+    )
+    .await;
     server.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&mut open, json!({"text": ""})).await;
@@ -425,7 +529,12 @@ async fn measure_first_audio_against_api_tts() {
     let (mut http, mut ws) = (Vec::new(), Vec::new());
     for round in 0..10 {
         let started = Instant::now();
-        let mut body = post_stream(&server, "/api/tts", json!({"text": sentence, "stream": true})).await;
+        let mut body = post_stream(
+            &server,
+            "/api/tts",
+            json!({"text": sentence, "stream": true}),
+        )
+        .await;
         // The streamed WAV's header goes out with the first audio.
         let mut got = 0;
         while got <= 44 {
@@ -437,13 +546,20 @@ async fn measure_first_audio_against_api_tts() {
         let mut socket = connect(&server, &format!("{SINGLE}?output_format=pcm_22050")).await;
         send(&mut socket, json!({"text": " "})).await;
         let started = Instant::now();
-        send(&mut socket, json!({"text": format!("{sentence} "), "flush": true})).await;
+        send(
+            &mut socket,
+            json!({"text": format!("{sentence} "), "flush": true}),
+        )
+        .await;
         let mut heard = Heard::default();
         hear(&mut socket, &mut heard, |h| !h.audio(None).is_empty()).await;
         ws.push(started.elapsed().as_secs_f64() * 1000.0);
         send(&mut socket, json!({"text": ""})).await;
         hear(&mut socket, &mut heard, |_| false).await;
-        eprintln!("round {round}: api/tts {:.0} ms, stream-input {:.0} ms", http[round], ws[round]);
+        eprintln!(
+            "round {round}: api/tts {:.0} ms, stream-input {:.0} ms",
+            http[round], ws[round]
+        );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());

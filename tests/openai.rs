@@ -408,18 +408,30 @@ async fn stream_format_sse_sends_audio_deltas_then_done_to_the_official_sdk() {
         .args([port.as_str(), "sse"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let heard: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(heard["content_type"], "text/event-stream", "{heard}");
     let events = heard["events"].as_array().unwrap();
     assert!(events.len() >= 2, "{heard}");
-    assert!(events[..events.len() - 1].iter().all(|e| e == "speech.audio.delta"), "{heard}");
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|e| e == "speech.audio.delta"),
+        "{heard}"
+    );
     assert_eq!(events.last().unwrap(), "speech.audio.done");
     let seconds = heard["bytes"].as_f64().unwrap() / 2.0 / 22050.0;
     assert!((1.0..10.0).contains(&seconds), "{heard}");
     let usage = &heard["done"]["usage"];
     assert_eq!(usage["total_tokens"], 0, "{heard}");
-    assert!((usage["output_audio_seconds"].as_f64().unwrap() - seconds).abs() < 0.01, "{heard}");
+    assert!(
+        (usage["output_audio_seconds"].as_f64().unwrap() - seconds).abs() < 0.01,
+        "{heard}"
+    );
 
     // Anything but "sse" or "audio" is refused in OpenAI's shape.
     let (status, _, body) = post(

@@ -147,7 +147,10 @@ pub fn sse(
     let mut response = warp::reply::stream(body).into_response();
     audio_headers(&mut response, ctx, format, rate, cached);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }

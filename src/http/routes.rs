@@ -19,9 +19,9 @@ use warp::path::FullPath;
 
 use super::error::{refused, ApiError};
 use super::{elevenlabs, openai};
-use std::collections::HashMap;
 use super::{ops, seed, RequestCtx};
 use super::{AppState, MAX_BODY_BYTES};
+use std::collections::HashMap;
 
 /// Every route of the API, with the JSON error `recover`s, API keys and CORS.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -106,9 +106,8 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
              query: HashMap<String, String>,
              xi_key: Option<String>,
              bearer: Option<String>| {
-                let header_key = xi_key.or_else(|| {
-                    bearer.map(|b| elevenlabs::protocol::bearer(&b).to_string())
-                });
+                let header_key =
+                    xi_key.or_else(|| bearer.map(|b| elevenlabs::protocol::bearer(&b).to_string()));
                 let header_key = header_key.or_else(|| {
                     query
                         .get("authorization")

@@ -159,7 +159,9 @@ pub fn inactivity_timeout(value: Option<&str>) -> Result<u64, SocketError> {
         Ok(secs) if (1..=MAX_INACTIVITY_SECS).contains(&secs) => Ok(secs),
         _ => Err(SpeechError::InvalidParameter {
             param: "inactivity_timeout",
-            message: format!("{value:?} is not a whole number of seconds from 1 to {MAX_INACTIVITY_SECS}"),
+            message: format!(
+                "{value:?} is not a whole number of seconds from 1 to {MAX_INACTIVITY_SECS}"
+            ),
         }
         .into()),
     }
@@ -194,7 +196,9 @@ impl ClientMessage {
                 match object.get(*name) {
                     None | Some(Value::Null) => continue,
                     Some(Value::String(s)) => return Ok(Some(s.clone())),
-                    Some(other) => return Err(invalid(format!("{name} must be a string, not {other}"))),
+                    Some(other) => {
+                        return Err(invalid(format!("{name} must be a string, not {other}")))
+                    }
                 }
             }
             Ok(None)
@@ -203,7 +207,9 @@ impl ClientMessage {
             match object.get(name) {
                 None | Some(Value::Null) => Ok(false),
                 Some(Value::Bool(b)) => Ok(*b),
-                Some(other) => Err(invalid(format!("{name} must be true or false, not {other}"))),
+                Some(other) => Err(invalid(format!(
+                    "{name} must be true or false, not {other}"
+                ))),
             }
         };
         let speed = match object.get("voice_settings") {
@@ -211,9 +217,17 @@ impl ClientMessage {
             Some(Value::Object(settings)) => match settings.get("speed") {
                 None | Some(Value::Null) => None,
                 Some(Value::Number(n)) => n.as_f64().map(|s| s as f32),
-                Some(other) => return Err(invalid(format!("voice_settings.speed must be a number, not {other}"))),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "voice_settings.speed must be a number, not {other}"
+                    )))
+                }
             },
-            Some(other) => return Err(invalid(format!("voice_settings must be an object, not {other}"))),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "voice_settings must be an object, not {other}"
+                )))
+            }
         };
         if let Some(speed) = speed {
             if !(0.25..=4.0).contains(&speed) {
@@ -288,7 +302,8 @@ pub fn audio_message(
 
 /// The last message of a context (or of the single context).
 pub fn final_message(context: Option<&str>) -> String {
-    let mut message = json!({"audio": null, "isFinal": true, "normalizedAlignment": null, "alignment": null});
+    let mut message =
+        json!({"audio": null, "isFinal": true, "normalizedAlignment": null, "alignment": null});
     with_context(&mut message, context);
     message.to_string()
 }
@@ -378,7 +393,8 @@ mod tests {
 
     #[test]
     fn server_messages_have_elevenlabs_shape() {
-        let audio: Value = serde_json::from_str(&audio_message(b"\x01\x02", None, None, None)).unwrap();
+        let audio: Value =
+            serde_json::from_str(&audio_message(b"\x01\x02", None, None, None)).unwrap();
         assert_eq!(audio["audio"], "AQI=");
         assert!(audio["isFinal"].is_null());
         assert!(audio["alignment"].is_null() && audio["normalizedAlignment"].is_null());
@@ -405,7 +421,8 @@ mod tests {
 
     #[test]
     fn errors_carry_their_code_and_close_code() {
-        let timeout: Value = serde_json::from_str(&SocketError::InputTimeout(20).message()).unwrap();
+        let timeout: Value =
+            serde_json::from_str(&SocketError::InputTimeout(20).message()).unwrap();
         assert_eq!(timeout["error"], "input_timeout_exceeded");
         assert_eq!(timeout["code"], 1008);
         assert!(timeout["message"].as_str().unwrap().contains("20 s"));

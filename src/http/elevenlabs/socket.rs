@@ -4,8 +4,8 @@
 //! Each context is a task of its own around one speech session, fed text
 //! through a channel and reporting audio, its end or its failure through
 //! another (bounded, so a client that reads slowly slows its contexts, not
-//! the server's memory). Closing a context aborts its task: its session
-//! drops and the scheduler takes its sentences back at once.
+//! the server's memory). Closing a context drops its input: its task ends
+//! at once, dropping its session, and the scheduler takes its sentences back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +15,6 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use metrics::{counter, gauge};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use warp::filters::ws::{Message, WebSocket};
 
 use super::protocol::{self, ClientMessage, Kind, SocketError};
@@ -55,8 +54,8 @@ enum In {
 }
 
 struct Context {
+    /// Dropping it ends the context's task at once, and so its session.
     input: mpsc::UnboundedSender<In>,
-    task: JoinHandle<()>,
     /// The input ended (`{"text": ""}` or `close_socket`): its end is awaited.
     ending: bool,
 }
@@ -110,14 +109,20 @@ pub(super) async fn serve(
         .await;
     }
     gauge!(m::ELEVENLABS_SOCKETS_OPEN).decrement(1.0);
-    observe(route, "GET", warp::http::StatusCode::SWITCHING_PROTOCOLS, ctx.started);
+    observe(
+        route,
+        "GET",
+        warp::http::StatusCode::SWITCHING_PROTOCOLS,
+        ctx.started,
+    );
     tracing::info!(request_id = %ctx.id, route, outcome,
         ms = ctx.started.elapsed().as_millis() as u64, "websocket ended");
 }
 
 /// Voice, format and timeout, from the path and query.
 async fn setup(state: &AppState, upgrade: &Upgrade) -> Result<Setup, SocketError> {
-    let inactivity = protocol::inactivity_timeout(upgrade.query.get("inactivity_timeout").map(String::as_str))?;
+    let inactivity =
+        protocol::inactivity_timeout(upgrade.query.get("inactivity_timeout").map(String::as_str))?;
     let id = upgrade.voice_id.as_str();
     let name = state
         .config()
@@ -313,14 +318,13 @@ impl Socket {
                     return Ok(None);
                 }
                 let named = message.context_id.is_some();
-                let id: Arc<str> = Arc::from(message.context_id.as_deref().unwrap_or(DEFAULT_CONTEXT));
+                let id: Arc<str> =
+                    Arc::from(message.context_id.as_deref().unwrap_or(DEFAULT_CONTEXT));
                 if message.close_context {
                     // An interruption when its audio is not done: the
                     // session drops with the task, and its sentences leave
                     // the engine at once.
-                    if let Some(context) = self.contexts.remove(&id) {
-                        context.task.abort();
-                        counter!(m::ELEVENLABS_CONTEXTS, "outcome" => "closed").increment(1);
+                    if self.contexts.remove(&id).is_some() {
                         send(ws, protocol::final_message(Some(&id))).await?;
                     }
                     return Ok(None);
@@ -366,7 +370,7 @@ impl Socket {
         let session = self.state.speech.open(self.setup.voice.clone(), options)?;
         let encoder = encoder_for(self.setup.format, session.sample_rate())?;
         let (input, inbox) = mpsc::unbounded_channel();
-        let task = tokio::spawn(speak(
+        tokio::spawn(speak(
             session,
             encoder,
             inbox,
@@ -379,7 +383,6 @@ impl Socket {
             id,
             Context {
                 input,
-                task,
                 ending: false,
             },
         );
@@ -403,10 +406,10 @@ impl Socket {
         Ok(())
     }
 
+    /// Ends every context: its task sees its input gone, drops its session
+    /// (the scheduler takes its sentences back) and logs its end.
     fn abort_all(&mut self) {
-        for (_, context) in self.contexts.drain() {
-            context.task.abort();
-        }
+        self.contexts.clear();
     }
 }
 
@@ -431,7 +434,10 @@ fn read_error(err: warp::Error) -> Result<(), SocketError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(cause) = source {
         if let Some(tungstenite) = cause.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            if matches!(tungstenite, tokio_tungstenite::tungstenite::Error::Capacity(_)) {
+            if matches!(
+                tungstenite,
+                tokio_tungstenite::tungstenite::Error::Capacity(_)
+            ) {
                 return Err(SocketError::MessageTooLarge);
             }
         }
@@ -456,6 +462,8 @@ async fn speak(
     let mut first_audio_ms = None;
     let outcome = loop {
         tokio::select! {
+            // Input first: a closed context stops before more audio is made.
+            biased;
             input = inbox.recv() => {
                 let pushed = match input {
                     Some(In::Text(text)) => {
