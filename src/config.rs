@@ -83,6 +83,9 @@ pub struct Config {
     pub web_ui: bool,
     /// OpenAI voice names mapped to installed voices (others: the first voice).
     pub openai_voices: HashMap<String, String>,
+    /// ElevenLabs voice ids (lowercase) mapped to installed voices; other
+    /// ids are taken as voice names.
+    pub elevenlabs_voices: HashMap<String, String>,
     /// A connection must have sent a whole request header within this of
     /// its start (or of the first byte of a later request); zero: no limit.
     pub header_timeout: Duration,
@@ -275,6 +278,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "OpenAI voice names mapped to installed voices, e.g. alloy=en_US-joe-medium,echo=NAME",
     ),
     (
+        "PIPER_ELEVENLABS_VOICES",
+        "(none: ids are voice names)",
+        "ElevenLabs voice ids mapped to installed voices, e.g. 21m00Tcm4TlvDq8ikWAM=en_US-joe-medium",
+    ),
+    (
         "PIPER_WEB_UI",
         "1",
         "serve the demo page at / (0 to turn off)",
@@ -411,6 +419,7 @@ impl Config {
             cors_origins: env.list("PIPER_CORS_ORIGINS"),
             web_ui: env.parse::<u8>("PIPER_WEB_UI", 1)? != 0,
             openai_voices: env.pairs("PIPER_OPENAI_VOICES")?,
+            elevenlabs_voices: env.pairs("PIPER_ELEVENLABS_VOICES")?,
             // A real client sends its header in one packet, well within a
             // second even on a slow link; 10 s leaves room for a lossy one
             // and bounds how long a slowloris socket holds a connection.

@@ -55,6 +55,13 @@ pub const WYOMING_REQUESTS: &str = "piperd_wyoming_requests_total";
 /// From a request's first event to its last audio, by `mode`.
 pub const WYOMING_DURATION: &str = "piperd_wyoming_request_duration_seconds";
 
+/// ElevenLabs WebSockets open now.
+pub const ELEVENLABS_SOCKETS_OPEN: &str = "piperd_elevenlabs_sockets_open";
+/// ElevenLabs contexts (a stream-input socket is one) by `outcome`: `done`
+/// (all its audio sent), `closed` (closed first: an interruption or the
+/// socket's end), `failed`.
+pub const ELEVENLABS_CONTEXTS: &str = "piperd_elevenlabs_contexts_total";
+
 /// Buckets for durations: a few milliseconds (a cache hit) to a minute (a
 /// long non-streamed text).
 const SECONDS_BUCKETS: &[f64] = &[
@@ -258,5 +265,13 @@ fn describe() {
         WYOMING_DURATION,
         Unit::Seconds,
         "Wyoming request duration by mode, from its first event to its last audio."
+    );
+    describe_gauge!(
+        ELEVENLABS_SOCKETS_OPEN,
+        "ElevenLabs-compatible WebSockets open now."
+    );
+    describe_counter!(
+        ELEVENLABS_CONTEXTS,
+        "ElevenLabs contexts by outcome (done, closed, failed)."
     );
 }

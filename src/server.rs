@@ -9,7 +9,7 @@
 //! draining (`/health` answers 503), stops accepting connections on both
 //! listeners (after `PIPER_DRAIN_DELAY`, for load balancers that poll
 //! `/health`), closes the connections that carry no request and gives the
-//! requests in flight, streaming ones and Wyoming streams included,
+//! requests in flight, streaming ones, WebSockets and Wyoming streams included,
 //! `PIPER_SHUTDOWN_GRACE` to finish; then the
 //! connections left are cut. Then every engine is stopped (SIGTERM, SIGKILL
 //! after 2 s), the actors end, and the server returns only once every
@@ -161,11 +161,13 @@ async fn run_with(
         _ => None,
     };
     let mut wyoming = wyoming.map(|(task, _)| task);
+    let sockets = http::elevenlabs::Sockets::default();
     let state = AppState {
         speech,
         metrics,
         draining: draining.clone(),
         started: Instant::now(),
+        sockets: sockets.clone(),
     };
 
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
@@ -213,6 +215,7 @@ async fn run_with(
         }
     }
     server.stop_accepting();
+    sockets.stop();
     let _ = stop_wyoming.send(true);
     if let Some(announcement) = announcement {
         // Home Assistant forgets the service at once instead of at its TTL.
@@ -221,6 +224,7 @@ async fn run_with(
     if !hurry {
         let all_finished = async {
             server.drained().await;
+            sockets.drained().await;
             if let Some(wyoming) = wyoming.as_mut() {
                 let _ = wyoming.await;
             }
@@ -236,6 +240,7 @@ async fn run_with(
         }
     }
     server.close_all().await;
+    sockets.close_all().await;
     accepting.task.abort();
     accepting.join().await;
     // Aborting the Wyoming task drops its connections and so their sessions.

@@ -397,3 +397,50 @@ async fn cors_lets_the_configured_origin_in() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_format_sse_sends_audio_deltas_then_done_to_the_official_sdk() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let output = std::process::Command::new(python())
+        .arg(root().join("tests/elevenlabs_client.py"))
+        .args([port.as_str(), "sse"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let heard: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(heard["content_type"], "text/event-stream", "{heard}");
+    let events = heard["events"].as_array().unwrap();
+    assert!(events.len() >= 2, "{heard}");
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|e| e == "speech.audio.delta"),
+        "{heard}"
+    );
+    assert_eq!(events.last().unwrap(), "speech.audio.done");
+    let seconds = heard["bytes"].as_f64().unwrap() / 2.0 / 22050.0;
+    assert!((1.0..10.0).contains(&seconds), "{heard}");
+    let usage = &heard["done"]["usage"];
+    assert_eq!(usage["total_tokens"], 0, "{heard}");
+    assert!(
+        (usage["output_audio_seconds"].as_f64().unwrap() - seconds).abs() < 0.01,
+        "{heard}"
+    );
+
+    // Anything but "sse" or "audio" is refused in OpenAI's shape.
+    let (status, _, body) = post(
+        &server,
+        "/v1/audio/speech",
+        json!({"model": "tts-1", "voice": "alloy", "input": "Hi.", "stream_format": "ndjson"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["param"], "stream_format", "{body}");
+}

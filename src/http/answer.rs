@@ -73,6 +73,88 @@ pub fn streamed(
     Ok(response)
 }
 
+/// The session's audio as OpenAI's Server-Sent Events: a
+/// `speech.audio.delta` event (base64 audio in `format`) per encoded piece
+/// as it is made, then `speech.audio.done`. Its `usage` counts no tokens,
+/// since Piper reads characters, not tokens; the characters read and the
+/// seconds of audio made are given beside them, as measured. A failure
+/// after the first event aborts the transfer, as a streamed answer does.
+pub fn sse(
+    ctx: &RequestCtx,
+    route: &'static str,
+    session: Session,
+    format: AudioFormat,
+) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let encoder = encoder_for(format, session.sample_rate())?;
+    let rate = encoder.output_sample_rate();
+    let cached = session.cached();
+    let source_rate = session.sample_rate() as f64;
+    let voice = session.voice().name.clone();
+    let (chars, chunks) = session.text_size();
+    let end_ctx = ctx.clone();
+    let ended = std::sync::Arc::new(std::sync::Mutex::new(None::<Ending>));
+    let ended_tx = ended.clone();
+    let on_end = OnEnd(Some(Box::new(move |ending: Option<Ending>| {
+        let complete = matches!(ending, Some(Ending::Done(_)));
+        if let Some(ending) = ending {
+            *ended_tx.lock().expect("ending lock") = Some(ending);
+        }
+        if !complete {
+            metrics::counter!(m::ERRORS, "code" => "stream_aborted").increment(1);
+        }
+        observe(route, "POST", StatusCode::OK, end_ctx.started);
+        tracing::info!(
+            request_id = %end_ctx.id, voice = %voice, chars, chunks, format = %format, cached, complete,
+            stream_format = "sse", status = 200u16, ms = end_ctx.started.elapsed().as_millis() as u64,
+            "speech streamed"
+        );
+    })));
+    let audio = encoded_stream(session, encoder, move |ending| on_end.call(ending));
+    let deltas = futures::StreamExt::map(audio, |piece| {
+        piece
+            .map(|bytes| {
+                let event = serde_json::json!({
+                    "type": "speech.audio.delta",
+                    "audio": base64::engine::general_purpose::STANDARD.encode(&bytes),
+                });
+                bytes::Bytes::from(format!("data: {event}\n\n"))
+            })
+            .map_err(|err| {
+                tracing::warn!("audio stream aborted: {err}");
+                std::io::Error::other(err.to_string())
+            })
+    });
+    // After the audio: the done event, only when the session ended well.
+    let done = futures::stream::once(async move {
+        let ending = ended.lock().expect("ending lock").take();
+        match ending {
+            Some(Ending::Done(summary)) => {
+                let event = serde_json::json!({
+                    "type": "speech.audio.done",
+                    "usage": {
+                        "input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+                        "input_characters": chars,
+                        "output_audio_seconds": summary.samples as f64 / source_rate,
+                    },
+                });
+                Ok(bytes::Bytes::from(format!("data: {event}\n\n")))
+            }
+            _ => Err(std::io::Error::other("the speech ended unfinished")),
+        }
+    });
+    let body = futures::StreamExt::chain(deltas, done);
+    let mut response = warp::reply::stream(body).into_response();
+    audio_headers(&mut response, ctx, format, rate, cached);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
 /// The session's whole audio with its exact length.
 pub async fn complete(
     state: &AppState,

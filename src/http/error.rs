@@ -230,6 +230,18 @@ fn route_of(path: &str) -> &'static str {
         "/v1/audio/voices",
         "/",
     ];
+    // The WebSocket routes carry a voice id: labelled without it.
+    if let Some(rest) = path.strip_prefix("/v1/text-to-speech/") {
+        for kind in [
+            crate::http::elevenlabs::Kind::Single,
+            crate::http::elevenlabs::Kind::Multi,
+        ] {
+            let last = kind.route().rsplit('/').next().unwrap_or_default();
+            if rest.split('/').nth(1) == Some(last) {
+                return kind.route();
+            }
+        }
+    }
     ROUTES
         .iter()
         .find(|route| path.trim_end_matches('/') == route.trim_end_matches('/'))

@@ -6,6 +6,7 @@
 //! ([`error`]).
 
 pub mod answer;
+pub mod elevenlabs;
 pub mod error;
 pub mod openai;
 pub mod ops;
@@ -39,6 +40,8 @@ pub struct AppState {
     /// Set on SIGTERM: `/health` turns 503 so load balancers move away.
     pub draining: Arc<AtomicBool>,
     pub started: Instant,
+    /// The ElevenLabs WebSockets open, drained by the server with HTTP.
+    pub sockets: elevenlabs::Sockets,
 }
 
 impl AppState {

@@ -37,6 +37,10 @@ pub struct SpeechRequest {
     pub response_format: Option<String>,
     #[serde(default)]
     pub speed: Option<f32>,
+    /// `sse`: Server-Sent Events of base64 audio; `audio` (the default):
+    /// the audio itself.
+    #[serde(default)]
+    pub stream_format: Option<String>,
     /// Accepted for compatibility; Piper voices take no instructions.
     #[serde(default)]
     #[allow(dead_code)]
@@ -71,7 +75,8 @@ fn choose_voice(
     Ok(voice.to_string())
 }
 
-/// `POST /v1/audio/speech`: always streamed, as OpenAI streams it.
+/// `POST /v1/audio/speech`: always streamed, as OpenAI streams it; as
+/// Server-Sent Events with `stream_format: "sse"`.
 pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Response, Infallible> {
     let route = "/v1/audio/speech";
     let result = async {
@@ -102,6 +107,17 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
             }
             .into());
         }
+        let sse = match request.stream_format.as_deref() {
+            None | Some("audio") => false,
+            Some("sse") => true,
+            Some(other) => {
+                return Err(SpeechError::InvalidParameter {
+                    param: "stream_format",
+                    message: format!("{other:?} is neither \"sse\" nor \"audio\""),
+                }
+                .into())
+            }
+        };
         crate::speech::Speech::check_text(&request.input)?;
         let name = choose_voice(&state, &names, &request.model, &request.voice)?;
         let voice = state.speech.voice(Some(&name)).await?;
@@ -120,6 +136,9 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
                 normalize: true,
             })
             .await?;
+        if sse {
+            return answer::sse(&ctx, route, session, format);
+        }
         answer::streamed(&ctx, route, session, format)
     }
     .await;

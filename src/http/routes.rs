@@ -18,9 +18,10 @@ use warp::http::Method;
 use warp::path::FullPath;
 
 use super::error::{refused, ApiError};
-use super::openai;
+use super::{elevenlabs, openai};
 use super::{ops, seed, RequestCtx};
 use super::{AppState, MAX_BODY_BYTES};
+use std::collections::HashMap;
 
 /// Every route of the API, with the JSON error `recover`s, API keys and CORS.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
@@ -83,7 +84,61 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(authorized(keys))
         .and(with_state(state.clone()))
         .and_then(openai::audio_voices);
-    let v1 = warp::path("v1").and(speech.or(models).unify().or(audio_voices).unify());
+    // ElevenLabs' WebSockets: the key is checked on the socket, where it
+    // may also come in the query or the first message.
+    let stream_input = warp::path!("text-to-speech" / String / "stream-input")
+        .map(|voice| (voice, elevenlabs::Kind::Single));
+    let multi_stream_input = warp::path!("text-to-speech" / String / "multi-stream-input")
+        .map(|voice| (voice, elevenlabs::Kind::Multi));
+    let live = stream_input
+        .or(multi_stream_input)
+        .unify()
+        .untuple_one()
+        .and(warp::ws())
+        .and(with_state(state.clone()))
+        .and(request_ctx())
+        .and(
+            warp::query::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
+        .and(warp::header::optional::<String>("xi-api-key"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(
+            |voice_id: String,
+             kind,
+             ws,
+             state,
+             ctx,
+             query: HashMap<String, String>,
+             xi_key: Option<String>,
+             bearer: Option<String>| {
+                let header_key =
+                    xi_key.or_else(|| bearer.map(|b| elevenlabs::protocol::bearer(&b).to_string()));
+                let header_key = header_key.or_else(|| {
+                    query
+                        .get("authorization")
+                        .or_else(|| query.get("xi_api_key"))
+                        .map(|b| elevenlabs::protocol::bearer(b).to_string())
+                });
+                let upgrade = elevenlabs::Upgrade {
+                    kind,
+                    voice_id,
+                    query,
+                    header_key,
+                };
+                elevenlabs::upgrade(state, ctx, upgrade, ws)
+            },
+        );
+    let v1 = warp::path("v1").and(
+        speech
+            .or(models)
+            .unify()
+            .or(audio_voices)
+            .unify()
+            .or(live)
+            .unify(),
+    );
 
     let api = v1
         .or(tts)
@@ -160,13 +215,8 @@ fn authorized(keys: Arc<Vec<String>>) -> impl Filter<Extract = (), Error = Rejec
                             .or_else(|| h.strip_prefix("bearer "))
                     })
                     .unwrap_or("")
-                    .trim()
-                    .as_bytes();
-                let mut matched = subtle::Choice::from(0);
-                for key in keys.iter() {
-                    matched |= key.as_bytes().ct_eq(presented);
-                }
-                if bool::from(matched) {
+                    .trim();
+                if key_matches(&keys, presented) {
                     Ok(())
                 } else {
                     Err(warp::reject::custom(ApiError::Unauthorized))
@@ -174,6 +224,16 @@ fn authorized(keys: Arc<Vec<String>>) -> impl Filter<Extract = (), Error = Rejec
             }
         })
         .untuple_one()
+}
+
+/// Whether `presented` is one of `keys`. Compared in constant time, against
+/// every key, so neither timing nor position tells anything about them.
+pub fn key_matches(keys: &[String], presented: &str) -> bool {
+    let mut matched = subtle::Choice::from(0);
+    for key in keys {
+        matched |= key.as_bytes().ct_eq(presented.as_bytes());
+    }
+    bool::from(matched)
 }
 
 fn with_state(

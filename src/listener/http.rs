@@ -196,12 +196,11 @@ async fn serve_connection<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Activity::default();
-    let io = TokioIo::new(IdleIo::new(
-        stream,
-        activity.clone(),
-        deadlines,
-        closing.clone(),
-    ));
+    // The connection's place under the cap goes with its bytes: past an
+    // upgrade (a WebSocket) it is held until the socket closes.
+    let io = TokioIo::new(
+        IdleIo::new(stream, activity.clone(), deadlines, closing.clone()).keeping(admission),
+    );
     let service = Tracked {
         inner: service,
         activity,
@@ -230,7 +229,6 @@ async fn serve_connection<S, B>(
             None => tracing::debug!(%peer, "connection ended: {err}"),
         }
     }
-    drop(admission);
 }
 
 /// The deadline behind a connection's error, if one closed it.
@@ -284,9 +282,13 @@ where
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = self.activity.busy();
+        let activity = self.activity.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
+            if response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                activity.upgraded();
+            }
             Ok(response.map(|body| BusyBody { body, _busy: busy }))
         })
     }

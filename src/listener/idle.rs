@@ -68,6 +68,9 @@ struct State {
     message_started: Option<Instant>,
     /// Whether a message was ever completed.
     served: bool,
+    /// The connection switched protocols (a WebSocket): the protocol now on
+    /// it keeps its own deadlines and its own drain.
+    upgraded: bool,
 }
 
 /// Work in flight for a complete message: no deadline until it drops.
@@ -82,6 +85,7 @@ impl Default for Activity {
                 quiet_since: Instant::now(),
                 message_started: None,
                 served: false,
+                upgraded: false,
             }),
             reader: AtomicWaker::new(),
         }))
@@ -98,9 +102,17 @@ impl Activity {
         Busy(self.0.clone())
     }
 
-    /// Whether work is in flight.
+    /// The connection switched protocols: no deadline nor drain of this
+    /// module applies to it any more, for as long as it lives.
+    pub fn upgraded(&self) {
+        self.0.state.lock().expect("activity lock").upgraded = true;
+        self.0.reader.wake();
+    }
+
+    /// Whether work is in flight (an upgraded connection always has).
     pub fn is_busy(&self) -> bool {
-        self.0.state.lock().expect("activity lock").busy > 0
+        let state = self.0.state.lock().expect("activity lock");
+        state.busy > 0 || state.upgraded
     }
 
     /// Bytes arrived: outside work, they start the next message.
@@ -115,7 +127,7 @@ impl Activity {
     /// while work is in flight or without limits.
     fn deadline(&self, limits: &Deadlines) -> Option<(Instant, Expired)> {
         let state = self.0.state.lock().expect("activity lock");
-        if state.busy > 0 {
+        if state.busy > 0 || state.upgraded {
             return None;
         }
         let message = |since: Instant| limits.message.map(|d| (since + d, Expired::Message(d)));
@@ -152,6 +164,9 @@ pub struct IdleIo<T> {
     timer: Pin<Box<tokio::time::Sleep>>,
     armed: Option<Instant>,
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Held as long as the bytes flow, upgraded or not (a connection's
+    /// place under the cap).
+    _kept: Option<Box<dyn Send + Sync>>,
 }
 
 impl<T> IdleIo<T> {
@@ -168,7 +183,15 @@ impl<T> IdleIo<T> {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: None,
             closing: Box::pin(closing.cancelled_owned()),
+            _kept: None,
         }
+    }
+
+    /// Keeps `guard` until the stream is dropped: after an upgrade, that is
+    /// when the new protocol ends, not when the HTTP connection does.
+    pub fn keeping(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self._kept = Some(Box::new(guard));
+        self
     }
 }
 
@@ -327,6 +350,20 @@ mod tests {
             .expect("the end of the work armed the idle deadline")
             .unwrap();
         assert_eq!(expired, Expired::Idle(Duration::from_millis(900)));
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_connection_has_no_deadline_and_no_drain() {
+        let (ours, _peer) = tokio::io::duplex(1024);
+        let closing = CancellationToken::new();
+        let activity = Activity::default();
+        let mut io = IdleIo::new(ours, activity.clone(), LIMITS, closing.clone());
+        drop(activity.busy());
+        activity.upgraded();
+        closing.cancel();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_millis(1500), io.read(&mut buf)).await;
+        assert!(read.is_err(), "an upgraded connection expired or ended");
     }
 
     #[tokio::test]

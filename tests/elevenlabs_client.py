@@ -1,0 +1,142 @@
+"""Real clients against piperd's live-text front-ends, for tests/elevenlabs.rs.
+
+    elevenlabs_client.py PORT sdk FORMAT      the official elevenlabs SDK's convert_realtime
+    elevenlabs_client.py PORT pipecat         Pipecat's multi-stream-input sequence (websockets)
+    elevenlabs_client.py PORT sse             the official openai SDK, stream_format="sse"
+
+Each prints one JSON object of what it heard. Every wait is bounded.
+"""
+
+import asyncio
+import base64
+import json
+import sys
+import time
+import uuid
+
+VOICE = "en_US-joe-medium"
+TIMEOUT = 120
+
+
+def sdk(port: int, output_format: str) -> dict:
+    from elevenlabs.client import ElevenLabs
+
+    client = ElevenLabs(api_key="unused", base_url=f"http://127.0.0.1:{port}")
+    # The SDK always speaks wss:// to its base URL; piperd here is plain ws.
+    client.text_to_speech._ws_base_url = f"ws://127.0.0.1:{port}"
+
+    def text():
+        # An LLM's tokens, cut anywhere.
+        for token in ["Hello", " from", " the", " official", " SDK", ".", " It", " streams", " text", "."]:
+            yield token
+
+    started = time.monotonic()
+    first = None
+    audio = b""
+    for chunk in client.text_to_speech.convert_realtime(
+        voice_id=VOICE, text=text(), model_id="eleven_flash_v2_5", output_format=output_format
+    ):
+        if first is None:
+            first = time.monotonic() - started
+        audio += chunk
+    return {"bytes": len(audio), "head": audio[:4].hex(), "first_audio_s": first}
+
+
+async def pipecat(port: int) -> dict:
+    """Pipecat's ElevenLabsTTSService, message for message: the socket with
+    its query, a context opened with its voice settings, a sentence at a
+    time, flush without text, its 10 s keepalive without a context,
+    close_context at the end of the turn, then close_socket."""
+    import websockets
+    from websockets.asyncio.client import connect
+
+    url = (
+        f"ws://127.0.0.1:{port}/v1/text-to-speech/{VOICE}/multi-stream-input"
+        "?model_id=eleven_turbo_v2_5&output_format=pcm_22050&auto_mode=true"
+        "&enable_ssml_parsing=false&enable_logging=true&apply_text_normalization=auto"
+    )
+    heard = {"audio": {}, "finals": [], "other": [], "close_code": None}
+    async with connect(url, max_size=16 * 1024 * 1024, additional_headers={"xi-api-key": "unused"}) as ws:
+        turn = str(uuid.uuid4())
+
+        async def receive():
+            async for message in ws:
+                msg = json.loads(message)
+                context = msg.get("contextId")
+                if msg.get("isFinal") is True:
+                    heard["finals"].append(context)
+                    continue
+                if msg.get("audio"):
+                    audio = base64.b64decode(msg["audio"])
+                    heard["audio"][context] = heard["audio"].get(context, 0) + len(audio)
+                    # Alignment is null until word timings are measured.
+                    if msg.get("alignment") is not None or msg.get("normalizedAlignment") is not None:
+                        heard["other"].append(msg)
+                    if msg.get("context_id") != context:
+                        heard["other"].append(msg)
+                else:
+                    heard["other"].append(msg)
+
+        receiver = asyncio.create_task(receive())
+        await ws.send(json.dumps({"text": " ", "context_id": turn, "voice_settings": {"stability": 0.5, "similarity_boost": 0.75, "speed": 1.0}}))
+        await ws.send(json.dumps({"text": "Hello, I am a voice agent. ", "context_id": turn}))
+        await ws.send(json.dumps({"context_id": turn, "flush": True}))
+        await ws.send(json.dumps({"text": ""}))  # the keepalive, without a context
+        await ws.send(json.dumps({"text": "How can I help you today? ", "context_id": turn}))
+        await ws.send(json.dumps({"context_id": turn, "flush": True}))
+        # Wait for both sentences' audio, as the turn plays out.
+        deadline = time.monotonic() + TIMEOUT
+        while heard["audio"].get(turn, 0) < 22050 * 2 * 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        await ws.send(json.dumps({"context_id": turn, "close_context": True}))
+        while turn not in heard["finals"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await ws.send(json.dumps({"close_socket": True}))
+        try:
+            await asyncio.wait_for(receiver, TIMEOUT)
+        except websockets.ConnectionClosed:
+            pass
+        heard["close_code"] = ws.close_code
+    heard["turn"] = turn
+    return heard
+
+
+def sse(port: int) -> dict:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", timeout=TIMEOUT)
+    events = []
+    audio = b""
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input="Server sent events. Two sentences of them.",
+        response_format="pcm", stream_format="sse",
+    ) as response:
+        content_type = response.headers.get("content-type")
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[len("data: "):])
+            events.append(event["type"])
+            if event["type"] == "speech.audio.delta":
+                audio += base64.b64decode(event["audio"])
+            else:
+                done = event
+    return {"content_type": content_type, "events": events, "bytes": len(audio), "done": done}
+
+
+def main() -> None:
+    port, mode = int(sys.argv[1]), sys.argv[2]
+    if mode == "sdk":
+        result = sdk(port, sys.argv[3])
+    elif mode == "pipecat":
+        result = asyncio.run(asyncio.wait_for(pipecat(port), TIMEOUT))
+    elif mode == "sse":
+        result = sse(port)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
