@@ -379,8 +379,10 @@ def word_timings(text, alignments, phonemize_words):
     space or mark. A word's start and end are the first and last sample of
     its phonemes, from the durations the model itself used.
 
-    Returns [(char_start, char_end, start_sample, end_sample)] in the order
-    of the text, one per written word.
+    Returns [(char_start, char_end, start_sample, end_sample, phoneme_ends)]
+    in the order of the text, one per written word; `phoneme_ends` is where
+    each of the word's phonemes ends (its last is `end_sample`), so that a
+    client can place the letters inside the word.
     """
     words = written_words(text)
     if not words:
@@ -406,7 +408,7 @@ def word_timings(text, alignments, phonemize_words):
         sep_before.append(pending_sep)
         pending_sep = False
     if not sound:
-        return [(s, e, 0, 0) for s, e in words]
+        return [(s, e, 0, 0, []) for s, e in words]
 
     reference = []
     labels = []
@@ -474,7 +476,7 @@ def word_timings(text, alignments, phonemize_words):
     previous_end = 0
     for label, (start, end) in enumerate(words):
         if label not in first:
-            out.append((start, end, previous_end, previous_end))
+            out.append((start, end, previous_end, previous_end, []))
             continue
         raw_first = sound[first[label]][1]
         raw_last = sound[final[label]][1]
@@ -489,7 +491,10 @@ def word_timings(text, alignments, phonemize_words):
             raw_last += 1
         begin = max(starts[raw_first], previous_end)
         finish = max(ends[raw_last], begin)
-        out.append((start, end, begin, finish))
+        phoneme_ends = [
+            max(ends[k], begin) for k in range(raw_first, raw_last + 1) if ends[k] > starts[k]
+        ]
+        out.append((start, end, begin, finish, phoneme_ends))
         previous_end = finish
     return out
 
@@ -523,7 +528,7 @@ def send_words(voice, request_id, text, alignments):
     offsets = [0]
     for char in text:
         offsets.append(offsets[-1] + len(char.encode("utf-8")))
-    words = [[offsets[s], offsets[e], first, last] for s, e, first, last in timings]
+    words = [[offsets[s], offsets[e], first, last, ends] for s, e, first, last, ends in timings]
     send_json(WORDS, request_id, {"words": words})
 
 

@@ -28,8 +28,9 @@
 
 use std::ops::Range;
 
+use super::spans::SpanMap;
 use super::{
-    char_count, engine_line, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible,
+    char_count, engine_line_mapped, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible,
     Cuts, CHUNK_LEVELS, UNIT_LEVELS,
 };
 use crate::config::Config;
@@ -65,6 +66,8 @@ pub struct Piece {
     /// Byte offsets of the piece in the whole input (everything pushed so far,
     /// concatenated), without its surrounding whitespace.
     pub span: Range<usize>,
+    /// From `line` back to the whole input, for word timestamps.
+    pub map: SpanMap,
 }
 
 /// Splits text pushed in any number of parts into engine pieces, sentence by sentence.
@@ -241,9 +244,11 @@ impl SentenceStream {
             let start = at + piece.len() - piece.trim_start().len();
             at += piece.len();
             if is_speakable(piece) {
+                let (line, map) = engine_line_mapped(piece.trim(), start);
                 out.push(Piece {
-                    line: engine_line(piece),
+                    line,
                     span: start..start + piece.trim().len(),
+                    map,
                 });
             }
         }
@@ -284,7 +289,7 @@ pub fn pieces(text: &str, limits: PieceLimits) -> Vec<Piece> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{random_text, Lcg};
-    use super::super::{split_chunks, split_units_at_clauses};
+    use super::super::{engine_line, split_chunks, split_units_at_clauses};
     use super::*;
 
     /// The server's defaults.
@@ -328,6 +333,7 @@ mod tests {
                     out.push(Piece {
                         line: engine_line(piece),
                         span: start..start + trimmed.len(),
+                        map: engine_line_mapped(trimmed, start).1,
                     });
                 }
             }
@@ -634,6 +640,12 @@ mod tests {
                 let slice = &text[piece.span.clone()];
                 assert_eq!(slice, slice.trim(), "{piece:?}");
                 assert_eq!(engine_line(slice), piece.line, "{piece:?}");
+                // Every word of the line maps back to the same word in the text.
+                for word in piece.line.split(' ') {
+                    let at = word.as_ptr() as usize - piece.line.as_ptr() as usize;
+                    let back = piece.map.original(at..at + word.len()).unwrap();
+                    assert_eq!(&text[back], word, "{piece:?}");
+                }
             }
         }
     }
@@ -648,6 +660,7 @@ mod tests {
             let mut expected = pieces(a, SMALL);
             expected.extend(pieces(b, SMALL).into_iter().map(|piece| Piece {
                 span: piece.span.start + a.len()..piece.span.end + a.len(),
+                map: engine_line_mapped(&b[piece.span.clone()], piece.span.start + a.len()).1,
                 ..piece
             }));
             let mut stream = SentenceStream::new(SMALL);
