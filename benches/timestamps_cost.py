@@ -4,7 +4,11 @@ Runs the engine's own code (engine/piper_worker.py) in this process: the
 voice loaded as the engine loads it, once without and once with the
 durations output, then `word_timings` on each sentence's alignments.
 Prints the synthesis time with and without the output, the time of
-`word_timings`, and their share of synthesis. Run from the repository:
+`word_timings`, and their share of synthesis; and, for each sentence
+followed by a second of silence, how far its first word's start and last
+word's end are from where speech starts and stops in the audio itself
+(10 ms windows under an RMS of 150, as tests/timestamps.rs finds them).
+Run from the repository:
 
     .venv/bin/python benches/timestamps_cost.py [rounds]
 
@@ -40,6 +44,18 @@ def load_engine():
     return module
 
 
+def speech_edges(samples, rate):
+    """Where speech starts and where the trailing silence starts, in s."""
+    import numpy as np
+
+    window = rate // 100
+    count = len(samples) // window
+    frames = samples[: count * window].astype(np.float64).reshape(count, window)
+    loud = np.sqrt((frames ** 2).mean(axis=1)) >= 150.0
+    indices = np.nonzero(loud)[0]
+    return indices[0] * window / rate, (indices[-1] + 1) * window / rate
+
+
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     engine = load_engine()
@@ -59,7 +75,7 @@ def main():
         for _ in voice.synthesize("Ready.", syn_config=syn, include_alignments=True):
             pass
 
-    without, with_output, words = [], [], []
+    without, with_output, words, errors = [], [], [], []
     for _ in range(rounds):
         for text in SENTENCES:
             started = time.perf_counter()
@@ -75,8 +91,16 @@ def main():
             assert alignments and alignments[-1] is not None, "no alignments"
 
             started = time.perf_counter()
-            engine.word_timings(text, alignments, phonemize_words)
+            timings = engine.word_timings(text, alignments, phonemize_words)
             words.append(time.perf_counter() - started)
+            if len(errors) < 2 * len(SENTENCES) * 2:
+                import numpy as np
+
+                pcm = np.concatenate([c.audio_int16_array for c in timed.synthesize(
+                    text, syn_config=syn, include_alignments=True)])
+                onset, stop = speech_edges(pcm, config.sample_rate)
+                errors.append(abs(timings[0][2] / config.sample_rate - onset))
+                errors.append(abs(timings[-1][3] / config.sample_rate - stop))
 
     total_without = sum(without)
     total_with = sum(with_output)
@@ -89,6 +113,11 @@ def main():
     print(f"word_timings / synthesis: {100 * total_words / total_with:.2f} %")
     print(f"(with output + word_timings) / without: "
           f"{100 * ((total_with + total_words) / total_without - 1):+.2f} %")
+    errors.sort()
+    print(f"boundary error against the audio's own silence: {len(errors)} boundaries, "
+          f"median {statistics.median(errors) * 1000:.1f} ms, "
+          f"90th percentile {errors[int(len(errors) * 0.9)] * 1000:.1f} ms, "
+          f"max {errors[-1] * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

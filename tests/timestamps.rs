@@ -70,15 +70,26 @@ async fn timed(server: &Server, body: Value) -> (reqwest::header::HeaderMap, Val
 
 /// Every written word once, in order, its span on it in the text, its times
 /// ordered and inside the audio.
-fn check_words(text: &str, got: &[(String, f64, f64, usize, usize)], expected: &[&str], audio: f64) {
+fn check_words(
+    text: &str,
+    got: &[(String, f64, f64, usize, usize)],
+    expected: &[&str],
+    audio: f64,
+) {
     let names: Vec<&str> = got.iter().map(|w| w.0.as_str()).collect();
     assert_eq!(names, expected);
     let mut last_end = 0.0;
     for (word, start, end, from, to) in got {
         assert_eq!(&chars(text, *from..*to), word, "span of {word}");
-        assert!(*start >= last_end - 1e-9, "{word} starts before the word before ends");
+        assert!(
+            *start >= last_end - 1e-9,
+            "{word} starts before the word before ends"
+        );
         assert!(end > start, "{word}: {start}..{end}");
-        assert!(*end <= audio + 1e-3, "{word} ends after the audio ({audio} s)");
+        assert!(
+            *end <= audio + 1e-3,
+            "{word} ends after the audio ({audio} s)"
+        );
         last_end = *end;
     }
 }
@@ -102,9 +113,9 @@ async fn words_are_timed_against_the_silences_in_the_audio() {
     assert!((value["duration"].as_f64().unwrap() - audio).abs() < 0.002);
     let got = words(&value);
     let expected = [
-        "The", "ship", "left", "the", "harbour", "at", "dawn", "It", "carried", "twelve",
-        "crates", "of", "fresh", "apples", "and", "nobody", "on", "board", "knew", "why",
-        "The", "captain", "smiled",
+        "The", "ship", "left", "the", "harbour", "at", "dawn", "It", "carried", "twelve", "crates",
+        "of", "fresh", "apples", "and", "nobody", "on", "board", "knew", "why", "The", "captain",
+        "smiled",
     ];
     check_words(text, &got, &expected, audio);
 
@@ -127,7 +138,10 @@ async fn words_are_timed_against_the_silences_in_the_audio() {
     errors.sort_by(f64::total_cmp);
     let median = errors[errors.len() / 2];
     println!("boundary errors (s): {errors:?}, median {median:.3}");
-    assert!(median <= 0.05, "median boundary error {median} s: {errors:?}");
+    assert!(
+        median <= 0.05,
+        "median boundary error {median} s: {errors:?}"
+    );
     assert!(errors.iter().all(|&e| e <= 0.12), "{errors:?}");
 }
 
@@ -143,8 +157,8 @@ async fn rewritten_words_stay_one_entry_and_the_cache_keeps_the_times() {
     assert_eq!(first["format"], "mp3");
     let got = words(&first);
     let expected = [
-        "Pay", "$500", "by", "10:30", "or", "1,234", "items", "well", "okay", "fine", "go",
-        "to", "Dr", "Smith's",
+        "Pay", "$500", "by", "10:30", "or", "1,234", "items", "well", "okay", "fine", "go", "to",
+        "Dr", "Smith's",
     ];
     check_words(text, &got, &expected, first["duration"].as_f64().unwrap());
     assert!(
@@ -207,7 +221,10 @@ async fn captions_parse_as_webvtt_and_srt() {
         assert!(cues.len() >= 3, "{kind}: {cues:?}");
         assert_eq!(cues[0], "Captions come in cues.");
         // Every word once, in order, across the cues.
-        assert_eq!(cues.join(" "), text.split_whitespace().collect::<Vec<_>>().join(" "));
+        assert_eq!(
+            cues.join(" "),
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
         // The words are there too.
         assert_eq!(words(&value).len(), text.split_whitespace().count());
     }

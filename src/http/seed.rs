@@ -68,15 +68,16 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
     let result = async {
         let request: TtsRequest = parse_json(&body)?;
         let format = format_named(request.response_format.as_deref(), AudioFormat::Wav)?;
-        let captions = match request.captions.as_deref() {
-            None => None,
-            Some(name) => Some(CaptionFormat::parse(name).ok_or_else(|| {
-                SpeechError::InvalidParameter {
-                    param: "captions",
-                    message: format!("captions must be \"vtt\" or \"srt\", not {name:?}"),
-                }
-            })?),
-        };
+        let captions =
+            match request.captions.as_deref() {
+                None => None,
+                Some(name) => Some(CaptionFormat::parse(name).ok_or_else(|| {
+                    SpeechError::InvalidParameter {
+                        param: "captions",
+                        message: format!("captions must be \"vtt\" or \"srt\", not {name:?}"),
+                    }
+                })?),
+            };
         if captions.is_some() && request.stream {
             return Err(SpeechError::InvalidParameter {
                 param: "captions",

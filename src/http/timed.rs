@@ -237,10 +237,9 @@ pub fn streamed(
         HeaderValue::from_static("application/x-ndjson"),
     );
     headers(&mut response, ctx, out_rate, cached);
-    response.headers_mut().insert(
-        "x-audio-format",
-        HeaderValue::from_static(format.name()),
-    );
+    response
+        .headers_mut()
+        .insert("x-audio-format", HeaderValue::from_static(format.name()));
     Ok(response)
 }
 

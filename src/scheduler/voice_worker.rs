@@ -665,7 +665,9 @@ impl WorkerState {
                     }
                     // The planner sends a sentence only with room for its
                     // audio; a closed channel means the client left.
-                    let _ = client.events.try_send(AudioEvent::Audio { span, pcm, words });
+                    let _ = client
+                        .events
+                        .try_send(AudioEvent::Audio { span, pcm, words });
                 }
                 planner::Action::Finish { job, summary } => {
                     let Some(client) = self.clients.remove(&job) else {

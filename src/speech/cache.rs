@@ -17,10 +17,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::words::WordTime;
 use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::{counter, gauge};
-use super::words::WordTime;
 
 use crate::engine::SynthOptions;
 use crate::metrics as m;

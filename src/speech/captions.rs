@@ -56,9 +56,9 @@ pub fn cues(text: &str, sentences: &[(Range<usize>, Vec<WordTime>)], rate: u32) 
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ");
-            let fits = lines.last().is_some_and(|line| {
-                line.chars().count() + 1 + piece.chars().count() <= LINE_CHARS
-            });
+            let fits = lines
+                .last()
+                .is_some_and(|line| line.chars().count() + 1 + piece.chars().count() <= LINE_CHARS);
             if fits {
                 let line = lines.last_mut().expect("a line");
                 line.push(' ');
@@ -117,7 +117,11 @@ pub fn render(cues: &[Cue], format: CaptionFormat) -> String {
 fn stamp(seconds: f64, format: CaptionFormat) -> String {
     let ms = (seconds.max(0.0) * 1000.0).round() as u64;
     let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let mark = if format == CaptionFormat::Srt { ',' } else { '.' };
+    let mark = if format == CaptionFormat::Srt {
+        ','
+    } else {
+        '.'
+    };
     format!("{h:02}:{m:02}:{s:02}{mark}{milli:03}")
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use super::admission::{Admission, Ticket};
 use super::cache::{AudioCache, CacheKey, CachedSentence, CachedSpeech};
-use super::words::{sentence_words, WordTime};
 use super::error::{SpeechError, MAX_TEXT_CHARS};
+use super::words::{sentence_words, WordTime};
 use crate::engine::EngineWord;
 use crate::scheduler::{AudioEvent, Sentence, SynthError};
 use crate::text::spans::SpanMap;
@@ -373,14 +373,23 @@ impl Session {
 
     /// A sentence's audio from the engine: counted, checked against the
     /// limit, copied for the cache, then handed out with its end behind it.
-    fn audio(&mut self, span: Range<usize>, pcm: Bytes, engine_words: Vec<EngineWord>) -> SpeechEvent {
+    fn audio(
+        &mut self,
+        span: Range<usize>,
+        pcm: Bytes,
+        engine_words: Vec<EngineWord>,
+    ) -> SpeechEvent {
         if !self.spoken {
             self.spoken = true;
             self.ticket = None;
         }
         // Sentences the engine found nothing to say in have no audio: their
         // maps are passed over.
-        while self.maps.front().is_some_and(|(start, _)| *start < span.start) {
+        while self
+            .maps
+            .front()
+            .is_some_and(|(start, _)| *start < span.start)
+        {
             self.maps.pop_front();
         }
         let words = match self.maps.front() {
@@ -415,7 +424,8 @@ impl Session {
                 self.tee = None;
             }
         }
-        self.queued.push_back(SpeechEvent::SentenceEnd { span, words });
+        self.queued
+            .push_back(SpeechEvent::SentenceEnd { span, words });
         SpeechEvent::Audio(pcm)
     }
 }

@@ -152,13 +152,11 @@ pub fn char_times(
 /// phonemes to go by).
 fn spread(bounds: &mut [u64], from: usize, to: usize, start: u64, end: u64) {
     let count = (to - from) as u64;
-    for k in from..=to {
-        let done = (k - from) as u64;
-        bounds[k] = if count == 0 {
-            start
-        } else {
-            start + (end - start) * done / count
-        };
+    for (done, bound) in bounds[from..=to].iter_mut().enumerate() {
+        *bound = start
+            + ((end - start) * done as u64)
+                .checked_div(count)
+                .unwrap_or(0);
     }
 }
 

@@ -30,8 +30,8 @@ use std::ops::Range;
 
 use super::spans::SpanMap;
 use super::{
-    char_count, engine_line_mapped, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible,
-    Cuts, CHUNK_LEVELS, UNIT_LEVELS,
+    char_count, engine_line_mapped, greedy_cut, is_speakable, split_units_at_clauses,
+    unit_cut_possible, Cuts, CHUNK_LEVELS, UNIT_LEVELS,
 };
 use crate::config::Config;
 
