@@ -10,7 +10,8 @@ protocol is documented in docs/engine-protocol.md; in short:
           or {"cancel": 7} to stop request 7 early
   stdout  binary frames only:  b"PD" | kind (1 byte) | 0 | id (u32 LE)
                                | payload length (u32 LE) | payload
-          kinds: R ready (JSON), A audio (s16le PCM), D done (JSON),
+          kinds: R ready (JSON), A audio (s16le PCM), W words (JSON),
+                 D done (JSON),
                  X error (JSON), C cancelled (empty)
   stderr  human-readable logs, kept by piperd for error reports.
 
@@ -28,17 +29,20 @@ The program ends as soon as stdin closes, even in the middle of an utterance,
 so that it can never outlive the server that feeds it.
 """
 
+import difflib
 import json
 import os
 import queue
+import re
 import struct
 import sys
 import threading
 import time
+import unicodedata
 
 HEADER = struct.Struct("<2sBBII")
 MAGIC = b"PD"
-READY, AUDIO, DONE, ERROR, CANCELLED = (ord(k) for k in "RADXC")
+READY, AUDIO, WORDS, DONE, ERROR, CANCELLED = (ord(k) for k in "RAWDXC")
 OPTION_KEYS = ("speaker_id", "length_scale", "noise_scale", "noise_w_scale", "volume")
 
 _out = sys.stdout.buffer
@@ -95,6 +99,95 @@ class Requests:
             self._live.pop(request_id, None)
 
 
+def _varint(data, at):
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def _encode_varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _fields(data, start=0, end=None):
+    """The top-level fields of a protobuf message: (number, wire type,
+    value start, value end, field start)."""
+    at = start
+    end = len(data) if end is None else end
+    while at < end:
+        field_start = at
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, value_end = _varint(data, at)
+            yield number, wire, at, value_end, field_start
+            at = value_end
+        elif wire == 1:
+            yield number, wire, at, at + 8, field_start
+            at += 8
+        elif wire == 2:
+            length, at = _varint(data, at)
+            yield number, wire, at, at + length, field_start
+            at += length
+        elif wire == 5:
+            yield number, wire, at, at + 4, field_start
+            at += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def with_durations_output(model):
+    """The voice model (ONNX bytes) with its `Ceil` tensor (`w_ceil`, the
+    frames of each phoneme id) added to the graph's outputs, as piper's
+    `patch_voice_with_alignment.add_alignment_output` does, but on the
+    serialized bytes: the `onnx` package would add seconds of import to
+    every engine start. `None` when the model has no single Ceil node, or
+    already outputs it (then it is used as it is)."""
+    graph = next(((s, e, f) for n, w, s, e, f in _fields(model) if n == 7 and w == 2), None)
+    if graph is None:
+        return None
+    g_start, g_end, g_field = graph
+    ceil_outputs = []
+    outputs = []
+    for number, wire, start, end, _ in _fields(model, g_start, g_end):
+        if number == 1 and wire == 2:  # NodeProto
+            op_type = b""
+            names = []
+            for n, w, s, e, _ in _fields(model, start, end):
+                if n == 4 and w == 2:
+                    op_type = model[s:e]
+                elif n == 2 and w == 2:
+                    names.append(model[s:e])
+            if op_type == b"Ceil":
+                ceil_outputs.extend(names)
+        elif number == 12 and wire == 2:  # ValueInfoProto
+            for n, w, s, e, _ in _fields(model, start, end):
+                if n == 1 and w == 2:
+                    outputs.append(model[s:e])
+    if len(ceil_outputs) != 1 or ceil_outputs[0] in outputs:
+        return None
+    name = ceil_outputs[0]
+    value_info = b"\x0a" + _encode_varint(len(name)) + name
+    added = b"\x62" + _encode_varint(len(value_info)) + value_info
+    header = b"\x3a" + _encode_varint(g_end - g_start + len(added))
+    view = memoryview(model)
+    # One copy of the model: it is tens of megabytes.
+    return b"".join((view[:g_field], header, view[g_start:g_end], added, view[g_end:]))
+
+
 class Sessions:
     """The voice's onnxruntime sessions, one per intra-op thread count, in
     the place of Piper's single session: a run goes to the session the
@@ -132,8 +225,12 @@ class Sessions:
         # its own: they only add peaks (measured: two sentences side by side
         # 628 MiB with them, 504 MiB without, at the same speed).
         options.enable_mem_pattern = False
+        with open(self._model_path, "rb") as model_file:
+            model = model_file.read()
+        # With each phoneme's duration as a second output, for word timings.
+        model = with_durations_output(model) or model
         return self._ort.InferenceSession(
-            self._model_path, sess_options=options, providers=["CPUExecutionProvider"]
+            model, sess_options=options, providers=["CPUExecutionProvider"]
         )
 
     def session(self, threads):
@@ -195,6 +292,246 @@ def load_voice(model_path, config_path):
     return PiperVoice(session=Sessions(model_path), config=config)
 
 
+# Phonemes that take time but belong to no word: padding (`^` begin, `$`
+# end, `_` between ids), the space between words, and the punctuation Piper
+# keeps as phonemes (its duration is the pause at the mark).
+_SEPARATORS = frozenset(" ^$_.,;:!?¡¿—…\"'()-")
+# Marks that modify the phoneme around them (stress, length, tie): they have
+# a duration of their own but are not matched against a word's phonemes.
+_MODIFIERS = frozenset("ˈˌːˑ‿͡\u0303\u0329\u032f")
+
+
+def _is_separator(phoneme):
+    return not phoneme or all(c in _SEPARATORS or c.isspace() for c in phoneme)
+
+
+# Punctuation that joins the parts of one written word when it stands
+# between letters or digits: "can't", "well-known", "1,234", "10:30", "U.S.A".
+_JOINERS = frozenset("'’-‐‑.,:/@&_")
+_JOINER_RUN = re.compile("(?:[^" + re.escape("".join(_JOINERS)) + "]|(?<![" + re.escape("".join(_JOINERS)) + "])[" + re.escape("".join(_JOINERS)) + "](?![" + re.escape("".join(_JOINERS)) + "]))+")
+
+
+def written_words(text):
+    """The written words of a line, as (start, end) character offsets: runs
+    of letters, digits, marks and symbols (so "$500" and "50%" are one
+    word each), held together by the joiners above; punctuation around a
+    word is not part of it. A run without a letter or digit is no word."""
+    words = []
+    start = None
+    for at, char in enumerate(text + " "):
+        category = unicodedata.category(char)
+        if char.isalnum() or category[0] in "SM" or char in "%‰#" or (char in _JOINERS and start is not None):
+            if start is None:
+                start = at
+            continue
+        if start is not None:
+            # Two joiners in a row ("Well...okay") part two words.
+            for part in re.finditer(_JOINER_RUN, text[start:at]):
+                begin, end = start + part.start(), start + part.end()
+                while begin < end and text[begin] in _JOINERS:
+                    begin += 1
+                while end > begin and text[end - 1] in _JOINERS:
+                    end -= 1
+                if any(c.isalnum() for c in text[begin:end]):
+                    words.append((begin, end))
+            start = None
+    return words
+
+
+def word_phonemizer(voice):
+    """`phonemize_words` for `word_timings`: each word's phonemes said alone,
+    by the voice's own phonemizer. For espeak voices, one hold of piper's
+    espeak lock and one voice selection for the whole list (selecting the
+    voice costs more than phonemizing a word)."""
+    from piper import voice as piper_voice
+    from piper.config import PhonemeType
+
+    if voice.config.phoneme_type != PhonemeType.ESPEAK:
+        return lambda words: ["".join(map("".join, voice.phonemize(w))) for w in words]
+    from piper import espeakbridge
+
+    voice.phonemize("a")  # makes piper's espeak phonemizer, once
+
+    def phonemize_words(words):
+        with piper_voice._ESPEAK_PHONEMIZER_LOCK:
+            espeakbridge.set_voice(voice.config.espeak_voice)
+            return ["".join(c[0] for c in espeakbridge.get_phonemes(w)) for w in words]
+
+    return phonemize_words
+
+
+def word_timings(text, alignments, phonemize_words):
+    """When each written word of `text` is spoken.
+
+    `alignments` is the sentence's list of (phoneme, num_samples) in the
+    order they are spoken, exactly as piper's `PhonemeAlignment` list (each
+    phoneme's samples include the `_` pad after it; `^` and `$` are the
+    padding at both ends); several lists are simply concatenated, with the
+    silence between them as an entry ("", samples). `phonemize_words(words)`
+    gives each word's phonemes when said alone.
+
+    espeak does not keep the written words apart: it expands numbers and
+    symbols into several words ("$500": dˈɑːlɚ fˈaɪvhˈʌndɹɪd), joins words
+    across a clause without a mark ("Well... okay": wˈɛloʊkˈeɪ) and says
+    some words differently in context. So each word's own phonemes are
+    matched against the sentence's (difflib's longest matching blocks), and
+    phonemes left unmatched go to the word on their side of the nearest
+    space or mark. A word's start and end are the first and last sample of
+    its phonemes, from the durations the model itself used.
+
+    Returns [(char_start, char_end, start_sample, end_sample, phoneme_ends)]
+    in the order of the text, one per written word; `phoneme_ends` is where
+    each of the word's phonemes ends (its last is `end_sample`), so that a
+    client can place the letters inside the word.
+    """
+    words = written_words(text)
+    if not words:
+        return []
+    # The sentence's phonemes that sound, with their sample ranges, and
+    # whether a separator stands before each.
+    sound = []  # (phoneme, raw index)
+    starts = []
+    at = 0
+    for phoneme, samples in alignments:
+        starts.append(at)
+        at += int(samples)
+    ends = starts[1:] + [at]
+    sep_before = []
+    pending_sep = True
+    for index, (phoneme, _) in enumerate(alignments):
+        if _is_separator(phoneme):
+            pending_sep = True
+            continue
+        if all(c in _MODIFIERS for c in phoneme):
+            continue
+        sound.append((phoneme, index))
+        sep_before.append(pending_sep)
+        pending_sep = False
+    if not sound:
+        return [(s, e, 0, 0, []) for s, e in words]
+
+    reference = []
+    labels = []
+    alone = phonemize_words([text[start:end] for start, end in words])
+    for label, phonemes in enumerate(alone):
+        for phoneme in unicodedata.normalize("NFD", phonemes):
+            if _is_separator(phoneme) or phoneme in _MODIFIERS:
+                continue
+            reference.append(phoneme)
+            labels.append(label)
+    spoken = [phoneme for phoneme, _ in sound]
+    owner = [None] * len(sound)
+    matcher = difflib.SequenceMatcher(None, reference, spoken, autojunk=False)
+    last = -1
+    for ref_at, spoken_at, size in matcher.get_matching_blocks():
+        for k in range(size):
+            label = labels[ref_at + k]
+            if label >= last:  # words stay in order
+                owner[spoken_at + k] = label
+                last = label
+
+    # Unmatched runs: split at the separators inside them, the pieces going
+    # to the words between the neighbours (or to the neighbours).
+    i = 0
+    n = len(sound)
+    while i < n:
+        if owner[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j < n and owner[j] is None:
+            j += 1
+        left = owner[i - 1] if i > 0 else -1
+        right = owner[j] if j < n else len(words)
+        pieces = [[i]]
+        for k in range(i + 1, j):
+            if sep_before[k]:
+                pieces.append([k])
+            else:
+                pieces[-1].append(k)
+        between = list(range(left + 1, right))
+        if left >= 0 and not sep_before[i]:
+            # The run continues the word before it.
+            for k in pieces.pop(0):
+                owner[k] = left
+        for number, piece in enumerate(pieces):
+            if between:
+                label = between[min(number, len(between) - 1)]
+            elif right < len(words):
+                label = right
+            else:
+                label = left
+            for k in piece:
+                owner[k] = label
+        i = j
+
+    first = {}
+    final = {}
+    for k, label in enumerate(owner):
+        if label is None or label >= len(words):
+            continue
+        first.setdefault(label, k)
+        final[label] = k
+    out = []
+    previous_end = 0
+    for label, (start, end) in enumerate(words):
+        if label not in first:
+            out.append((start, end, previous_end, previous_end, []))
+            continue
+        raw_first = sound[first[label]][1]
+        raw_last = sound[final[label]][1]
+        # A stress mark just before the first phoneme belongs to the word.
+        while raw_first > 0 and not _is_separator(alignments[raw_first - 1][0]) and all(
+            c in _MODIFIERS for c in alignments[raw_first - 1][0]
+        ):
+            raw_first -= 1
+        while raw_last + 1 < len(alignments) and all(
+            c in _MODIFIERS for c in alignments[raw_last + 1][0]
+        ) and alignments[raw_last + 1][0]:
+            raw_last += 1
+        begin = max(starts[raw_first], previous_end)
+        finish = max(ends[raw_last], begin)
+        phoneme_ends = [
+            max(ends[k], begin) for k in range(raw_first, raw_last + 1) if ends[k] > starts[k]
+        ]
+        out.append((start, end, begin, finish, phoneme_ends))
+        previous_end = finish
+    return out
+
+
+def collect_alignments(alignments, chunk, silence):
+    """Adds a chunk's (phoneme, samples) to the request's list, and the
+    silence after it as ("", samples); `None` in the list once a chunk has
+    none (a model without the durations output), so no words are sent."""
+    if chunk.phoneme_alignments is None or (alignments and alignments[-1] is None):
+        alignments.append(None)
+        return
+    alignments.extend((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments)
+    if silence:
+        alignments.append(("", silence))
+
+
+def send_words(voice, request_id, text, alignments):
+    """The `W` frame: each written word of the request's text, as UTF-8 byte
+    offsets in it, and its first and last sample in the request's audio."""
+    if not alignments or alignments[-1] is None:
+        return
+    phonemize_words = getattr(voice, "_piperd_word_phonemizer", None)
+    if phonemize_words is None:
+        phonemize_words = word_phonemizer(voice)
+        voice._piperd_word_phonemizer = phonemize_words
+    try:
+        timings = word_timings(text, alignments, phonemize_words)
+    except Exception as err:  # timings are an extra: never fail the audio for them
+        log(f"request {request_id}: no word timings: {type(err).__name__}: {err}")
+        return
+    offsets = [0]
+    for char in text:
+        offsets.append(offsets[-1] + len(char.encode("utf-8")))
+    words = [[offsets[s], offsets[e], first, last, ends] for s, e, first, last, ends in timings]
+    send_json(WORDS, request_id, {"words": words})
+
+
 def synthesize(voice, request, run_options):
     from piper import SynthesisConfig
 
@@ -224,13 +561,16 @@ def synthesize(voice, request, run_options):
         send_json(ERROR, request_id, {"message": f"{type(err).__name__}: {err}"})
         return
     _local.run_options = run_options
+    alignments = []
     try:
-        for chunk in voice.synthesize(text, syn_config=SynthesisConfig(**options)):
+        config = SynthesisConfig(**options)
+        for chunk in voice.synthesize(text, syn_config=config, include_alignments=True):
             if run_options.terminate:
                 raise Cancelled()
             pcm = chunk.audio_int16_bytes + silence_bytes
             samples += len(pcm) // 2
             send(AUDIO, request_id, pcm)
+            collect_alignments(alignments, chunk, len(silence_bytes) // 2)
         if run_options.terminate:
             raise Cancelled()
     except Exception as err:  # an utterance the engine cannot speak must not end it
@@ -246,6 +586,7 @@ def synthesize(voice, request, run_options):
     if samples == 0:
         send_json(ERROR, request_id, {"message": "nothing speakable", "unspeakable": True})
         return
+    send_words(voice, request_id, text, alignments)
     send_json(DONE, request_id, {"samples": samples})
 
 

@@ -10,7 +10,8 @@
 //!    (piperd's API, OpenAI's, the ops routes) and [`wyoming`] (Home
 //!    Assistant's protocol).
 //! 3. [`speech`]: the transport-neutral core every front-end calls (request
-//!    checks, voice catalog, audio cache, admission, sessions and events).
+//!    checks, voice catalog, audio cache, admission, sessions and events,
+//!    word timings and captions).
 //! 4. [`scheduler`]: the supervisor, one worker per voice (an actor shell
 //!    over a pure planner and engine lifecycle).
 //! 5. Leaves: [`engine`] (child process, framed protocol), [`text`]

@@ -11,7 +11,7 @@ pub mod protocol;
 pub mod reaper;
 
 pub use process::{EngineEvent, EngineProcess, EngineSpec, StderrTail};
-pub use protocol::{Frame, ProtocolError, ReadyInfo, SynthOptions};
+pub use protocol::{EngineWord, Frame, ProtocolError, ReadyInfo, SynthOptions};
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -9,6 +9,8 @@
 //! id (u32 LE) and the payload length (u32 LE), then the payload. Anything
 //! else on stdout is a broken engine, reported as [`ProtocolError`].
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -101,6 +103,12 @@ pub enum Frame {
         id: u32,
         pcm: Bytes,
     },
+    /// When each written word of request `id` is spoken (at most one,
+    /// after its audio).
+    Words {
+        id: u32,
+        words: Vec<EngineWord>,
+    },
     /// Request `id` is complete.
     Done {
         id: u32,
@@ -116,6 +124,19 @@ pub enum Frame {
     Cancelled {
         id: u32,
     },
+}
+
+/// A written word of a request's text and when the engine spoke it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineWord {
+    /// Bytes of the request's text.
+    pub text: Range<usize>,
+    /// First sample and the sample after the last, from the start of the
+    /// request's audio.
+    pub samples: Range<u64>,
+    /// Where each of its phonemes ends (increasing; the last is
+    /// `samples.end`); empty when none was found for it.
+    pub phonemes: Vec<u64>,
 }
 
 /// A stream that is not the protocol.
@@ -141,6 +162,11 @@ pub enum ProtocolError {
 struct DonePayload {
     #[serde(default)]
     samples: u64,
+}
+
+#[derive(Deserialize)]
+struct WordsPayload {
+    words: Vec<(u64, u64, u64, u64, Vec<u64>)>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +196,29 @@ pub fn decode(kind: u8, id: u32, payload: Vec<u8>) -> Result<Frame, ProtocolErro
                 id,
                 pcm: Bytes::from(payload),
             })
+        }
+        b'W' => {
+            let payload: WordsPayload = json("words", &payload)?;
+            let mut words = Vec::with_capacity(payload.words.len());
+            for (start, end, first, last, phonemes) in payload.words {
+                let ordered = phonemes.windows(2).all(|w| w[0] <= w[1])
+                    && phonemes.first().is_none_or(|&p| p >= first)
+                    && phonemes.last().is_none_or(|&p| p == last);
+                if start > end || first > last || !ordered {
+                    return Err(ProtocolError::BadPayload {
+                        kind: "words",
+                        reason: format!(
+                            "a word out of order: bytes {start}..{end}, samples {first}..{last}, phonemes {phonemes:?}"
+                        ),
+                    });
+                }
+                words.push(EngineWord {
+                    text: start as usize..end as usize,
+                    samples: first..last,
+                    phonemes,
+                });
+            }
+            Ok(Frame::Words { id, words })
         }
         b'D' => {
             let done: DonePayload = json("done", &payload)?;
@@ -290,6 +339,50 @@ mod tests {
             }))
         ));
         assert_eq!(frames[5], Ok(None));
+    }
+
+    #[test]
+    fn words_are_byte_ranges_and_sample_ranges() {
+        let frame = decode(
+            b'W',
+            3,
+            br#"{"words":[[0,5,1024,7000,[3000,7000]],[6,11,7400,9000,[]]]}"#.to_vec(),
+        );
+        assert_eq!(
+            frame,
+            Ok(Frame::Words {
+                id: 3,
+                words: vec![
+                    EngineWord {
+                        text: 0..5,
+                        samples: 1024..7000,
+                        phonemes: vec![3000, 7000],
+                    },
+                    EngineWord {
+                        text: 6..11,
+                        samples: 7400..9000,
+                        phonemes: Vec::new(),
+                    },
+                ],
+            })
+        );
+        for bad in [
+            &br#"{"words":[[5,0,1,2,[]]]}"#[..],
+            br#"{"words":[[0,5,9,2,[]]]}"#,
+            br#"{"words":[[0,5,1,[]]]}"#,
+            br#"{"words":[[0,-5,1,2,[]]]}"#,
+            br#"{"words":[[0,5,1,9,[5,4,9]]]}"#,
+            br#"{"words":[[0,5,1,9,[5,8]]]}"#,
+        ] {
+            assert!(
+                matches!(
+                    decode(b'W', 3, bad.to_vec()),
+                    Err(ProtocolError::BadPayload { kind: "words", .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[tokio::test]

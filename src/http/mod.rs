@@ -12,6 +12,7 @@ pub mod openai;
 pub mod ops;
 pub mod routes;
 pub mod seed;
+pub mod timed;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! piperd's own API: `POST /api/tts` and `POST /api/warmup`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -8,9 +9,11 @@ use serde_json::json;
 use warp::reply::{Reply, Response};
 
 use super::answer::{self, finish};
+use super::timed;
 use super::{parse_json, ApiError, AppState, RequestCtx};
 use crate::audio::AudioFormat;
-use crate::speech::{Speaker, Utterance, VoiceOptions};
+use crate::speech::captions::CaptionFormat;
+use crate::speech::{Speaker, SpeechError, Utterance, VoiceOptions};
 
 /// Body of `POST /api/tts`.
 #[derive(Debug, Deserialize)]
@@ -38,6 +41,12 @@ pub struct TtsRequest {
     /// voices); `false` sends the text as written.
     #[serde(default = "yes")]
     pub normalize: bool,
+    /// Answer JSON (NDJSON when streamed) with each word's times.
+    #[serde(default)]
+    pub timestamps: bool,
+    /// `vtt` or `srt`: captions in the JSON answer (implies `timestamps`).
+    #[serde(default)]
+    pub captions: Option<String>,
 }
 
 fn yes() -> bool {
@@ -77,6 +86,26 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
     let result = async {
         let request: TtsRequest = parse_json(&body)?;
         let format = format_named(request.response_format.as_deref(), AudioFormat::Wav)?;
+        let captions =
+            match request.captions.as_deref() {
+                None => None,
+                Some(name) => Some(CaptionFormat::parse(name).ok_or_else(|| {
+                    SpeechError::InvalidParameter {
+                        param: "captions",
+                        message: format!("captions must be \"vtt\" or \"srt\", not {name:?}"),
+                    }
+                })?),
+            };
+        if captions.is_some() && request.stream {
+            return Err(SpeechError::InvalidParameter {
+                param: "captions",
+                message: "captions come with a complete answer, not a stream: \
+                    a streamed answer's objects carry the words"
+                    .into(),
+            }
+            .into());
+        }
+        let timestamps = request.timestamps || captions.is_some();
         let options = VoiceOptions {
             speaker: request.speaker,
             length_scale: request.length_scale,
@@ -100,7 +129,14 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
                 normalize: request.normalize,
             })
             .await?;
-        if request.stream {
+        if timestamps && request.stream {
+            let text = Arc::from(request.text.as_str());
+            Ok((timed::streamed(&ctx, route, session, format, text)?, true))
+        } else if timestamps {
+            let answer =
+                timed::complete(&state, &ctx, session, format, &request.text, captions).await?;
+            Ok((answer, false))
+        } else if request.stream {
             Ok((answer::streamed(&ctx, route, session, format)?, true))
         } else {
             Ok((

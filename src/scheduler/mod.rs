@@ -28,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::engine::SynthOptions;
+use crate::engine::{EngineWord, SynthOptions};
 use crate::voices::VoiceInfo;
 
 /// Events a job's channel can hold before the worker stops scheduling more
@@ -93,10 +93,12 @@ impl SynthJob {
 #[derive(Debug)]
 pub enum AudioEvent {
     /// The audio of one sentence: 16-bit little-endian mono PCM at the
-    /// voice's sample rate, and the sentence's span.
+    /// voice's sample rate, the sentence's span, and when each written
+    /// word of its line is spoken (empty if the engine did not say).
     Audio {
         span: Range<usize>,
         pcm: Bytes,
+        words: Vec<EngineWord>,
     },
     Done(SynthSummary),
     Failed(SynthError),
@@ -159,6 +161,7 @@ mod tests {
         let audio = || AudioEvent::Audio {
             span: 0..1,
             pcm: Bytes::from_static(&[0, 0]),
+            words: Vec::new(),
         };
         while events.try_send(audio()).is_ok() {}
         send_outcome(&events, AudioEvent::Failed(SynthError::EngineTimeout));

@@ -42,7 +42,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Sentence, SynthError, SynthSummary};
 use crate::config::Config;
-use crate::engine::SynthOptions;
+use crate::engine::{EngineWord, SynthOptions};
 use crate::text::char_count as chars;
 
 /// A job, as numbered by the worker.
@@ -116,6 +116,7 @@ pub enum Action {
         job: JobId,
         span: Range<usize>,
         pcm: Bytes,
+        words: Vec<EngineWord>,
     },
     /// The job is complete.
     Finish { job: JobId, summary: SynthSummary },
@@ -145,6 +146,8 @@ pub struct Blame {
 pub enum ProtocolBreach {
     #[error("audio for unexpected request {0}")]
     Audio(SentenceId),
+    #[error("words for unexpected request {0}")]
+    Words(SentenceId),
     #[error("end of unexpected request {0}")]
     End(SentenceId),
     #[error("cancel of unexpected request {0}")]
@@ -186,6 +189,8 @@ struct Running {
     span: Range<usize>,
     lost_once: bool,
     pcm: Vec<Bytes>,
+    /// When its words are spoken, if the engine said.
+    words: Vec<EngineWord>,
     /// Turns it holds; none once it is taken back (then it ends with a
     /// cancelled frame or, if the engine was already done, as usual).
     turns: usize,
@@ -228,7 +233,7 @@ struct Job {
     skipped: usize,
     /// The next sentence to deliver; those finished before it wait in `held`.
     next_to_deliver: u32,
-    held: BTreeMap<u32, (Range<usize>, Bytes)>,
+    held: BTreeMap<u32, (Range<usize>, Bytes, Vec<EngineWord>)>,
     /// Events its client's channel can take now.
     room: usize,
     /// Its client left.
@@ -446,6 +451,13 @@ impl Planner {
         Ok(())
     }
 
+    /// When the words of a sentence in the engine are spoken.
+    pub fn words(&mut self, id: SentenceId, words: Vec<EngineWord>) -> Result<(), ProtocolBreach> {
+        let running = self.running.iter_mut().find(|r| r.id == id);
+        running.ok_or(ProtocolBreach::Words(id))?.words = words;
+        Ok(())
+    }
+
     /// A sentence is complete (`skipped`: the engine found nothing to say in
     /// it): its audio goes out, with that of the job's later sentences that
     /// finished before it.
@@ -465,8 +477,9 @@ impl Planner {
         };
         let job = &mut self.jobs[pos];
         job.skipped += usize::from(skipped);
-        job.held.insert(done.seq, (done.span, concat(done.pcm)));
-        while let Some((span, pcm)) = job.held.remove(&job.next_to_deliver) {
+        job.held
+            .insert(done.seq, (done.span, concat(done.pcm), done.words));
+        while let Some((span, pcm, words)) = job.held.remove(&job.next_to_deliver) {
             job.next_to_deliver += 1;
             if pcm.is_empty() {
                 continue;
@@ -478,6 +491,7 @@ impl Planner {
                 job: job.id,
                 span,
                 pcm,
+                words,
             });
         }
         out.extend(self.end_if_complete(pos));
@@ -674,6 +688,7 @@ impl Planner {
             span: sentence.span,
             lost_once: sentence.lost_once,
             pcm: Vec::new(),
+            words: Vec::new(),
             turns,
             allowance,
         });

@@ -414,6 +414,11 @@ impl WorkerState {
                     self.protocol_broken(myself, breach.to_string());
                 }
             }
+            EngineEvent::Frame(Frame::Words { id, words }) => {
+                if let Err(breach) = self.planner.words(id, words) {
+                    self.protocol_broken(myself, breach.to_string());
+                }
+            }
             EngineEvent::Frame(Frame::Done { id, .. }) => self.sentence_done(myself, id, false),
             EngineEvent::Frame(Frame::Cancelled { id }) => self.sentence_cancelled(myself, id),
             EngineEvent::Frame(Frame::Error {
@@ -643,7 +648,12 @@ impl WorkerState {
                         counter!(m::PREEMPTIONS, "voice" => self.voice.name.clone()).increment(1);
                     }
                 }
-                planner::Action::Deliver { job, span, pcm } => {
+                planner::Action::Deliver {
+                    job,
+                    span,
+                    pcm,
+                    words,
+                } => {
                     let Some(client) = self.clients.get_mut(&job) else {
                         continue;
                     };
@@ -655,7 +665,9 @@ impl WorkerState {
                     }
                     // The planner sends a sentence only with room for its
                     // audio; a closed channel means the client left.
-                    let _ = client.events.try_send(AudioEvent::Audio { span, pcm });
+                    let _ = client
+                        .events
+                        .try_send(AudioEvent::Audio { span, pcm, words });
                 }
                 planner::Action::Finish { job, summary } => {
                     let Some(client) = self.clients.remove(&job) else {

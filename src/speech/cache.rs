@@ -17,6 +17,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::words::WordTime;
 use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::{counter, gauge};
@@ -38,8 +39,18 @@ pub struct CacheKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedSpeech {
     pub pcm: Bytes,
-    /// Each sentence's span in the text and the PCM byte its audio ends at.
-    pub sentences: Arc<[(Range<usize>, usize)]>,
+    pub sentences: Arc<[CachedSentence]>,
+}
+
+/// One sentence of cached speech.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedSentence {
+    /// Its span in the text.
+    pub span: Range<usize>,
+    /// The PCM byte its audio ends at.
+    pub end: usize,
+    /// Its words, timed over the whole audio, as they were first said.
+    pub words: Vec<WordTime>,
 }
 
 impl CachedSpeech {

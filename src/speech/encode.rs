@@ -29,7 +29,9 @@ pub fn encoder_for(format: AudioFormat, sample_rate: u32) -> Result<Box<dyn Enco
     audio::encoder(format, sample_rate).map_err(|e| SpeechError::Internal(e.to_string()))
 }
 
-async fn encode(
+/// Encodes one piece of PCM, on the blocking pool when it is large; the
+/// encoder comes back with the result.
+pub async fn encode(
     encoder: Box<dyn Encoder>,
     pcm: Bytes,
 ) -> (Box<dyn Encoder>, Result<Bytes, SpeechError>) {

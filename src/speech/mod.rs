@@ -14,11 +14,13 @@
 
 pub mod admission;
 pub mod cache;
+pub mod captions;
 pub mod catalog;
 pub mod encode;
 pub mod error;
 pub mod request;
 pub mod session;
+pub mod words;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +36,8 @@ pub use crate::scheduler::messages::{EngineHealth, Health};
 pub use crate::scheduler::SynthError;
 pub use error::{ErrorKind, SpeechError, MAX_TEXT_CHARS};
 pub use request::{Speaker, VoiceOptions};
-pub use session::{Session, SpeechEvent, Summary};
+pub use session::{Session, SpeechEvent, Summary, WordSink};
+pub use words::{char_times, CharTime, WordTime};
 
 use crate::config::Config;
 use crate::engine::SynthOptions;
@@ -274,15 +277,21 @@ impl Speech {
             return Ok(Session::from_cache(voice, hit).with_size(chars, chunks));
         }
         let ticket = self.inner.admission.admit()?;
+        let mut maps = Vec::with_capacity(pieces.len());
         let sentences = pieces
             .into_iter()
-            .map(|p| Sentence {
-                line: p.line,
-                span: p.span,
+            .map(|p| {
+                maps.push((p.span.start, p.map));
+                Sentence {
+                    line: p.line,
+                    span: p.span,
+                }
             })
             .collect();
         let (job, events) = SynthJob::whole(voice.clone(), sentences, options);
-        let mut session = Session::live(voice, events, Some(ticket)).with_size(chars, chunks);
+        let mut session = Session::live(voice, events, Some(ticket))
+            .with_size(chars, chunks)
+            .with_maps(maps);
         // A copy for the cache only when the answer can fit in it: speech
         // runs well under 3,000 bytes of PCM per character.
         if let Some(key) = key.filter(|_| chars.saturating_mul(3_000) <= cache.max_entry()) {
@@ -347,7 +356,7 @@ impl Speech {
         while let Some(event) = session.next().await {
             match event {
                 SpeechEvent::Audio(bytes) => answer.extend_from_slice(&bytes),
-                SpeechEvent::SentenceEnd { span } => {
+                SpeechEvent::SentenceEnd { span, .. } => {
                     let phonemes: Vec<String> = serde_json::from_slice(&answer).map_err(|err| {
                         SpeechError::Synth(SynthError::EngineBadOutput(format!(
                             "phonemes are not a JSON list of strings: {err}"
@@ -488,7 +497,7 @@ mod tests {
             assert_eq!(session.cached(), round == 1);
             let mut got = Vec::new();
             while let Some(event) = session.next().await {
-                if let SpeechEvent::SentenceEnd { span } = event {
+                if let SpeechEvent::SentenceEnd { span, .. } = event {
                     got.push(text[span].to_string());
                 }
             }

@@ -17,9 +17,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, Ticket};
-use super::cache::{AudioCache, CacheKey, CachedSpeech};
+use super::cache::{AudioCache, CacheKey, CachedSentence, CachedSpeech};
 use super::error::{SpeechError, MAX_TEXT_CHARS};
+use super::words::{sentence_words, WordTime};
+use crate::engine::EngineWord;
 use crate::scheduler::{AudioEvent, Sentence, SynthError};
+use crate::text::spans::SpanMap;
 use crate::text::stream::{Piece, SentenceStream};
 use crate::voices::VoiceInfo;
 
@@ -29,9 +32,12 @@ pub enum SpeechEvent {
     /// 16-bit little-endian mono PCM at the voice's sample rate.
     Audio(Bytes),
     /// The audio of one sentence is complete; `span` is its place in the
-    /// session's text, in bytes.
+    /// session's text, in bytes, and `words` its written words with when
+    /// they are spoken over the session's whole audio (empty when the
+    /// engine did not say).
     SentenceEnd {
         span: Range<usize>,
+        words: Vec<WordTime>,
     },
     Done(Summary),
     Failed(SpeechError),
@@ -71,7 +77,7 @@ struct Tee {
     cache: Arc<AudioCache>,
     key: CacheKey,
     pcm: Vec<u8>,
-    sentences: Vec<(Range<usize>, usize)>,
+    sentences: Vec<CachedSentence>,
 }
 
 pub struct Session {
@@ -90,7 +96,16 @@ pub struct Session {
     size: (usize, usize),
     queued: VecDeque<SpeechEvent>,
     ended: bool,
+    /// The maps of the sentences sent and not heard back yet, by the start
+    /// of their span, in order.
+    maps: VecDeque<(usize, SpanMap)>,
+    /// Where each sentence's span and words go as its end is read.
+    sink: Option<WordSink>,
 }
+
+/// The sentences of a session (span and timed words) as they end, for a
+/// front-end that hands the session to an encoder and still wants them.
+pub type WordSink = Arc<std::sync::Mutex<Vec<(Range<usize>, Vec<WordTime>)>>>;
 
 impl Session {
     pub(super) fn live(
@@ -126,7 +141,21 @@ impl Session {
             size: (0, 0),
             queued: VecDeque::new(),
             ended: false,
+            maps: VecDeque::new(),
+            sink: None,
         }
+    }
+
+    /// Every sentence end read from now on also goes to `sink`.
+    pub fn with_word_sink(mut self, sink: WordSink) -> Session {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The maps of a whole text's sentences (start of span, map), in order.
+    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap)>) -> Session {
+        self.maps = maps.into();
+        self
     }
 
     /// Text will arrive over time through [`Session::push`].
@@ -246,6 +275,7 @@ impl Session {
             return Ok(());
         };
         for piece in pieces {
+            self.maps.push_back((piece.span.start, piece.map));
             let sentence = Sentence {
                 line: piece.line,
                 span: piece.span,
@@ -260,6 +290,16 @@ impl Session {
 
     /// The next event; `None` after `Done` or `Failed`.
     pub async fn next(&mut self) -> Option<SpeechEvent> {
+        let event = self.next_event().await;
+        if let (Some(sink), Some(SpeechEvent::SentenceEnd { span, words })) = (&self.sink, &event) {
+            if let Ok(mut sink) = sink.lock() {
+                sink.push((span.clone(), words.clone()));
+            }
+        }
+        event
+    }
+
+    async fn next_event(&mut self) -> Option<SpeechEvent> {
         if let Some(event) = self.queued.pop_front() {
             return Some(event);
         }
@@ -268,7 +308,9 @@ impl Session {
         }
         let event = match &mut self.source {
             Source::Live(events) => match events.recv().await {
-                Some(AudioEvent::Audio { span, pcm }) => return Some(self.audio(span, pcm)),
+                Some(AudioEvent::Audio { span, pcm, words }) => {
+                    return Some(self.audio(span, pcm, words))
+                }
                 Some(AudioEvent::Done(done)) => SpeechEvent::Done(Summary {
                     samples: done.samples,
                     skipped: done.skipped_sentences,
@@ -288,14 +330,17 @@ impl Session {
                 // Up to the end of the current sentence, or of the audio
                 // once the marks run out.
                 let sentence = speech.sentences.get(*mark).cloned();
-                let end = sentence.as_ref().map_or(speech.pcm.len(), |(_, end)| *end);
+                let end = sentence.as_ref().map_or(speech.pcm.len(), |s| s.end);
                 if *at < end {
                     let to = end.min(*at + *piece);
                     let pcm = speech.pcm.slice(*at..to);
                     *at = to;
-                    if let (Some((span, _)), true) = (sentence, to == end) {
+                    if let (Some(sentence), true) = (sentence, to == end) {
                         *mark += 1;
-                        self.queued.push_back(SpeechEvent::SentenceEnd { span });
+                        self.queued.push_back(SpeechEvent::SentenceEnd {
+                            span: sentence.span,
+                            words: sentence.words,
+                        });
                     }
                     self.samples += pcm.len() as u64 / 2;
                     return Some(SpeechEvent::Audio(pcm));
@@ -328,11 +373,33 @@ impl Session {
 
     /// A sentence's audio from the engine: counted, checked against the
     /// limit, copied for the cache, then handed out with its end behind it.
-    fn audio(&mut self, span: Range<usize>, pcm: Bytes) -> SpeechEvent {
+    fn audio(
+        &mut self,
+        span: Range<usize>,
+        pcm: Bytes,
+        engine_words: Vec<EngineWord>,
+    ) -> SpeechEvent {
         if !self.spoken {
             self.spoken = true;
             self.ticket = None;
         }
+        // Sentences the engine found nothing to say in have no audio: their
+        // maps are passed over.
+        while self
+            .maps
+            .front()
+            .is_some_and(|(start, _)| *start < span.start)
+        {
+            self.maps.pop_front();
+        }
+        let words = match self.maps.front() {
+            Some((start, map)) if *start == span.start => {
+                let words = sentence_words(&engine_words, map, self.samples);
+                self.maps.pop_front();
+                words
+            }
+            _ => Vec::new(),
+        };
         self.samples += pcm.len() as u64 / 2;
         if let Some((max, seconds)) = self.max_samples {
             if self.samples > max {
@@ -348,12 +415,17 @@ impl Session {
         if let Some(tee) = &mut self.tee {
             if tee.pcm.len() + pcm.len() <= tee.cache.max_entry() {
                 tee.pcm.extend_from_slice(&pcm);
-                tee.sentences.push((span.clone(), tee.pcm.len()));
+                tee.sentences.push(CachedSentence {
+                    span: span.clone(),
+                    end: tee.pcm.len(),
+                    words: words.clone(),
+                });
             } else {
                 self.tee = None;
             }
         }
-        self.queued.push_back(SpeechEvent::SentenceEnd { span });
+        self.queued
+            .push_back(SpeechEvent::SentenceEnd { span, words });
         SpeechEvent::Audio(pcm)
     }
 }
@@ -430,6 +502,7 @@ mod tests {
             .send(AudioEvent::Audio {
                 span: 0..4,
                 pcm: Bytes::from_static(&[1, 0, 2, 0]),
+                words: Vec::new(),
             })
             .await
             .unwrap();
@@ -440,7 +513,10 @@ mod tests {
         assert_eq!(admission.waiting(), 0);
         assert_eq!(
             session.next().await,
-            Some(SpeechEvent::SentenceEnd { span: 0..4 })
+            Some(SpeechEvent::SentenceEnd {
+                span: 0..4,
+                words: Vec::new()
+            })
         );
         events
             .send(AudioEvent::Done(SynthSummary {
@@ -451,6 +527,82 @@ mod tests {
             .unwrap();
         assert!(matches!(session.next().await, Some(SpeechEvent::Done(_))));
         assert_eq!(session.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn words_are_timed_over_the_whole_audio_and_kept_by_the_cache() {
+        let (mut session, mut sentences, events, _) = open();
+        let cache = Arc::new(AudioCache::new(1 << 20));
+        let key = cache.key(&voice(), ["x"].into_iter(), &Default::default());
+        session = session.with_tee(cache.clone(), key.clone());
+        let text = "Hi  there.  \n Bye now.";
+        session.push(text).unwrap();
+        session.end().unwrap();
+        let mut sent = Vec::new();
+        while let Ok(sentence) = sentences.try_recv() {
+            sent.push(sentence);
+        }
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0].line, "Hi there.");
+        // Words as the engine gives them: bytes of the line, samples of the
+        // sentence's own audio (100 samples a second).
+        let word = |text: Range<usize>, samples: Range<u64>| EngineWord {
+            phonemes: vec![samples.end],
+            text,
+            samples,
+        };
+        for (sentence, words, samples) in [
+            (&sent[0], vec![word(0..2, 5..20), word(3..8, 25..60)], 80),
+            (&sent[1], vec![word(0..3, 4..30), word(4..7, 35..50)], 60),
+        ] {
+            events
+                .send(AudioEvent::Audio {
+                    span: sentence.span.clone(),
+                    pcm: Bytes::from(vec![0; samples * 2]),
+                    words,
+                })
+                .await
+                .unwrap();
+        }
+        events
+            .send(AudioEvent::Done(SynthSummary {
+                samples: 140,
+                skipped_sentences: 0,
+            }))
+            .await
+            .unwrap();
+        let mut heard = Vec::new();
+        while let Some(event) = session.next().await {
+            if let SpeechEvent::SentenceEnd { words, .. } = event {
+                heard.extend(words);
+            }
+        }
+        let flat = |words: &[WordTime]| -> Vec<(String, Range<u64>)> {
+            words
+                .iter()
+                .map(|w| (text[w.text.clone()].to_string(), w.samples.clone()))
+                .collect()
+        };
+        // The second sentence's words come after the first's 80 samples,
+        // and point at the user's text (with its own spacing).
+        assert_eq!(
+            flat(&heard),
+            [
+                ("Hi".to_string(), 5..20),
+                ("there".to_string(), 25..60),
+                ("Bye".to_string(), 84..110),
+                ("now".to_string(), 115..130),
+            ]
+        );
+        let cached = cache.get(&key).expect("cached");
+        let mut again = Session::from_cache(voice(), cached);
+        let mut heard_again = Vec::new();
+        while let Some(event) = again.next().await {
+            if let SpeechEvent::SentenceEnd { words, .. } = event {
+                heard_again.extend(words);
+            }
+        }
+        assert_eq!(heard_again, heard);
     }
 
     #[tokio::test]
@@ -474,6 +626,7 @@ mod tests {
                 .send(AudioEvent::Audio {
                     span: 0..1,
                     pcm: Bytes::from(vec![0; 150]),
+                    words: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -499,14 +652,25 @@ mod tests {
         // 100 samples a second: 200 bytes a second; sentences end at 500 and 600.
         let speech = CachedSpeech {
             pcm: Bytes::from(vec![0; 600]),
-            sentences: Arc::from(vec![(0..5, 500), (6..9, 600)]),
+            sentences: Arc::from(vec![
+                CachedSentence {
+                    span: 0..5,
+                    end: 500,
+                    words: Vec::new(),
+                },
+                CachedSentence {
+                    span: 6..9,
+                    end: 600,
+                    words: Vec::new(),
+                },
+            ]),
         };
         let mut session = Session::from_cache(voice(), speech);
         let mut seen = Vec::new();
         while let Some(event) = session.next().await {
             seen.push(match event {
                 SpeechEvent::Audio(pcm) => format!("audio {}", pcm.len()),
-                SpeechEvent::SentenceEnd { span } => format!("end {span:?}"),
+                SpeechEvent::SentenceEnd { span, .. } => format!("end {span:?}"),
                 SpeechEvent::Done(summary) => format!("done {}", summary.samples),
                 SpeechEvent::Failed(err) => format!("failed {err}"),
             });

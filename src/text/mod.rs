@@ -368,7 +368,16 @@ fn split_clauses<'a>(
 /// so control characters (newlines included) become spaces; whitespace is collapsed and
 /// trimmed.
 pub fn engine_line(piece: &str) -> String {
+    engine_line_mapped(piece, 0).0
+}
+
+/// [`engine_line`] of a piece that starts at byte `start` of the whole text,
+/// with the map from the line back to that text: each run of the line is a
+/// copy of the piece's, and the single spaces put between runs map to
+/// nothing.
+pub fn engine_line_mapped(piece: &str, start: usize) -> (String, spans::SpanMap) {
     let mut line = String::with_capacity(piece.len());
+    let mut map = spans::SpanMap::default();
     for word in piece
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())
@@ -376,9 +385,11 @@ pub fn engine_line(piece: &str) -> String {
         if !line.is_empty() {
             line.push(' ');
         }
+        let at = word.as_ptr() as usize - piece.as_ptr() as usize;
+        map.keep(line.len()..line.len() + word.len(), start + at);
         line.push_str(word);
     }
-    line
+    (line, map)
 }
 
 /// Whether the engine would say anything for `piece`: it needs a letter or digit (any
@@ -908,6 +919,19 @@ mod tests {
         assert!(!unit_cut_possible('.', ' '));
         assert!(!unit_cut_possible('a', 'b'));
         assert!(!unit_cut_possible('。', '」'));
+    }
+
+    #[test]
+    fn engine_line_maps_back_to_the_piece() {
+        let text = "Intro.  Hello\n  world,\tagain ";
+        let (line, map) = engine_line_mapped(&text[8..], 8);
+        assert_eq!(line, "Hello world, again");
+        assert_eq!(map.original(0..5).map(|r| &text[r]), Some("Hello"));
+        assert_eq!(map.original(6..12).map(|r| &text[r]), Some("world,"));
+        assert_eq!(map.original(13..18).map(|r| &text[r]), Some("again"));
+        // The space the line put between two runs is in neither.
+        assert_eq!(map.original(5..6), None);
+        assert_eq!(map.segments().len(), 3);
     }
 
     #[test]

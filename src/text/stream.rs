@@ -659,6 +659,12 @@ mod tests {
                 let slice = &text[piece.span.clone()];
                 assert_eq!(slice, slice.trim(), "{piece:?}");
                 assert_eq!(engine_line(slice), piece.line, "{piece:?}");
+                // Every word of the line maps back to the same word in the text.
+                for word in piece.line.split(' ') {
+                    let at = word.as_ptr() as usize - piece.line.as_ptr() as usize;
+                    let back = piece.map.original(at..at + word.len()).unwrap();
+                    assert_eq!(&text[back], word, "{piece:?}");
+                }
             }
         }
     }
