@@ -17,6 +17,7 @@ use super::seed::format_named;
 use super::{answer, observe, parse_json, ApiError, AppState, RequestCtx};
 use crate::audio::AudioFormat;
 use crate::engine::SynthOptions;
+use crate::speech::encode::Output;
 use crate::speech::{SpeechError, Utterance};
 use crate::voices;
 
@@ -37,6 +38,9 @@ pub struct SpeechRequest {
     pub response_format: Option<String>,
     #[serde(default)]
     pub speed: Option<f32>,
+    /// Not OpenAI's: a sample rate for phone systems and other players.
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
     /// Accepted for compatibility; Piper voices take no instructions.
     #[serde(default)]
     #[allow(dead_code)]
@@ -94,6 +98,7 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
             Some(request.response_format.as_deref().unwrap_or("mp3")),
             AudioFormat::Mp3,
         )?;
+        let output = Output::new(format, request.sample_rate)?;
         let speed = request.speed.unwrap_or(1.0);
         if !(0.25..=4.0).contains(&speed) {
             return Err(SpeechError::InvalidParameter {
@@ -119,7 +124,7 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
                 complete: false,
             })
             .await?;
-        answer::streamed(&ctx, route, session, format)
+        answer::streamed(&ctx, route, session, output)
     }
     .await;
     Ok(match result {

@@ -10,6 +10,7 @@ use warp::reply::{Reply, Response};
 use super::answer::{self, finish};
 use super::{parse_json, ApiError, AppState, RequestCtx};
 use crate::audio::AudioFormat;
+use crate::speech::encode::Output;
 use crate::speech::{Speaker, Utterance, VoiceOptions};
 
 /// Body of `POST /api/tts`.
@@ -34,6 +35,10 @@ pub struct TtsRequest {
     pub stream: bool,
     #[serde(default)]
     pub response_format: Option<String>,
+    /// One of 8000, 16000, 22050, 24000, 44100, 48000; the voice's own (8000
+    /// for G.711) when absent.
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
 }
 
 /// Body of `POST /api/warmup`.
@@ -59,6 +64,7 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
     let result = async {
         let request: TtsRequest = parse_json(&body)?;
         let format = format_named(request.response_format.as_deref(), AudioFormat::Wav)?;
+        let output = Output::new(format, request.sample_rate)?;
         let options = VoiceOptions {
             speaker: request.speaker,
             length_scale: request.length_scale,
@@ -82,10 +88,10 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
             })
             .await?;
         if request.stream {
-            Ok((answer::streamed(&ctx, route, session, format)?, true))
+            Ok((answer::streamed(&ctx, route, session, output)?, true))
         } else {
             Ok((
-                answer::complete(&state, &ctx, session, format).await?,
+                answer::complete(&state, &ctx, session, output).await?,
                 false,
             ))
         }
