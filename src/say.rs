@@ -143,9 +143,10 @@ impl Args {
                 }
                 "--length-scale" => {
                     let scale = value("--length-scale")?;
-                    parsed.length_scale = Some(scale.parse().map_err(|_| {
-                        usage(format!("--length-scale {scale:?} is not a number"))
-                    })?);
+                    parsed.length_scale =
+                        Some(scale.parse().map_err(|_| {
+                            usage(format!("--length-scale {scale:?} is not a number"))
+                        })?);
                 }
                 "--captions" => {
                     return Err(usage(
@@ -178,9 +179,11 @@ fn read_inputs(inputs: &[PathBuf]) -> Result<String, SayError> {
         if input == Path::new("-") {
             parts.push(read_stdin()?);
         } else {
-            parts.push(std::fs::read_to_string(input).map_err(|e| {
-                SayError::Input(format!("cannot read {}: {e}", input.display()))
-            })?);
+            parts.push(
+                std::fs::read_to_string(input).map_err(|e| {
+                    SayError::Input(format!("cannot read {}: {e}", input.display()))
+                })?,
+            );
         }
     }
     Ok(parts.join("\n\n"))
@@ -201,7 +204,12 @@ pub fn parts(text: &str, max: usize) -> Vec<&str> {
         let window = &rest[..limit];
         let cut = ["\n\n", "\n", " "]
             .iter()
-            .find_map(|mark| window.rfind(mark).filter(|&at| at > 0).map(|at| at + mark.len()))
+            .find_map(|mark| {
+                window
+                    .rfind(mark)
+                    .filter(|&at| at > 0)
+                    .map(|at| at + mark.len())
+            })
             .unwrap_or(limit);
         out.push(&rest[..cut]);
         rest = &rest[cut..];
@@ -398,7 +406,9 @@ async fn speak(speech: &Speech, args: &Args, output: Output, text: &str) -> Resu
         while let Some(event) = session.next().await {
             match event {
                 SpeechEvent::Audio(pcm) => {
-                    let bytes = encoder.push(&pcm).map_err(|e| SayError::Output(e.to_string()))?;
+                    let bytes = encoder
+                        .push(&pcm)
+                        .map_err(|e| SayError::Output(e.to_string()))?;
                     sink.write(&bytes)?;
                 }
                 SpeechEvent::SentenceEnd { span } => {
@@ -455,15 +465,9 @@ mod tests {
         assert_eq!(parsed.format, AudioFormat::Ulaw);
         assert_eq!(parsed.sample_rate, Some(16_000));
         assert_eq!(parsed.output, Some(PathBuf::from("out.raw")));
-        assert_eq!(
-            parsed.inputs,
-            [PathBuf::from("a.txt"), PathBuf::from("-")]
-        );
+        assert_eq!(parsed.inputs, [PathBuf::from("a.txt"), PathBuf::from("-")]);
         assert_eq!(args(&["-o", "-"]).unwrap().output, None);
-        assert_eq!(
-            args(&["--", "-v"]).unwrap().inputs,
-            [PathBuf::from("-v")]
-        );
+        assert_eq!(args(&["--", "-v"]).unwrap().inputs, [PathBuf::from("-v")]);
         for bad in [
             &["--format", "ogg"][..],
             &["--voice"],
@@ -484,7 +488,10 @@ mod tests {
             parts(text, 20),
             ["one two three\n\n", "four five\nsix seven"]
         );
-        assert_eq!(parts("four five\nsix seven", 12), ["four five\n", "six seven"]);
+        assert_eq!(
+            parts("four five\nsix seven", 12),
+            ["four five\n", "six seven"]
+        );
         assert_eq!(parts("abcdefgh", 3), ["abc", "def", "gh"]);
         assert_eq!(parts("été à la mer", 4), ["été ", "à ", "la ", "mer"]);
         // Every character is kept, in order.

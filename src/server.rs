@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use warp::Filter as _;
 use hyper_util::service::TowerToHyperService;
 use ractor::Actor;
 use tokio::net::TcpListener;
+use warp::Filter as _;
 
 use crate::config::Config;
 use crate::engine::reaper::{ReapError, Reaper};

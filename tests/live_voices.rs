@@ -147,7 +147,10 @@ async fn voices_come_and_go_on_every_front_end_and_half_copies_are_not_loaded() 
     )
     .await;
     let mut audio = Vec::new();
-    let first = futures::StreamExt::next(&mut stream).await.unwrap().unwrap();
+    let first = futures::StreamExt::next(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
     audio.extend_from_slice(&first);
     std::fs::remove_file(dir.path().join(format!("{NEW}.onnx"))).unwrap();
     std::fs::remove_file(dir.path().join(format!("{NEW}.onnx.json"))).unwrap();

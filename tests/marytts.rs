@@ -39,10 +39,7 @@ fn speak2mary(port: u16, effects: &str, out: &std::path::Path) -> Wav {
 async fn speak2mary_on_a_port_of_its_own_with_effects() {
     let voices = voices(&[VOICE]);
     let port = free_port();
-    let server = Server::start(
-        voices.path(),
-        &[("PIPER_MARYTTS_PORT", &port.to_string())],
-    );
+    let server = Server::start(voices.path(), &[("PIPER_MARYTTS_PORT", &port.to_string())]);
     let dir = tempfile::tempdir().unwrap();
     // speak2mary's default voice is MaryTTS's own: the locale picks ours.
     let plain = speak2mary(port, "None", &dir.path().join("plain.wav"));
@@ -163,7 +160,10 @@ async fn raw_requests_on_the_main_port() {
         + 4;
     let head = String::from_utf8_lossy(&answer[..head_end]).to_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert!(!head.contains("content-type: application/x-www-form"), "{head}");
+    assert!(
+        !head.contains("content-type: application/x-www-form"),
+        "{head}"
+    );
     let wav = parse_wav(&answer[head_end..]);
     assert!(wav.seconds() > 1.0);
     // The log, without its colours.

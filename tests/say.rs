@@ -131,13 +131,21 @@ fn clear_errors_and_a_non_zero_exit() {
 
     let output = say(voices.path(), &[], "  \n\n ");
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("the input is empty"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the input is empty"),
+        "{}",
+        stderr(&output)
+    );
     assert!(output.stdout.is_empty());
 
     let missing = dir.path().join("missing.txt");
     let output = say(voices.path(), &[missing.to_str().unwrap()], "");
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("missing.txt"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("missing.txt"),
+        "{}",
+        stderr(&output)
+    );
 
     for args in [
         &["--captions", "out.vtt"][..],
@@ -200,7 +208,11 @@ fn ctrl_c_leaves_no_engine_and_no_partial_file() {
     }
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
-    assert!(stderr(&output).contains("interrupted"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("interrupted"),
+        "{}",
+        stderr(&output)
+    );
     assert!(engines_for(voices.path()).is_empty(), "an engine was left");
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

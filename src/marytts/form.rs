@@ -55,8 +55,8 @@ impl MaryRequest {
     /// Parses a form (a POST body or a GET query); names are MaryTTS's,
     /// matched exactly, and the last of a repeated field counts.
     pub fn parse(form: &[u8]) -> Result<MaryRequest, RequestError> {
-        let fields: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(form).map_err(|e| RequestError::NotAForm(e.to_string()))?;
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(form)
+            .map_err(|e| RequestError::NotAForm(e.to_string()))?;
         let field = |name: &str| {
             fields
                 .iter()

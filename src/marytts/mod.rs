@@ -55,9 +55,7 @@ pub const VERSION_LINE: &str = concat!(
 pub fn routes(speech: Speech) -> BoxedFilter<(Response,)> {
     let keys = Arc::new(speech.config().api_keys.clone());
     let with_speech = warp::any().map(move || speech.clone());
-    let query = warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify();
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     let process_get = warp::path!("process")
         .and(warp::get())
         .and(authorized(keys.clone()))
@@ -71,12 +69,14 @@ pub fn routes(speech: Speech) -> BoxedFilter<(Response,)> {
         .and(authorized(keys.clone()))
         .and(with_speech.clone())
         .and(body())
-        .then(|speech: Speech, body: Result<Bytes, RequestError>| async move {
-            match body {
-                Ok(body) => process(speech, "POST", body).await,
-                Err(err) => reply_error("/process", "POST", Instant::now(), err.into()),
-            }
-        });
+        .then(
+            |speech: Speech, body: Result<Bytes, RequestError>| async move {
+                match body {
+                    Ok(body) => process(speech, "POST", body).await,
+                    Err(err) => reply_error("/process", "POST", Instant::now(), err.into()),
+                }
+            },
+        );
     let voices = warp::path!("voices")
         .and(warp::get())
         .and(authorized(keys.clone()))
@@ -245,7 +245,10 @@ async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response 
                 ms = started.elapsed().as_millis() as u64, "MaryTTS speech synthesized");
             let mut response = warp::reply::stream(file.into_stream()).into_response();
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/x-wav"));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("audio/x-wav"),
+            );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             observe(route, method, StatusCode::OK, started);
             response
@@ -281,7 +284,10 @@ async fn voices(speech: Speech) -> Response {
     let started = Instant::now();
     let mut lines = String::new();
     for voice in speech.voices().await.into_iter().flatten() {
-        lines.push_str(&format!("{} {} unknown piper\n", voice.name, voice.language));
+        lines.push_str(&format!(
+            "{} {} unknown piper\n",
+            voice.name, voice.language
+        ));
     }
     text("/voices", started, lines)
 }
@@ -359,11 +365,9 @@ async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
             tracing::info!(path = %unauthorized.path, method = %unauthorized.method,
                 "MaryTTS request without a valid key");
             counter!(m::ERRORS, "code" => "unauthorized").increment(1);
-            let mut response = warp::reply::with_status(
-                "missing or invalid API key\n",
-                StatusCode::UNAUTHORIZED,
-            )
-            .into_response();
+            let mut response =
+                warp::reply::with_status("missing or invalid API key\n", StatusCode::UNAUTHORIZED)
+                    .into_response();
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -69,7 +69,11 @@ impl Watch {
     /// Takes a new look at the folder (voice names with their files'
     /// stamps, `None` when they cannot be read); returns the voices to
     /// list, sorted.
-    fn observe(&mut self, found: Vec<(String, Option<Fingerprint>)>, now: SystemTime) -> Vec<String> {
+    fn observe(
+        &mut self,
+        found: Vec<(String, Option<Fingerprint>)>,
+        now: SystemTime,
+    ) -> Vec<String> {
         let settled = |stamp: &Fingerprint| {
             [stamp.model.0, stamp.config.0]
                 .into_iter()
@@ -79,9 +83,7 @@ impl Watch {
         let mut accepted = HashSet::new();
         for (name, stamp) in &found {
             let whole = match stamp {
-                Some(stamp) => {
-                    self.last_seen.get(name) == Some(&Some(*stamp)) && settled(stamp)
-                }
+                Some(stamp) => self.last_seen.get(name) == Some(&Some(*stamp)) && settled(stamp),
                 None => false,
             };
             if !self.listed || self.accepted.contains(name) || whole {
@@ -272,10 +274,7 @@ mod tests {
         let old = t0 - Duration::from_secs(60);
         let s = Duration::from_millis(500);
         // At start-up, every voice is listed at once.
-        assert_eq!(
-            watch.observe(vec![("a".into(), stamp(t0, 5))], t0),
-            ["a"]
-        );
+        assert_eq!(watch.observe(vec![("a".into(), stamp(t0, 5))], t0), ["a"]);
         // A copy in progress: the size grows between looks.
         let copying = |modified, size| {
             vec![
