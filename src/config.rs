@@ -96,6 +96,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Port of the Wyoming listener, on `host`; `None` turns it off.
     pub wyoming_port: Option<u16>,
+    /// A port of its own for the MaryTTS API, on `host` (it is on the main
+    /// port anyway); `None` when unset or 0.
+    pub marytts_port: Option<u16>,
     /// Samples in each `audio-chunk` event sent to Wyoming clients.
     pub wyoming_samples_per_chunk: usize,
     /// Wyoming connections served at once; one more is refused at once.
@@ -298,6 +301,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "port of the Wyoming protocol listener (Home Assistant), on PIPER_HOST (0 turns it off)",
     ),
     (
+        "PIPER_MARYTTS_PORT",
+        "0",
+        "a port of its own for the MaryTTS API (59125 is MaryTTS's), on PIPER_HOST; 0 serves it on PIPER_PORT only",
+    ),
+    (
         "PIPER_WYOMING_SAMPLES_PER_CHUNK",
         "1024",
         "samples in each Wyoming audio-chunk event",
@@ -440,6 +448,10 @@ impl Config {
                 0 => None,
                 port => Some(port),
             },
+            marytts_port: match env.parse::<u16>("PIPER_MARYTTS_PORT", 0)? {
+                0 => None,
+                port => Some(port),
+            },
             // wyoming-piper's default: clients are used to chunks of this size.
             wyoming_samples_per_chunk: match env
                 .positive("PIPER_WYOMING_SAMPLES_PER_CHUNK", 1024)?
@@ -478,7 +490,7 @@ impl Config {
     pub fn help() -> String {
         let mut out = String::from(
             "piperd: a supervised HTTP server for Piper text-to-speech\n\n\
-             Usage: piperd [--help]\n\nConfigured by environment variables:\n",
+             Usage: piperd [--help]\n       piperd say [OPTIONS] [FILE...]   (speak text to a file; piperd say --help)\n\nConfigured by environment variables:\n",
         );
         for (name, default, meaning) in VARIABLES {
             out.push_str(&format!("  {name:<28} {meaning} (default: {default})\n"));
@@ -640,6 +652,7 @@ mod tests {
             ("PIPER_HOST", "not-an-address"),
             ("PIPER_LOG_FORMAT", "xml"),
             ("PIPER_WYOMING_PORT", "65536"),
+            ("PIPER_MARYTTS_PORT", "-1"),
             ("PIPER_WYOMING_SAMPLES_PER_CHUNK", "0"),
             ("PIPER_WYOMING_SAMPLES_PER_CHUNK", "1000000"),
             ("PIPER_WYOMING_IDLE_TIMEOUT", "0"),

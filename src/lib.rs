@@ -4,11 +4,12 @@
 //!
 //! Every arrow points down: a module imports only from the floors below it.
 //!
-//! 1. [`server`] (start-up, serving, the ordered shutdown) and [`listener`]
-//!    (accepting connections within a cap and deadlines).
+//! 1. [`server`] (start-up, serving, the ordered shutdown), [`listener`]
+//!    (accepting connections within a cap and deadlines) and [`say`] (the
+//!    `piperd say` command: the same core and engines, no port).
 //! 2. The front-ends, each a thin adapter that imports no other: [`http`]
-//!    (piperd's API, OpenAI's, the ops routes) and [`wyoming`] (Home
-//!    Assistant's protocol).
+//!    (piperd's API, OpenAI's, the ops routes), [`wyoming`] (Home
+//!    Assistant's protocol) and [`marytts`] (the MaryTTS server's API).
 //! 3. [`speech`]: the transport-neutral core every front-end calls (request
 //!    checks, voice catalog, audio cache, admission, sessions and events,
 //!    word timings and captions).
@@ -23,7 +24,9 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod listener;
+pub mod marytts;
 pub mod metrics;
+pub mod say;
 pub mod scheduler;
 pub mod server;
 pub mod speech;

@@ -1,7 +1,8 @@
 //! Running the server, and shutting it down in order.
 //!
-//! Two front-ends share one speech core: HTTP (warp) and, unless
-//! `PIPER_WYOMING_PORT` is 0, Wyoming. HTTP connections are accepted and
+//! The front-ends share one speech core: HTTP (warp) with MaryTTS's routes
+//! beside it, unless `PIPER_WYOMING_PORT` is 0 Wyoming, and with
+//! `PIPER_MARYTTS_PORT` MaryTTS alone on a port of its own. HTTP connections are accepted and
 //! served by [`crate::listener`], within the connection cap and deadlines;
 //! this module wires the parts together.
 //!
@@ -25,6 +26,7 @@ use futures::{Stream, StreamExt};
 use hyper_util::service::TowerToHyperService;
 use ractor::Actor;
 use tokio::net::TcpListener;
+use warp::Filter as _;
 
 use crate::config::Config;
 use crate::engine::reaper::{ReapError, Reaper};
@@ -97,9 +99,10 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     wyoming: Option<TcpListener>,
+    marytts: Option<TcpListener>,
     signals: impl Stream<Item = i32> + Unpin,
 ) -> Result<(), ServerError> {
-    run_with(config, listener, wyoming, signals, |_| {}).await
+    run_with(config, listener, wyoming, marytts, signals, |_| {}).await
 }
 
 /// [`run`], handing the supervisor to `started` once it runs (tests reach
@@ -108,6 +111,7 @@ async fn run_with(
     config: Config,
     listener: TcpListener,
     wyoming: Option<TcpListener>,
+    marytts: Option<TcpListener>,
     mut signals: impl Stream<Item = i32> + Unpin,
     started: impl FnOnce(&ractor::ActorRef<SupervisorMsg>),
 ) -> Result<(), ServerError> {
@@ -162,6 +166,8 @@ async fn run_with(
     };
     let mut wyoming = wyoming.map(|(task, _)| task);
     let sockets = http::elevenlabs::Sockets::default();
+    let mary_routes = crate::marytts::routes(speech.clone());
+    let mary_alone = crate::marytts::standalone(speech.clone());
     let state = AppState {
         speech,
         metrics,
@@ -176,9 +182,21 @@ async fn run_with(
         message: Some(config.header_timeout).filter(|d| !d.is_zero()),
         idle: Some(config.keepalive_timeout).filter(|d| !d.is_zero()),
     };
-    let service = TowerToHyperService::new(warp::service(http::routes(state)));
-    let (server, accept_task) = HttpServer::start(listener, cap, deadlines, service);
+    // MaryTTS's paths (`/process`, `/voices`, `/locales`, `/version`) first:
+    // the API's routes answer every other path, unknown ones with a 404.
+    let routes = mary_routes.or(http::routes(state)).unify();
+    let service = TowerToHyperService::new(warp::service(routes));
+    let (server, accept_task) = HttpServer::start(listener, cap.clone(), deadlines, service);
     let mut accepting = Vital::new("HTTP server", accept_task);
+    // MaryTTS alone on its own port, under the same connection cap.
+    let mut mary_server = None;
+    if let Some(listener) = marytts {
+        let mary_addr = listener.local_addr().map_err(ServerError::Listener)?;
+        let service = TowerToHyperService::new(warp::service(mary_alone));
+        let (mary, task) = HttpServer::start(listener, cap, deadlines, service);
+        tracing::info!("MaryTTS API listening on http://{mary_addr}");
+        mary_server = Some((mary, task));
+    }
     tracing::info!(
         "piperd {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
@@ -216,6 +234,9 @@ async fn run_with(
     }
     server.stop_accepting();
     sockets.stop();
+    if let Some((mary, _)) = &mary_server {
+        mary.stop_accepting();
+    }
     let _ = stop_wyoming.send(true);
     if let Some(announcement) = announcement {
         // Home Assistant forgets the service at once instead of at its TTL.
@@ -225,6 +246,9 @@ async fn run_with(
         let all_finished = async {
             server.drained().await;
             sockets.drained().await;
+            if let Some((mary, _)) = &mary_server {
+                mary.drained().await;
+            }
             if let Some(wyoming) = wyoming.as_mut() {
                 let _ = wyoming.await;
             }
@@ -243,6 +267,11 @@ async fn run_with(
     sockets.close_all().await;
     accepting.task.abort();
     accepting.join().await;
+    if let Some((mary, task)) = mary_server {
+        mary.close_all().await;
+        task.abort();
+        let _ = task.await;
+    }
     // Aborting the Wyoming task drops its connections and so their sessions.
     // (Not awaited again once it ended: a join handle is polled to its end once.)
     if let Some(wyoming) = wyoming.filter(|task| !task.is_finished()) {
@@ -329,6 +358,7 @@ mod tests {
         let server = tokio::spawn(run_with(
             config,
             listener,
+            None,
             None,
             futures::stream::pending(),
             move |supervisor| {

@@ -3,7 +3,8 @@
 //! * Every Kubernetes manifest passes `kubernetes-validate --strict`
 //!   (installed into `.venv` by `make setup`).
 //! * The manifests, the systemd unit and the Containerfile agree with the
-//!   server: ports 5050 (HTTP) and 10200 (Wyoming), probes on `/health`,
+//!   server: ports 5050 (HTTP), 10200 (Wyoming) and 59125 (MaryTTS),
+//!   probes on `/health`,
 //!   stop timeouts longer than the drain grace.
 //!
 //! YAML is read as text (no YAML parser among the dependencies), so the checks
@@ -17,6 +18,9 @@ use std::process::Command;
 const SERVER_DEFAULT_PORT: u16 = 5050;
 /// The server's default Wyoming port (PIPER_WYOMING_PORT unset).
 const WYOMING_DEFAULT_PORT: u16 = 10200;
+/// The port the deploy files give MaryTTS's API (PIPER_MARYTTS_PORT),
+/// MaryTTS's own.
+const MARYTTS_PORT: u16 = 59125;
 /// The server's default drain grace after SIGTERM (PIPER_SHUTDOWN_GRACE unset).
 const SERVER_DEFAULT_GRACE_SECS: u64 = 30;
 /// How long the server gives its engine processes after SIGTERM before SIGKILL.
@@ -234,7 +238,7 @@ fn kustomization_lists_every_manifest() {
 #[test]
 fn server_default_port_is_the_deployed_port() {
     // The ports the files below deploy must be the server's defaults.
-    for port in [SERVER_DEFAULT_PORT, WYOMING_DEFAULT_PORT] {
+    for port in [SERVER_DEFAULT_PORT, WYOMING_DEFAULT_PORT, MARYTTS_PORT] {
         let mut found = false;
         let mut stack = vec![root().join("src")];
         while let Some(dir) = stack.pop() {
@@ -269,13 +273,23 @@ fn deployment_probes_ports_and_grace() {
         "expected one `ports:` list in the Deployment"
     );
     let wyoming = WYOMING_DEFAULT_PORT.to_string();
+    let marytts = MARYTTS_PORT.to_string();
     assert_eq!(
         values_of(&ports_blocks[0], "containerPort"),
-        vec![port.clone(), wyoming.clone()]
+        vec![port.clone(), wyoming.clone(), marytts.clone()]
     );
     assert_eq!(
         values_of(&ports_blocks[0], "name"),
-        vec!["http".to_string(), "wyoming".to_string()]
+        vec![
+            "http".to_string(),
+            "wyoming".to_string(),
+            "marytts".to_string()
+        ]
+    );
+    assert_eq!(
+        deployment_env(&text, "PIPER_MARYTTS_PORT"),
+        Some(marytts),
+        "PIPER_MARYTTS_PORT differs from the container port"
     );
     if let Some(p) = deployment_env(&text, "PIPER_PORT") {
         assert_eq!(p, port, "PIPER_PORT differs from the container port");
@@ -362,10 +376,14 @@ fn service_targets_the_http_and_wyoming_ports() {
         values_of(&lines, "port"),
         vec![
             SERVER_DEFAULT_PORT.to_string(),
-            WYOMING_DEFAULT_PORT.to_string()
+            WYOMING_DEFAULT_PORT.to_string(),
+            MARYTTS_PORT.to_string()
         ]
     );
-    assert_eq!(values_of(&lines, "targetPort"), vec!["http", "wyoming"]);
+    assert_eq!(
+        values_of(&lines, "targetPort"),
+        vec!["http", "wyoming", "marytts"]
+    );
 }
 
 #[test]
@@ -399,6 +417,10 @@ fn systemd_unit_stops_cleanly_and_is_hardened() {
     if let Some(p) = unit_env(&unit, "PIPER_WYOMING_PORT") {
         assert_eq!(p, WYOMING_DEFAULT_PORT.to_string());
     }
+    assert_eq!(
+        unit_env(&unit, "PIPER_MARYTTS_PORT"),
+        Some(MARYTTS_PORT.to_string())
+    );
 }
 
 #[test]
@@ -426,9 +448,16 @@ fn containerfile_exposes_the_port_and_checks_health() {
             .collect::<Vec<_>>(),
         vec![
             SERVER_DEFAULT_PORT.to_string(),
-            WYOMING_DEFAULT_PORT.to_string()
+            WYOMING_DEFAULT_PORT.to_string(),
+            MARYTTS_PORT.to_string()
         ],
         "EXPOSE"
+    );
+    assert!(
+        with("ENV")
+            .iter()
+            .any(|i| i.contains(&format!("PIPER_MARYTTS_PORT={MARYTTS_PORT}"))),
+        "the image must serve MaryTTS on its port"
     );
 
     let health = with("HEALTHCHECK");

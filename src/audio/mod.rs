@@ -27,6 +27,11 @@
 //! - [`AudioFormat::Flac`]: `flacenc` (pure Rust) encodes frames, we write the
 //!   stream header and the frames ourselves so that each push can go out at
 //!   once (`flac.rs`).
+//! - [`AudioFormat::Ulaw`] and [`AudioFormat::Alaw`]: G.711 for phone
+//!   systems, raw (8 bits a sample) or in WAV ([`AudioFormat::WavUlaw`],
+//!   [`AudioFormat::WavAlaw`], format tags 7 and 6), see `g711.rs`.
+//! - Any format at another sample rate than the voice's: the PCM is
+//!   resampled first with `rubato` ([`encoder_at`], `resample.rs`).
 //! - [`AudioFormat::Aac`] is not supported, so asking for it is a client
 //!   error (`unsupported_format`): there is no well-kept AAC *encoder* crate.
 //!   `fdk-aac` binds Fraunhofer's FDK, whose licence is not a free-software
@@ -41,6 +46,7 @@
 use bytes::Bytes;
 
 mod flac;
+pub mod g711;
 mod mp3;
 mod ogg_opus;
 mod pcm;
@@ -61,20 +67,33 @@ pub enum AudioFormat {
     Opus,
     Flac,
     Aac,
+    /// G.711 μ-law, raw.
+    Ulaw,
+    /// G.711 A-law, raw.
+    Alaw,
+    /// G.711 μ-law in WAV (format tag 7).
+    WavUlaw,
+    /// G.711 A-law in WAV (format tag 6).
+    WavAlaw,
 }
 
 impl AudioFormat {
     /// Every format, supported or not, in the order they are documented.
-    pub const ALL: [AudioFormat; 6] = [
+    pub const ALL: [AudioFormat; 10] = [
         AudioFormat::Wav,
         AudioFormat::Pcm,
         AudioFormat::Mp3,
         AudioFormat::Opus,
         AudioFormat::Flac,
         AudioFormat::Aac,
+        AudioFormat::Ulaw,
+        AudioFormat::Alaw,
+        AudioFormat::WavUlaw,
+        AudioFormat::WavAlaw,
     ];
 
-    /// The format named `name` ("wav", "pcm", "mp3", "opus", "flac", "aac"),
+    /// The format named `name` ("wav", "pcm", "mp3", "opus", "flac", "aac",
+    /// "ulaw", "alaw", "wav_ulaw", "wav_alaw"),
     /// ignoring case; `None` for any other name.
     pub fn parse(name: &str) -> Option<AudioFormat> {
         AudioFormat::ALL
@@ -91,6 +110,10 @@ impl AudioFormat {
             AudioFormat::Opus => "opus",
             AudioFormat::Flac => "flac",
             AudioFormat::Aac => "aac",
+            AudioFormat::Ulaw => "ulaw",
+            AudioFormat::Alaw => "alaw",
+            AudioFormat::WavUlaw => "wav_ulaw",
+            AudioFormat::WavAlaw => "wav_alaw",
         }
     }
 
@@ -101,6 +124,8 @@ impl AudioFormat {
     /// label would make a conforming client play noise. The sample rate is
     /// not in the type (it is a `&'static str`); tell it in a header.
     /// Opus is `audio/ogg; codecs=opus` (RFC 7845): the container is Ogg.
+    /// Raw G.711 is `audio/PCMU` or `audio/PCMA` (RFC 4856), whatever the
+    /// rate (`audio/basic` would promise 8 kHz).
     pub fn content_type(self) -> &'static str {
         match self {
             AudioFormat::Wav => "audio/wav",
@@ -109,12 +134,24 @@ impl AudioFormat {
             AudioFormat::Opus => "audio/ogg; codecs=opus",
             AudioFormat::Flac => "audio/flac",
             AudioFormat::Aac => "audio/aac",
+            AudioFormat::Ulaw => "audio/PCMU",
+            AudioFormat::Alaw => "audio/PCMA",
+            AudioFormat::WavUlaw | AudioFormat::WavAlaw => "audio/wav",
         }
     }
 
     /// Whether [`encoder`] can make an encoder for this format.
     pub fn is_supported(self) -> bool {
         !matches!(self, AudioFormat::Aac)
+    }
+
+    /// G.711 (raw or in WAV): what phone systems take, at 8 kHz unless a
+    /// rate is asked for.
+    pub fn is_telephony(self) -> bool {
+        matches!(
+            self,
+            AudioFormat::Ulaw | AudioFormat::Alaw | AudioFormat::WavUlaw | AudioFormat::WavAlaw
+        )
     }
 }
 
@@ -164,7 +201,42 @@ pub fn encoder(format: AudioFormat, sample_rate: u32) -> Result<Box<dyn Encoder>
         AudioFormat::Opus => Box::new(ogg_opus::OggOpusEncoder::new(sample_rate)?),
         AudioFormat::Flac => Box::new(flac::FlacEncoder::new(sample_rate)?),
         AudioFormat::Aac => return Err(FormatError::Unsupported(format)),
+        AudioFormat::Ulaw => Box::new(g711::G711Encoder::raw(g711::Law::Ulaw, sample_rate)),
+        AudioFormat::Alaw => Box::new(g711::G711Encoder::raw(g711::Law::Alaw, sample_rate)),
+        AudioFormat::WavUlaw => Box::new(g711::G711Encoder::wav(g711::Law::Ulaw, sample_rate)),
+        AudioFormat::WavAlaw => Box::new(g711::G711Encoder::wav(g711::Law::Alaw, sample_rate)),
     })
+}
+
+/// An encoder from PCM at `input_rate` to `format` at `output_rate`: the
+/// PCM is resampled first when the two differ.
+pub fn encoder_at(
+    format: AudioFormat,
+    input_rate: u32,
+    output_rate: u32,
+) -> Result<Box<dyn Encoder>, FormatError> {
+    let inner = encoder(format, output_rate)?;
+    if input_rate == output_rate {
+        return Ok(inner);
+    }
+    if input_rate == 0 {
+        return Err(FormatError::Encode("the sample rate is 0".into()));
+    }
+    Ok(Box::new(resample::Resampled::new(
+        input_rate,
+        output_rate,
+        inner,
+    )?))
+}
+
+/// Where a complete file of `len` bytes in `format`, written by a streaming
+/// encoder, gets its exact sizes: nothing for formats without sizes.
+pub fn size_patches(format: AudioFormat, len: u64) -> Vec<(u64, [u8; 4])> {
+    match format {
+        AudioFormat::Wav => wav_size_patches(len).to_vec(),
+        AudioFormat::WavUlaw | AudioFormat::WavAlaw => g711::wav_size_patches(len).to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 /// The error for a call after [`Encoder::finish`].

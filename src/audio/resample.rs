@@ -10,9 +10,11 @@
 //! is cut to the exact length at the end, so `n` input samples become
 //! `round(n * out / in)` output samples, aligned with the input.
 
+use bytes::{Bytes, BytesMut};
 use rubato::{FftFixedInOut, Resampler as _};
 
-use super::FormatError;
+use super::pcm::SampleReader;
+use super::{Encoder, FormatError};
 
 /// The shortest input chunk, in milliseconds. Longer means a longer
 /// (sharper) filter and fewer FFTs, and also more of the end of a sentence
@@ -115,5 +117,71 @@ impl Resampler {
         out.extend_from_slice(&self.chunk_out[0][skip..produced]);
         self.output_count += (produced - skip) as u64;
         Ok((consumed, produced - skip))
+    }
+}
+
+/// Any encoder fed at another rate: PCM is resampled, then encoded.
+pub(super) struct Resampled {
+    resampler: Resampler,
+    reader: SampleReader,
+    samples: Vec<i16>,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    inner: Box<dyn Encoder>,
+}
+
+impl Resampled {
+    pub(super) fn new(
+        input_rate: u32,
+        output_rate: u32,
+        inner: Box<dyn Encoder>,
+    ) -> Result<Resampled, FormatError> {
+        Ok(Resampled {
+            resampler: Resampler::new(input_rate, output_rate)?,
+            reader: SampleReader::default(),
+            samples: Vec::new(),
+            input: Vec::new(),
+            output: Vec::new(),
+            inner,
+        })
+    }
+
+    /// The resampled output so far as PCM bytes, clipped and rounded.
+    fn take_pcm(&mut self) -> Vec<u8> {
+        let pcm = self
+            .output
+            .iter()
+            .flat_map(|&x| ((x * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
+            .collect();
+        self.output.clear();
+        pcm
+    }
+}
+
+impl Encoder for Resampled {
+    fn push(&mut self, pcm: &[u8]) -> Result<Bytes, FormatError> {
+        self.samples.clear();
+        self.reader.read(pcm, &mut self.samples);
+        self.input.clear();
+        self.input
+            .extend(self.samples.iter().map(|&s| f32::from(s) / 32768.0));
+        self.resampler.push(&self.input, &mut self.output)?;
+        let pcm = self.take_pcm();
+        self.inner.push(&pcm)
+    }
+
+    fn finish(&mut self) -> Result<Bytes, FormatError> {
+        self.resampler.finish(&mut self.output)?;
+        let pcm = self.take_pcm();
+        let last = self.inner.push(&pcm)?;
+        let tail = self.inner.finish()?;
+        let mut out = BytesMut::with_capacity(last.len() + tail.len());
+        out.extend_from_slice(&last);
+        out.extend_from_slice(&tail);
+        Ok(out.freeze())
+    }
+
+    fn output_sample_rate(&self) -> u32 {
+        self.inner.output_sample_rate()
     }
 }

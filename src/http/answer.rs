@@ -9,9 +9,8 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use super::{observe, ApiError, AppState, RequestCtx};
-use crate::audio::AudioFormat;
 use crate::metrics as m;
-use crate::speech::encode::{encode_complete, encoded_stream, encoder_for, Ending};
+use crate::speech::encode::{encode_complete, encoded_stream, encoder_for, Ending, Output};
 use crate::speech::Session;
 
 /// Calls its function once: with how the stream ended, or with `None` when
@@ -40,9 +39,10 @@ pub fn streamed(
     ctx: &RequestCtx,
     route: &'static str,
     session: Session,
-    format: AudioFormat,
+    output: Output,
 ) -> Result<Response, ApiError> {
-    let encoder = encoder_for(format, session.sample_rate())?;
+    let format = output.format;
+    let encoder = encoder_for(output, session.sample_rate())?;
     let rate = encoder.output_sample_rate();
     let cached = session.cached();
     let voice = session.voice().name.clone();
@@ -83,10 +83,11 @@ pub fn sse(
     ctx: &RequestCtx,
     route: &'static str,
     session: Session,
-    format: AudioFormat,
+    output: Output,
 ) -> Result<Response, ApiError> {
     use base64::Engine as _;
-    let encoder = encoder_for(format, session.sample_rate())?;
+    let format = output.format;
+    let encoder = encoder_for(output, session.sample_rate())?;
     let rate = encoder.output_sample_rate();
     let cached = session.cached();
     let source_rate = session.sample_rate() as f64;
@@ -160,16 +161,17 @@ pub async fn complete(
     state: &AppState,
     ctx: &RequestCtx,
     session: Session,
-    format: AudioFormat,
+    output: Output,
 ) -> Result<Response, ApiError> {
     let config = state.config();
-    let rate = encoder_for(format, session.sample_rate())?.output_sample_rate();
+    let format = output.format;
+    let rate = encoder_for(output, session.sample_rate())?.output_sample_rate();
     let cached = session.cached();
     let voice = session.voice().name.clone();
     let (chars, chunks) = session.text_size();
     let (file, _) = encode_complete(
         session,
-        format,
+        output,
         config.spool_threshold_bytes,
         config.temp_dir.clone(),
     )
@@ -190,7 +192,7 @@ pub async fn complete(
 fn audio_headers(
     response: &mut Response,
     ctx: &RequestCtx,
-    format: AudioFormat,
+    format: crate::audio::AudioFormat,
     rate: u32,
     cached: bool,
 ) {

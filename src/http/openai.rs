@@ -17,6 +17,7 @@ use super::seed::format_named;
 use super::{answer, observe, parse_json, ApiError, AppState, RequestCtx};
 use crate::audio::AudioFormat;
 use crate::engine::SynthOptions;
+use crate::speech::encode::Output;
 use crate::speech::{SpeechError, Utterance};
 use crate::voices;
 
@@ -41,6 +42,9 @@ pub struct SpeechRequest {
     /// the audio itself.
     #[serde(default)]
     pub stream_format: Option<String>,
+    /// Not OpenAI's: a sample rate for phone systems and other players.
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
     /// Accepted for compatibility; Piper voices take no instructions.
     #[serde(default)]
     #[allow(dead_code)]
@@ -99,6 +103,7 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
             Some(request.response_format.as_deref().unwrap_or("mp3")),
             AudioFormat::Mp3,
         )?;
+        let output = Output::new(format, request.sample_rate)?;
         let speed = request.speed.unwrap_or(1.0);
         if !(0.25..=4.0).contains(&speed) {
             return Err(SpeechError::InvalidParameter {
@@ -137,9 +142,9 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
             })
             .await?;
         if sse {
-            return answer::sse(&ctx, route, session, format);
+            return answer::sse(&ctx, route, session, output);
         }
-        answer::streamed(&ctx, route, session, format)
+        answer::streamed(&ctx, route, session, output)
     }
     .await;
     Ok(match result {

@@ -13,6 +13,7 @@ use super::timed;
 use super::{parse_json, ApiError, AppState, RequestCtx};
 use crate::audio::AudioFormat;
 use crate::speech::captions::CaptionFormat;
+use crate::speech::encode::Output;
 use crate::speech::{Speaker, SpeechError, Utterance, VoiceOptions};
 
 /// Body of `POST /api/tts`.
@@ -37,6 +38,10 @@ pub struct TtsRequest {
     pub stream: bool,
     #[serde(default)]
     pub response_format: Option<String>,
+    /// One of 8000, 16000, 22050, 24000, 44100, 48000; the voice's own (8000
+    /// for G.711) when absent.
+    #[serde(default)]
+    pub sample_rate: Option<u32>,
     /// Numbers, money, dates, abbreviations read as a person would (English
     /// voices); `false` sends the text as written.
     #[serde(default = "yes")]
@@ -106,6 +111,7 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
             .into());
         }
         let timestamps = request.timestamps || captions.is_some();
+        let output = Output::new(format, request.sample_rate)?;
         let options = VoiceOptions {
             speaker: request.speaker,
             length_scale: request.length_scale,
@@ -131,16 +137,16 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
             .await?;
         if timestamps && request.stream {
             let text = Arc::from(request.text.as_str());
-            Ok((timed::streamed(&ctx, route, session, format, text)?, true))
+            Ok((timed::streamed(&ctx, route, session, output, text)?, true))
         } else if timestamps {
             let answer =
-                timed::complete(&state, &ctx, session, format, &request.text, captions).await?;
+                timed::complete(&state, &ctx, session, output, &request.text, captions).await?;
             Ok((answer, false))
         } else if request.stream {
-            Ok((answer::streamed(&ctx, route, session, format)?, true))
+            Ok((answer::streamed(&ctx, route, session, output)?, true))
         } else {
             Ok((
-                answer::complete(&state, &ctx, session, format).await?,
+                answer::complete(&state, &ctx, session, output).await?,
                 false,
             ))
         }

@@ -20,10 +20,9 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::{Reply, Response};
 
 use super::{observe, ApiError, AppState, RequestCtx};
-use crate::audio::AudioFormat;
 use crate::metrics as m;
 use crate::speech::captions::{self, CaptionFormat};
-use crate::speech::encode::{encode, encode_complete, encoder_for};
+use crate::speech::encode::{encode, encode_complete, encoder_for, Output};
 use crate::speech::{Session, SpeechError, SpeechEvent, WordTime};
 
 /// Byte offsets of a text to character offsets, for increasing offsets.
@@ -74,13 +73,14 @@ pub async fn complete(
     state: &AppState,
     ctx: &RequestCtx,
     session: Session,
-    format: AudioFormat,
+    output: Output,
     text: &str,
     captions: Option<CaptionFormat>,
 ) -> Result<Response, ApiError> {
+    let format = output.format;
     let config = state.config();
     let rate = session.sample_rate();
-    let out_rate = encoder_for(format, rate)?.output_sample_rate();
+    let out_rate = encoder_for(output, rate)?.output_sample_rate();
     let cached = session.cached();
     let voice = session.voice().name.clone();
     let (chars, chunks) = session.text_size();
@@ -88,7 +88,7 @@ pub async fn complete(
     let session = session.with_word_sink(sink.clone());
     let (file, summary) = encode_complete(
         session,
-        format,
+        output,
         config.spool_threshold_bytes,
         config.temp_dir.clone(),
     )
@@ -130,11 +130,12 @@ pub fn streamed(
     ctx: &RequestCtx,
     route: &'static str,
     session: Session,
-    format: AudioFormat,
+    output: Output,
     text: Arc<str>,
 ) -> Result<Response, ApiError> {
+    let format = output.format;
     let rate = session.sample_rate();
-    let encoder = encoder_for(format, rate)?;
+    let encoder = encoder_for(output, rate)?;
     let out_rate = encoder.output_sample_rate();
     let cached = session.cached();
     let voice = session.voice().name.clone();

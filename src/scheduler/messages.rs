@@ -85,6 +85,9 @@ pub enum SupervisorMsg {
     },
     EngineProbed(Result<String, String>),
     SampleTick,
+    /// The voices in the folder now: the engine of a voice no longer there
+    /// stops once its requests are done.
+    VoicesPresent(Arc<[String]>),
     /// Stops every worker (and so every engine) and waits for them.
     StopWorkers(RpcReplyPort<()>),
     #[cfg(test)]

@@ -166,6 +166,18 @@ impl Actor for Supervisor {
                 }
                 state.rebalance();
             }
+            SupervisorMsg::VoicesPresent(names) => {
+                // An idle worker is asked now; a busy one refuses, and is
+                // asked again at the next listing, after its requests.
+                for (voice, entry) in state.workers.iter_mut() {
+                    if !names.contains(voice) && entry.holds_slot && !entry.busy && !entry.evicting
+                    {
+                        tracing::info!(voice = %voice, "voice removed: stopping its engine");
+                        entry.evicting = true;
+                        let _ = entry.worker.send_message(WorkerMsg::Evict);
+                    }
+                }
+            }
             SupervisorMsg::EvictRefused { voice } => {
                 if let Some(entry) = state.workers.get_mut(&voice) {
                     entry.evicting = false;

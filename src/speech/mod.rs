@@ -104,6 +104,9 @@ impl Speech {
     ) -> Speech {
         let cache = Arc::new(AudioCache::new((config.audio_cache_mb << 20) as usize));
         let admission = Arc::new(Admission::new(config.max_queue));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(watch_voices(catalog.clone(), supervisor.clone()));
+        }
         Speech {
             inner: Arc::new(Inner {
                 config,
@@ -410,6 +413,28 @@ impl Speech {
             .supervisor
             .send_message(SupervisorMsg::Synthesize(job))
             .map_err(|_| SpeechError::Synth(SynthError::ShuttingDown))
+    }
+}
+
+/// Lists the voices folder as often as the catalog keeps a listing, so
+/// that voices added or removed show on every front-end within 2 s, and
+/// tells the scheduler which voices are there. Ends with the actors.
+async fn watch_voices(catalog: ActorRef<ConfigMsg>, supervisor: ActorRef<SupervisorMsg>) {
+    let mut tick = tokio::time::interval(catalog::LISTING_TTL + Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let names = match catalog.call(ConfigMsg::Names, Some(ACTOR_TIMEOUT)).await {
+            Ok(CallResult::Success(names)) => names,
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        if supervisor
+            .send_message(SupervisorMsg::VoicesPresent(names))
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

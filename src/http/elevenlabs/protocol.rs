@@ -14,6 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::audio::AudioFormat;
 use crate::http::ApiError;
+use crate::speech::encode::Output;
 use crate::speech::SpeechError;
 
 /// Largest message a client may send: the HTTP API's body limit.
@@ -128,7 +129,7 @@ impl SocketError {
 /// MP3 and Opus go through piperd's encoders: MP3 at the voice's rate
 /// (decoders read the rate from each frame), Opus in Ogg at 48 kHz. PCM is
 /// raw s16le mono, only at the voice's own rate for now.
-pub fn output_format(name: &str, voice_rate: u32) -> Result<AudioFormat, SocketError> {
+pub fn output_format(name: &str, voice_rate: u32) -> Result<Output, SocketError> {
     let unsupported = || SocketError::UnsupportedFormat(name.to_string());
     let mut parts = name.split('_');
     let codec = parts.next().unwrap_or_default();
@@ -141,11 +142,23 @@ pub fn output_format(name: &str, voice_rate: u32) -> Result<AudioFormat, SocketE
         return Err(unsupported());
     }
     let kbps = |allowed: &[&str]| bitrate.is_some_and(|b| allowed.contains(&b));
+    let at = |format: AudioFormat, rate: u32| {
+        // The voice's own rate needs no resampling.
+        let rate = Some(rate).filter(|&rate| rate != voice_rate);
+        Output::new(format, rate).map_err(|_| unsupported())
+    };
     match codec {
-        "pcm" if bitrate.is_none() && rate == voice_rate => Ok(AudioFormat::Pcm),
-        "mp3" if rate == 22050 && kbps(&["32"]) => Ok(AudioFormat::Mp3),
-        "mp3" if rate == 44100 && kbps(&["32", "64", "96", "128", "192"]) => Ok(AudioFormat::Mp3),
-        "opus" if rate == 48000 && kbps(&["32", "64", "96", "128", "192"]) => Ok(AudioFormat::Opus),
+        "pcm" if bitrate.is_none() => at(AudioFormat::Pcm, rate),
+        "ulaw" if bitrate.is_none() && rate == 8000 => at(AudioFormat::Ulaw, rate),
+        "alaw" if bitrate.is_none() && rate == 8000 => at(AudioFormat::Alaw, rate),
+        "mp3" if rate == 22050 && kbps(&["32"]) => at(AudioFormat::Mp3, rate),
+        "mp3" if rate == 44100 && kbps(&["32", "64", "96", "128", "192"]) => {
+            at(AudioFormat::Mp3, rate)
+        }
+        // The Opus encoder makes 48 kHz itself.
+        "opus" if rate == 48000 && kbps(&["32", "64", "96", "128", "192"]) => {
+            Ok(AudioFormat::Opus.into())
+        }
         _ => Err(unsupported()),
     }
 }
@@ -321,16 +334,45 @@ mod tests {
 
     #[test]
     fn output_formats_map_to_the_encoders_or_are_refused() {
-        assert_eq!(output_format("pcm_22050", 22050), Ok(AudioFormat::Pcm));
-        assert_eq!(output_format("mp3_44100_128", 22050), Ok(AudioFormat::Mp3));
-        assert_eq!(output_format("mp3_22050_32", 22050), Ok(AudioFormat::Mp3));
-        assert_eq!(output_format("opus_48000_64", 22050), Ok(AudioFormat::Opus));
+        let out = |format: AudioFormat, rate: Option<u32>| Ok(Output::new(format, rate).unwrap());
+        assert_eq!(
+            output_format("pcm_22050", 22050),
+            out(AudioFormat::Pcm, None)
+        );
+        assert_eq!(
+            output_format("pcm_16000", 22050),
+            out(AudioFormat::Pcm, Some(16000))
+        );
+        assert_eq!(
+            output_format("pcm_48000", 22050),
+            out(AudioFormat::Pcm, Some(48000))
+        );
+        assert_eq!(
+            output_format("ulaw_8000", 22050),
+            out(AudioFormat::Ulaw, Some(8000))
+        );
+        assert_eq!(
+            output_format("alaw_8000", 22050),
+            out(AudioFormat::Alaw, Some(8000))
+        );
+        assert_eq!(
+            output_format("mp3_44100_128", 22050),
+            out(AudioFormat::Mp3, Some(44100))
+        );
+        assert_eq!(
+            output_format("mp3_22050_32", 22050),
+            out(AudioFormat::Mp3, None)
+        );
+        assert_eq!(
+            output_format("opus_48000_64", 22050),
+            out(AudioFormat::Opus, None)
+        );
         for refused in [
-            "pcm_16000",
+            "pcm_12345",
             "pcm_22050_1",
             "mp3_22050_128",
             "mp3_44100",
-            "ulaw_8000",
+            "ulaw_16000",
             "wav",
             "",
             "mp3_44100_128_x",
@@ -341,8 +383,6 @@ mod tests {
                 "{refused}"
             );
         }
-        // PCM is the voice's own rate.
-        assert_eq!(output_format("pcm_16000", 16000), Ok(AudioFormat::Pcm));
     }
 
     #[test]

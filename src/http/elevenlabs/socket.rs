@@ -23,7 +23,7 @@ use crate::audio::{AudioFormat, Encoder};
 use crate::engine::SynthOptions;
 use crate::http::{observe, AppState, RequestCtx};
 use crate::metrics as m;
-use crate::speech::encode::encoder_for;
+use crate::speech::encode::{encoder_for, Output};
 use crate::speech::{Session, SpeechError, SpeechEvent};
 use crate::voices::VoiceInfo;
 
@@ -63,7 +63,7 @@ struct Context {
 /// The socket's settings, read from the upgrade's query and path.
 struct Setup {
     voice: Arc<VoiceInfo>,
-    format: AudioFormat,
+    format: Output,
     inactivity: Duration,
 }
 
@@ -377,7 +377,7 @@ impl Socket {
             out.clone(),
             id.clone(),
             self.ctx.clone(),
-            self.setup.format,
+            self.setup.format.format,
         ));
         self.contexts.insert(
             id,
