@@ -15,11 +15,12 @@
 //!    word timings and captions).
 //! 4. [`scheduler`]: the supervisor, one worker per voice (an actor shell
 //!    over a pure planner and engine lifecycle).
-//! 5. Leaves: [`engine`] (child process, framed protocol), [`text`]
+//! 5. Leaves: [`body`] (request bodies read within a bound), [`engine`] (child process, framed protocol), [`text`]
 //!    (sentence splitting, also as text arrives), [`audio`] (encoders,
 //!    spool), [`voices`], [`config`], [`metrics`].
 
 pub mod audio;
+pub mod body;
 pub mod config;
 pub mod engine;
 pub mod http;

@@ -1,8 +1,9 @@
 //! The route table. Path filters come before method filters so that an
 //! unknown path is a 404 and a known path with a wrong method a 405.
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use crate::body::BodyError;
+use bytes::{Buf, Bytes};
+use futures::Stream;
 use warp::{Filter, Rejection, Reply};
 
 use std::sync::Arc;
@@ -268,20 +269,10 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let mut stream = std::pin::pin!(stream);
-    let mut out = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("cannot read body: {e}")))?;
-        if out.len() + chunk.remaining() > MAX_BODY_BYTES {
-            return Err(ApiError::BodyTooLarge);
-        }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            let n = piece.len();
-            out.extend_from_slice(piece);
-            chunk.advance(n);
-        }
-    }
-    Ok(out.freeze())
+    crate::body::read_bounded(stream, MAX_BODY_BYTES)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => ApiError::BodyTooLarge,
+            BodyError::Unreadable(e) => ApiError::InvalidRequest(format!("cannot read body: {e}")),
+        })
 }

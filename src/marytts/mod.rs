@@ -21,12 +21,13 @@
 
 mod form;
 
+use crate::body::BodyError;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use bytes::{Buf, Bytes};
+use futures::Stream;
 use metrics::{counter, histogram};
 use subtle::ConstantTimeEq;
 use warp::filters::BoxedFilter;
@@ -395,19 +396,10 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let mut stream = std::pin::pin!(stream);
-    let mut out = BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| RequestError::Unreadable(e.to_string()))?;
-        if out.len() + chunk.remaining() > MAX_REQUEST_BYTES {
-            return Err(RequestError::TooLarge);
-        }
-        while chunk.has_remaining() {
-            let piece = chunk.chunk();
-            let n = piece.len();
-            out.extend_from_slice(piece);
-            chunk.advance(n);
-        }
-    }
-    Ok(out.freeze())
+    crate::body::read_bounded(stream, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => RequestError::TooLarge,
+            BodyError::Unreadable(e) => RequestError::Unreadable(e.to_string()),
+        })
 }
