@@ -12,8 +12,14 @@
 //! and every engine is stopped and reaped before the command exits. A
 //! progress bar (characters spoken) is drawn on standard error when it is
 //! a terminal, and nothing when it is not.
+//!
+//! `--captions` writes WebVTT or SRT beside the audio, from the same word
+//! times the server's captions use, over the whole input: times run on
+//! across the parts and files. The captions file is written the same way,
+//! under a temporary name until the audio is complete.
 
 use std::io::{IsTerminal, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +31,10 @@ use crate::audio::{self, AudioFormat, Encoder};
 use crate::config::Config;
 use crate::engine::reaper::Reaper;
 use crate::scheduler::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::speech::captions::{self, CaptionFormat};
 use crate::speech::catalog::{CacheArgs, ConfigCache};
 use crate::speech::encode::{encoder_for, Output};
-use crate::speech::{Speech, SpeechError, SpeechEvent, Utterance, MAX_TEXT_CHARS};
+use crate::speech::{Speech, SpeechError, SpeechEvent, Utterance, WordTime, MAX_TEXT_CHARS};
 
 /// How long engines still stopping at the end get before SIGKILL.
 const REAP_GRACE: Duration = Duration::from_secs(3);
@@ -42,12 +49,13 @@ server's environment variables (PIPER_VOICES_DIR, PIPER_PYTHON, ...).
 Options:
   -v, --voice NAME        voice to speak with (default: the first installed)
   -f, --format FORMAT     wav (default), pcm, mp3, opus, flac, ulaw, alaw,
-                          wav_ulaw, wav_alaw
+                          wav_ulaw, wav_alaw, au, aiff
   -r, --sample-rate HZ    8000, 16000, 22050, 24000, 44100 or 48000
                           (default: the voice's own; 8000 for G.711)
   -o, --output FILE       write the audio to FILE (default: standard output)
       --length-scale X    above 1 is slower (0.1-10)
-      --captions FILE     not available yet
+      --captions FILE     also write captions of the whole input to FILE:
+                          WebVTT (FILE ends in .vtt) or SRT (.srt)
   -h, --help              this text
 ";
 
@@ -60,6 +68,8 @@ pub struct Args {
     pub output: Option<PathBuf>,
     pub inputs: Vec<PathBuf>,
     pub length_scale: Option<f32>,
+    /// Where captions go, and in which format (from the file's extension).
+    pub captions: Option<(PathBuf, CaptionFormat)>,
     pub help: bool,
 }
 
@@ -101,6 +111,7 @@ impl Args {
             output: None,
             inputs: Vec::new(),
             length_scale: None,
+            captions: None,
             help: false,
         };
         let usage = |message: String| SayError::Usage(message);
@@ -149,13 +160,28 @@ impl Args {
                         })?);
                 }
                 "--captions" => {
-                    return Err(usage(
-                        "--captions is not available yet: captions need word timings, which \
-                         piperd does not produce yet"
-                            .into(),
-                    ))
+                    let path = PathBuf::from(value("--captions")?);
+                    let format = path
+                        .extension()
+                        .and_then(|ext| ext.to_str())
+                        .and_then(CaptionFormat::parse)
+                        .ok_or_else(|| {
+                            usage(format!(
+                                "--captions {}: the file name must end in .vtt (WebVTT) or .srt",
+                                path.display()
+                            ))
+                        })?;
+                    parsed.captions = Some((path, format));
                 }
                 other => return Err(usage(format!("unknown option {other}"))),
+            }
+        }
+        if let (Some((captions, _)), Some(output)) = (&parsed.captions, &parsed.output) {
+            if captions == output {
+                return Err(usage(format!(
+                    "--captions and --output name the same file, {}",
+                    output.display()
+                )));
             }
         }
         Ok(parsed)
@@ -234,16 +260,8 @@ impl Sink {
         let Some(path) = output else {
             return Ok(Sink::Stdout(std::io::stdout()));
         };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".piperd-say-")
-            .tempfile_in(dir)
-            .map_err(|e| SayError::Output(format!("cannot write in {}: {e}", dir.display())))?;
         Ok(Sink::File {
-            temp,
+            temp: temp_beside(path)?,
             path: path.to_path_buf(),
         })
     }
@@ -277,6 +295,73 @@ impl Sink {
                 Ok(())
             }
         }
+    }
+}
+
+/// A temporary file in the folder of `path`, so that renaming it to `path`
+/// puts it in place at once; dropped, it deletes itself.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, SayError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".piperd-say-")
+        .tempfile_in(dir)
+        .map_err(|e| SayError::Output(format!("cannot write in {}: {e}", dir.display())))
+}
+
+/// The captions of the whole input: every sentence's span and timed words,
+/// placed on the whole text and the whole audio, until they are written.
+struct Captions {
+    temp: tempfile::NamedTempFile,
+    path: PathBuf,
+    format: CaptionFormat,
+    sentences: Vec<(Range<usize>, Vec<WordTime>)>,
+}
+
+impl Captions {
+    /// Opens the temporary file at once, so that a folder one cannot write
+    /// in is reported before any speech is made.
+    fn open(path: &Path, format: CaptionFormat) -> Result<Captions, SayError> {
+        Ok(Captions {
+            temp: temp_beside(path)?,
+            path: path.to_path_buf(),
+            format,
+            sentences: Vec::new(),
+        })
+    }
+
+    /// A sentence of a part that starts `at` bytes into the whole text and
+    /// `offset` samples into the whole audio.
+    fn add(&mut self, span: Range<usize>, words: Vec<WordTime>, at: usize, offset: u64) {
+        let words = words
+            .into_iter()
+            .map(|word| WordTime {
+                text: word.text.start + at..word.text.end + at,
+                samples: word.samples.start + offset..word.samples.end + offset,
+                phonemes: word.phonemes.iter().map(|p| p + offset).collect(),
+            })
+            .collect();
+        self.sentences.push((span.start + at..span.end + at, words));
+    }
+
+    /// Writes the captions of `text` (at `rate` samples a second) into the
+    /// temporary file; [`Captions::persist`] then puts it in place.
+    fn write(&mut self, text: &str, rate: u32) -> Result<(), SayError> {
+        let io = |e: std::io::Error| SayError::Output(format!("cannot write the captions: {e}"));
+        let cues = captions::cues(text, &self.sentences, rate);
+        let file = self.temp.as_file_mut();
+        file.write_all(captions::render(&cues, self.format).as_bytes())
+            .map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+
+    fn persist(self) -> Result<(), SayError> {
+        self.temp.persist(&self.path).map_err(|e| {
+            SayError::Output(format!("cannot write {}: {}", self.path.display(), e.error))
+        })?;
+        Ok(())
     }
 }
 
@@ -382,10 +467,19 @@ async fn speak(speech: &Speech, args: &Args, output: Output, text: &str) -> Resu
     .resolve(&voice)?;
     let mut encoder: Box<dyn Encoder> = encoder_for(output, voice.sample_rate)?;
     let mut sink = Sink::open(args.output.as_deref())?;
+    let mut captions = match &args.captions {
+        Some((path, format)) => Some(Captions::open(path, *format)?),
+        None => None,
+    };
     let total = crate::text::char_count(text);
     let progress = Progress::new(total);
     let mut done_chars = 0;
+    // Bytes of PCM so far: where each part starts on the whole audio.
+    let mut pcm_bytes: u64 = 0;
     for part in parts(text, MAX_TEXT_CHARS) {
+        // `part` is a slice of `text`: its place in it.
+        let at = part.as_ptr() as usize - text.as_ptr() as usize;
+        let part_offset = pcm_bytes / 2;
         let mut session = match speech
             .say(Utterance {
                 voice: voice.clone(),
@@ -407,13 +501,17 @@ async fn speak(speech: &Speech, args: &Args, output: Output, text: &str) -> Resu
         while let Some(event) = session.next().await {
             match event {
                 SpeechEvent::Audio(pcm) => {
+                    pcm_bytes += pcm.len() as u64;
                     let bytes = encoder
                         .push(&pcm)
                         .map_err(|e| SayError::Output(e.to_string()))?;
                     sink.write(&bytes)?;
                 }
-                SpeechEvent::SentenceEnd { span, .. } => {
+                SpeechEvent::SentenceEnd { span, words } => {
                     progress.set(done_chars + crate::text::char_count(&part[..span.end]));
+                    if let Some(captions) = captions.as_mut() {
+                        captions.add(span, words, at, part_offset);
+                    }
                 }
                 SpeechEvent::Done(_) => break,
                 SpeechEvent::Failed(err) => return Err(err.into()),
@@ -427,7 +525,15 @@ async fn speak(speech: &Speech, args: &Args, output: Output, text: &str) -> Resu
         .map_err(|e| SayError::Output(e.to_string()))?;
     sink.write(&tail)?;
     progress.finish();
-    sink.finish(output.format)
+    // Both files are complete before either is put in place.
+    if let Some(captions) = captions.as_mut() {
+        captions.write(text, voice.sample_rate)?;
+    }
+    sink.finish(output.format)?;
+    match captions {
+        Some(captions) => captions.persist(),
+        None => Ok(()),
+    }
 }
 
 /// The stream of Ctrl-C and SIGTERM, as one future that completes at the
@@ -469,16 +575,54 @@ mod tests {
         assert_eq!(parsed.inputs, [PathBuf::from("a.txt"), PathBuf::from("-")]);
         assert_eq!(args(&["-o", "-"]).unwrap().output, None);
         assert_eq!(args(&["--", "-v"]).unwrap().inputs, [PathBuf::from("-v")]);
+        assert_eq!(
+            args(&["--captions", "book.VTT"]).unwrap().captions,
+            Some((PathBuf::from("book.VTT"), CaptionFormat::Vtt))
+        );
+        assert_eq!(
+            args(&["--captions=out/book.srt"]).unwrap().captions,
+            Some((PathBuf::from("out/book.srt"), CaptionFormat::Srt))
+        );
         for bad in [
             &["--format", "ogg"][..],
             &["--voice"],
             &["--sample-rate", "fast"],
-            &["--captions", "out.vtt"],
+            &["--captions", "out.txt"],
+            &["--captions", "book"],
+            &["--captions", "same.srt", "-o", "same.srt"],
             &["--nope"],
         ] {
             let err = args(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn captions_run_on_across_parts() {
+        // Two parts of one text, each spoken from its own sample 0, one
+        // word a second at 1000 samples a second.
+        let text = "One two. Three four.";
+        let word = |text: Range<usize>, from: u64| WordTime {
+            text,
+            samples: from..from + 800,
+            phonemes: vec![from + 800],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.srt");
+        let mut captions = Captions::open(&path, CaptionFormat::Srt).unwrap();
+        captions.add(0..8, vec![word(0..3, 0), word(4..7, 1000)], 0, 0);
+        // The second part starts at byte 9 of the text and after 2.5 s.
+        captions.add(0..11, vec![word(0..5, 100), word(6..10, 1100)], 9, 2500);
+        captions.write(text, 1000).unwrap();
+        assert!(!path.exists(), "only put in place once persisted");
+        captions.persist().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "1\n00:00:00,000 --> 00:00:01,800\nOne two.\n\n\
+             2\n00:00:02,600 --> 00:00:04,400\nThree four.\n\n"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
     }
 
     #[test]
