@@ -186,7 +186,7 @@ async fn raw_requests_on_the_main_port() {
     for (form, status, words) in [
         ("LOCALE=en_US", 400, "INPUT_TEXT is missing"),
         ("INPUT_TEXT=+++", 400, "text is empty"),
-        ("INPUT_TEXT=hi&AUDIO=AU_FILE", 400, "AU_FILE"),
+        ("INPUT_TEXT=hi&AUDIO=MP3_FILE", 400, "MP3_FILE"),
         ("INPUT_TEXT=hi&INPUT_TYPE=SSML", 400, "SSML"),
         (
             "INPUT_TEXT=hi&effect_Rate_selected=on&effect_Rate_parameters=durScale:99",
@@ -232,4 +232,98 @@ async fn api_keys_cover_the_marytts_routes() {
         .unwrap();
     assert_eq!(allowed.status(), 200);
     assert!(parse_wav(&allowed.bytes().await.unwrap()).seconds() > 0.2);
+}
+
+/// speak2mary asking for `codec` (`AU_FILE`, `AIFF_FILE`) through piperd
+/// on `port`; the answer is read by Python's own reader of that format
+/// (`sunau`, `aifc`), which must find 16-bit mono. Returns the rate and the
+/// samples it read.
+fn speak2mary_read_by_python(port: u16, codec: &str, dir: &std::path::Path) -> (u32, Vec<i16>) {
+    let out = dir.join(format!("{codec}.pcm"));
+    let script = format!(
+        "import array, io, sys, warnings\n\
+         warnings.simplefilter('ignore')\n\
+         import aifc, sunau\n\
+         from speak2mary import MaryTTS\n\
+         codec, out, text = sys.argv[1:4]\n\
+         data = MaryTTS('127.0.0.1', {port}, codec, 'en_US', 'cmu-slt-hsmm').speak(text)\n\
+         reader = (sunau if codec == 'AU_FILE' else aifc).open(io.BytesIO(data), 'rb')\n\
+         assert reader.getnchannels() == 1, reader.getnchannels()\n\
+         assert reader.getsampwidth() == 2, reader.getsampwidth()\n\
+         frames = reader.readframes(reader.getnframes())\n\
+         assert len(frames) == 2 * reader.getnframes(), (len(frames), reader.getnframes())\n\
+         samples = array.array('h', frames)\n\
+         samples.byteswap()\n\
+         open(out, 'wb').write(samples.tobytes())\n\
+         print(reader.getframerate())\n"
+    );
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(codec)
+        .arg(&out)
+        .arg(TEXT)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{codec}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rate = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    let samples = std::fs::read(&out)
+        .unwrap()
+        .chunks_exact(2)
+        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+        .collect();
+    (rate, samples)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn au_and_aiff_as_marytts_sends_them() {
+    let voices = voices(&[VOICE]);
+    let server = Server::start(voices.path(), &[]);
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The same text as a WAV first: the AU and the AIFF come from the same
+    // speech (the audio cache), so their samples must be the WAV's.
+    let wav = speak2mary(port, "None", &dir.path().join("plain.wav"));
+    assert!(wav.seconds() > 1.0);
+    for codec in ["AU_FILE", "AIFF_FILE"] {
+        let (rate, samples) = speak2mary_read_by_python(port, codec, dir.path());
+        assert_eq!(rate, 22_050, "{codec}");
+        assert_eq!(samples.len(), wav.samples.len(), "{codec}");
+        assert!(samples == wav.samples, "{codec}: other samples than the WAV's");
+    }
+    // MaryTTS's Content-Types, and exact sizes in the headers.
+    let http = client();
+    for (audio, content_type, magic) in [
+        ("AU_FILE", "audio/basic", &b".snd"[..]),
+        ("AU", "audio/basic", b".snd"),
+        ("AIFF_FILE", "audio/x-aiff", b"FORM"),
+    ] {
+        let response = http
+            .get(server.url("/process"))
+            .query(&[
+                ("INPUT_TEXT", TEXT),
+                ("INPUT_TYPE", "TEXT"),
+                ("OUTPUT_TYPE", "AUDIO"),
+                ("AUDIO", audio),
+                ("LOCALE", "en_US"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{audio}");
+        assert_eq!(response.headers()["content-type"], content_type, "{audio}");
+        let bytes = response.bytes().await.unwrap();
+        assert!(bytes.starts_with(magic), "{audio}");
+        let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if magic == b".snd" {
+            assert_eq!(be32(8), bytes.len() - 24, "AU data size");
+        } else {
+            assert_eq!(be32(4), bytes.len() - 8, "FORM size");
+            assert_eq!(be32(22), wav.samples.len(), "AIFF sample frames");
+        }
+    }
 }

@@ -30,6 +30,9 @@
 //! - [`AudioFormat::Ulaw`] and [`AudioFormat::Alaw`]: G.711 for phone
 //!   systems, raw (8 bits a sample) or in WAV ([`AudioFormat::WavUlaw`],
 //!   [`AudioFormat::WavAlaw`], format tags 7 and 6), see `g711.rs`.
+//! - [`AudioFormat::Au`] and [`AudioFormat::Aiff`]: the same samples,
+//!   big-endian, behind a Sun AU or an AIFF header (`au_aiff.rs`); what the
+//!   MaryTTS server answers for `AU_FILE` and `AIFF_FILE`.
 //! - Any format at another sample rate than the voice's: the PCM is
 //!   resampled first with `rubato` ([`encoder_at`], `resample.rs`).
 //! - [`AudioFormat::Aac`] is not supported, so asking for it is a client
@@ -45,6 +48,7 @@
 
 use bytes::Bytes;
 
+pub mod au_aiff;
 mod flac;
 pub mod g711;
 mod mp3;
@@ -75,11 +79,15 @@ pub enum AudioFormat {
     WavUlaw,
     /// G.711 A-law in WAV (format tag 6).
     WavAlaw,
+    /// Sun AU, 16-bit big-endian PCM.
+    Au,
+    /// AIFF, 16-bit big-endian PCM.
+    Aiff,
 }
 
 impl AudioFormat {
     /// Every format, supported or not, in the order they are documented.
-    pub const ALL: [AudioFormat; 10] = [
+    pub const ALL: [AudioFormat; 12] = [
         AudioFormat::Wav,
         AudioFormat::Pcm,
         AudioFormat::Mp3,
@@ -90,10 +98,12 @@ impl AudioFormat {
         AudioFormat::Alaw,
         AudioFormat::WavUlaw,
         AudioFormat::WavAlaw,
+        AudioFormat::Au,
+        AudioFormat::Aiff,
     ];
 
     /// The format named `name` ("wav", "pcm", "mp3", "opus", "flac", "aac",
-    /// "ulaw", "alaw", "wav_ulaw", "wav_alaw"),
+    /// "ulaw", "alaw", "wav_ulaw", "wav_alaw", "au", "aiff"),
     /// ignoring case; `None` for any other name.
     pub fn parse(name: &str) -> Option<AudioFormat> {
         AudioFormat::ALL
@@ -114,6 +124,8 @@ impl AudioFormat {
             AudioFormat::Alaw => "alaw",
             AudioFormat::WavUlaw => "wav_ulaw",
             AudioFormat::WavAlaw => "wav_alaw",
+            AudioFormat::Au => "au",
+            AudioFormat::Aiff => "aiff",
         }
     }
 
@@ -125,7 +137,9 @@ impl AudioFormat {
     /// not in the type (it is a `&'static str`); tell it in a header.
     /// Opus is `audio/ogg; codecs=opus` (RFC 7845): the container is Ogg.
     /// Raw G.711 is `audio/PCMU` or `audio/PCMA` (RFC 4856), whatever the
-    /// rate (`audio/basic` would promise 8 kHz).
+    /// rate (`audio/basic` would promise 8 kHz). AU and AIFF are what
+    /// MaryTTS and the usual `mime.types` call them: `audio/basic` (the AU
+    /// file's header tells its encoding and rate) and `audio/x-aiff`.
     pub fn content_type(self) -> &'static str {
         match self {
             AudioFormat::Wav => "audio/wav",
@@ -137,6 +151,8 @@ impl AudioFormat {
             AudioFormat::Ulaw => "audio/PCMU",
             AudioFormat::Alaw => "audio/PCMA",
             AudioFormat::WavUlaw | AudioFormat::WavAlaw => "audio/wav",
+            AudioFormat::Au => "audio/basic",
+            AudioFormat::Aiff => "audio/x-aiff",
         }
     }
 
@@ -205,6 +221,8 @@ pub fn encoder(format: AudioFormat, sample_rate: u32) -> Result<Box<dyn Encoder>
         AudioFormat::Alaw => Box::new(g711::G711Encoder::raw(g711::Law::Alaw, sample_rate)),
         AudioFormat::WavUlaw => Box::new(g711::G711Encoder::wav(g711::Law::Ulaw, sample_rate)),
         AudioFormat::WavAlaw => Box::new(g711::G711Encoder::wav(g711::Law::Alaw, sample_rate)),
+        AudioFormat::Au => Box::new(au_aiff::BigEndianEncoder::au(sample_rate)),
+        AudioFormat::Aiff => Box::new(au_aiff::BigEndianEncoder::aiff(sample_rate)),
     })
 }
 
@@ -235,6 +253,8 @@ pub fn size_patches(format: AudioFormat, len: u64) -> Vec<(u64, [u8; 4])> {
     match format {
         AudioFormat::Wav => wav_size_patches(len).to_vec(),
         AudioFormat::WavUlaw | AudioFormat::WavAlaw => g711::wav_size_patches(len).to_vec(),
+        AudioFormat::Au => au_aiff::au_size_patches(len).to_vec(),
+        AudioFormat::Aiff => au_aiff::aiff_size_patches(len).to_vec(),
         _ => Vec::new(),
     }
 }

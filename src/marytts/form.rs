@@ -1,7 +1,9 @@
 //! A `/process` request: the form's fields, checked.
 
+use crate::audio::AudioFormat;
+
 /// What a client asked `/process` for.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MaryRequest {
     pub text: String,
     pub locale: Option<String>,
@@ -10,6 +12,8 @@ pub struct MaryRequest {
     pub length_scale: Option<f32>,
     /// From `effect_Volume` (`amount`).
     pub volume: Option<f32>,
+    /// From `AUDIO`: WAV, AU or AIFF.
+    pub format: AudioFormat,
 }
 
 /// Why a MaryTTS request is refused before any speech is made.
@@ -27,7 +31,7 @@ pub enum RequestError {
     InputType(String),
     #[error("OUTPUT_TYPE {0} is not supported; only AUDIO is")]
     OutputType(String),
-    #[error("AUDIO {0} is not supported; use WAVE_FILE or WAVE")]
+    #[error("AUDIO {0} is not supported; use WAVE_FILE, AU_FILE or AIFF_FILE")]
     Audio(String),
     #[error("effect {effect}: {message}")]
     Effect {
@@ -77,13 +81,10 @@ impl MaryRequest {
         if let Some(kind) = present("OUTPUT_TYPE").filter(|k| !k.eq_ignore_ascii_case("AUDIO")) {
             return Err(RequestError::OutputType(kind));
         }
-        if let Some(audio) = present("AUDIO").filter(|a| {
-            !["WAVE_FILE", "WAVE"]
-                .iter()
-                .any(|ok| a.eq_ignore_ascii_case(ok))
-        }) {
-            return Err(RequestError::Audio(audio));
-        }
+        let format = match present("AUDIO") {
+            None => AudioFormat::Wav,
+            Some(audio) => audio_format(&audio).ok_or(RequestError::Audio(audio))?,
+        };
         let effect = |name: &'static str, key: &str| -> Result<Option<f32>, RequestError> {
             let selected = field(&format!("effect_{name}_selected"))
                 .is_some_and(|v| v.eq_ignore_ascii_case("on"));
@@ -104,7 +105,22 @@ impl MaryRequest {
             voice: present("VOICE"),
             length_scale: effect("Rate", "durScale")?,
             volume: effect("Volume", "amount")?,
+            format,
         })
+    }
+}
+
+/// MaryTTS's `AUDIO` names: a Java audio file type (`WAVE`, `AU`, `AIFF`)
+/// and how to send it (`_FILE`, a complete file, which is what piperd
+/// answers), or the type alone.
+fn audio_format(name: &str) -> Option<AudioFormat> {
+    let upper = name.to_ascii_uppercase();
+    let kind = upper.strip_suffix("_FILE").unwrap_or(&upper);
+    match kind {
+        "WAVE" => Some(AudioFormat::Wav),
+        "AU" => Some(AudioFormat::Au),
+        "AIFF" => Some(AudioFormat::Aiff),
+        _ => None,
     }
 }
 
@@ -144,6 +160,7 @@ mod tests {
                 voice: Some("cmu-slt-hsmm".into()),
                 length_scale: Some(1.5),
                 volume: Some(2.0),
+                format: AudioFormat::Wav,
             }
         );
     }
@@ -160,6 +177,18 @@ mod tests {
     }
 
     #[test]
+    fn wave_au_and_aiff_as_speak2mary_names_them() {
+        let format = |form: &[u8]| MaryRequest::parse(form).unwrap().format;
+        assert_eq!(format(b"INPUT_TEXT=x"), AudioFormat::Wav);
+        assert_eq!(format(b"INPUT_TEXT=x&AUDIO=WAVE_FILE"), AudioFormat::Wav);
+        assert_eq!(format(b"INPUT_TEXT=x&AUDIO=WAVE"), AudioFormat::Wav);
+        assert_eq!(format(b"INPUT_TEXT=x&AUDIO=AU_FILE"), AudioFormat::Au);
+        assert_eq!(format(b"INPUT_TEXT=x&AUDIO=AU"), AudioFormat::Au);
+        assert_eq!(format(b"INPUT_TEXT=x&AUDIO=AIFF_FILE"), AudioFormat::Aiff);
+        assert_eq!(format(b"INPUT_TEXT=x&AUDIO=aiff"), AudioFormat::Aiff);
+    }
+
+    #[test]
     fn what_is_refused_and_why() {
         let refused = |form: &[u8]| MaryRequest::parse(form).unwrap_err();
         assert_eq!(refused(b"LOCALE=en_US"), RequestError::MissingText);
@@ -172,8 +201,12 @@ mod tests {
             RequestError::OutputType("PHONEMES".into())
         );
         assert_eq!(
-            refused(b"INPUT_TEXT=x&AUDIO=AU_FILE"),
-            RequestError::Audio("AU_FILE".into())
+            refused(b"INPUT_TEXT=x&AUDIO=MP3_FILE"),
+            RequestError::Audio("MP3_FILE".into())
+        );
+        assert_eq!(
+            refused(b"INPUT_TEXT=x&AUDIO=AU_STREAM"),
+            RequestError::Audio("AU_STREAM".into())
         );
         assert!(matches!(
             refused(b"INPUT_TEXT=x&effect_Rate_selected=on&effect_Rate_parameters=fast"),

@@ -3,11 +3,14 @@
 //! `speak2mary`, Mycroft and OpenVoiceOS, openHAB, NVDA's SpeechHub).
 //!
 //! - `GET` or `POST /process` with `INPUT_TEXT`, `INPUT_TYPE=TEXT`,
-//!   `OUTPUT_TYPE=AUDIO`, `AUDIO=WAVE_FILE` (or `WAVE`), `LOCALE`, `VOICE`
+//!   `OUTPUT_TYPE=AUDIO`, `AUDIO=WAVE_FILE` (or `WAVE`; `AU_FILE` and
+//!   `AIFF_FILE` for Sun AU and AIFF, as MaryTTS sends them), `LOCALE`, `VOICE`
 //!   and effects: `effect_Rate` (`durScale:1.5`) becomes the length scale,
 //!   `effect_Volume` (`amount:2.0`) the volume, the others are ignored.
 //!   A POST body is a form whatever its `Content-Type` says, or without one
-//!   (speak2mary sends none). The answer is a complete WAV.
+//!   (speak2mary sends none). The answer is a complete file, with the
+//!   Content-Type MaryTTS gives it (`audio/x-wav`, `audio/basic`,
+//!   `audio/x-aiff`).
 //! - `GET /voices`: a line per voice, `name locale gender type`; Piper
 //!   voices do not tell a gender, so it is `unknown`, and the type `piper`.
 //! - `GET /locales`: a line per language. `GET /version`: "Mary TTS
@@ -204,7 +207,8 @@ fn reply_error(
     response
 }
 
-/// `/process`: the form's text spoken by the voice it picks, as a WAV.
+/// `/process`: the form's text spoken by the voice it picks, as a WAV,
+/// AU or AIFF file.
 async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response {
     let started = Instant::now();
     let route = "/process";
@@ -220,6 +224,7 @@ async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response 
         let voice = pick_voice(&speech, &request).await?;
         let options = options.resolve(&voice)?;
         let name = voice.name.clone();
+        let format = request.format;
         let session = speech
             .say(Utterance {
                 voice,
@@ -232,24 +237,29 @@ async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response 
         let config = speech.config();
         let (file, _) = encode_complete(
             session,
-            Output::from(AudioFormat::Wav),
+            Output::from(format),
             config.spool_threshold_bytes,
             config.temp_dir.clone(),
         )
         .await?;
-        Ok::<_, Failure>((file, name))
+        Ok::<_, Failure>((file, name, format))
     }
     .await;
     match result {
-        Ok((file, voice)) => {
+        Ok((file, voice, format)) => {
             let len = file.len();
-            tracing::info!(route, method, voice = %voice, bytes = len, status = 200u16,
+            tracing::info!(route, method, voice = %voice, format = %format, bytes = len, status = 200u16,
                 ms = started.elapsed().as_millis() as u64, "MaryTTS speech synthesized");
             let mut response = warp::reply::stream(file.into_stream()).into_response();
             let headers = response.headers_mut();
+            // MaryTTS's own type for WAV; the format's for AU and AIFF.
+            let content_type = match format {
+                AudioFormat::Wav => "audio/x-wav",
+                other => other.content_type(),
+            };
             headers.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("audio/x-wav"),
+                HeaderValue::from_static(content_type),
             );
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             observe(route, method, StatusCode::OK, started);
