@@ -270,7 +270,10 @@ fn speak2mary_read_by_python(port: u16, codec: &str, dir: &std::path::Path) -> (
         "{codec}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let rate = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    let rate = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     let samples = std::fs::read(&out)
         .unwrap()
         .chunks_exact(2)
@@ -293,7 +296,10 @@ async fn au_and_aiff_as_marytts_sends_them() {
         let (rate, samples) = speak2mary_read_by_python(port, codec, dir.path());
         assert_eq!(rate, 22_050, "{codec}");
         assert_eq!(samples.len(), wav.samples.len(), "{codec}");
-        assert!(samples == wav.samples, "{codec}: other samples than the WAV's");
+        assert!(
+            samples == wav.samples,
+            "{codec}: other samples than the WAV's"
+        );
     }
     // MaryTTS's Content-Types, and exact sizes in the headers.
     let http = client();

@@ -97,7 +97,10 @@ pub fn au_size_patches(len: u64) -> [(u64, [u8; 4]); 1] {
 pub fn aiff_size_patches(len: u64) -> [(u64, [u8; 4]); 3] {
     let data = len.saturating_sub(AIFF_HEADER_LEN as u64);
     [
-        (AIFF_FORM_SIZE_AT, clamp(len.saturating_sub(8)).to_be_bytes()),
+        (
+            AIFF_FORM_SIZE_AT,
+            clamp(len.saturating_sub(8)).to_be_bytes(),
+        ),
         (AIFF_FRAMES_AT, clamp(data / 2).to_be_bytes()),
         // The chunk holds its offset and block size, then the samples.
         (AIFF_SSND_SIZE_AT, clamp(data + 8).to_be_bytes()),
@@ -195,14 +198,8 @@ mod tests {
     #[test]
     fn the_rate_as_an_80_bit_extended_number() {
         // Values as AIFF files and Apple's reference write them.
-        assert_eq!(
-            extended(22_050),
-            [0x40, 0x0D, 0xAC, 0x44, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            extended(44_100),
-            [0x40, 0x0E, 0xAC, 0x44, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(extended(22_050), [0x40, 0x0D, 0xAC, 0x44, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(extended(44_100), [0x40, 0x0E, 0xAC, 0x44, 0, 0, 0, 0, 0, 0]);
         assert_eq!(extended(8_000), [0x40, 0x0B, 0xFA, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(extended(1), [0x3F, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]);
     }

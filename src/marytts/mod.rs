@@ -257,10 +257,7 @@ async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response 
                 AudioFormat::Wav => "audio/x-wav",
                 other => other.content_type(),
             };
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            );
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             observe(route, method, StatusCode::OK, started);
             response
