@@ -52,6 +52,10 @@ LIMIT_KNEE = 0.9
 MAX_WAV_VALUE = 32767.0
 # Frames of the first chunk: never fewer (a call costs more than its frames).
 MIN_FIRST_CHUNK = 12
+# Frames of the first chunk at most: first audio before everything else.
+FIRST_CHUNK_MAX = 24
+# Each chunk at least this many times the one before: margins cost work.
+CHUNK_GROWTH = 1.5
 # Frames of the largest chunk: bounds the decoder's memory per call.
 MAX_CHUNK = 512
 # Decode times are taken as this much longer than measured.
@@ -298,12 +302,13 @@ class StreamVoice:
         """Frames of each chunk of a sentence, the last repeated.
 
         `first` (a listener waits for this audio to start): the first chunk
-        is the smallest after which playback never runs dry, if each chunk
-        takes the measured decode time times SCHEDULE_SAFETY; each next chunk
-        is the largest whose decode fits in the audio already buffered, up to
-        MAX_CHUNK. Otherwise (nobody waits on this sentence's start) every
-        chunk is MAX_CHUNK, which spends the least on margins. A machine too
-        slow to keep up gets MAX_CHUNK throughout."""
+        is the smallest after which playback never runs dry, taking each
+        decode as SCHEDULE_SAFETY times its measured cost, but at most
+        FIRST_CHUNK_MAX (a slow or busy machine still starts early, and may
+        pause once); each next chunk is the largest whose decode fits in the
+        audio already made, and at least CHUNK_GROWTH times the one before,
+        up to MAX_CHUNK. Otherwise (nobody waits on this sentence's start)
+        every chunk is MAX_CHUNK, which spends the least on margins."""
         if not first:
             return [MAX_CHUNK]
         c = self.calibration
@@ -315,15 +320,17 @@ class StreamVoice:
 
         # cost(n) <= n * frame_s: the next chunk, as large, fits in this one.
         per_frame = frame_s - c.beta * SCHEDULE_SAFETY
-        if per_frame <= 0:
-            return [MAX_CHUNK]
-        least = (c.alpha + c.beta * margins) * SCHEDULE_SAFETY / per_frame
-        chunks = [int(min(MAX_CHUNK, max(MIN_FIRST_CHUNK, np.ceil(least))))]
+        least = (
+            (c.alpha + c.beta * margins) * SCHEDULE_SAFETY / per_frame
+            if per_frame > 0
+            else FIRST_CHUNK_MAX
+        )
+        chunks = [int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))]
         buffered = chunks[0] * frame_s
         while chunks[-1] < MAX_CHUNK and len(chunks) < 32:
-            n = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
-            n = min(MAX_CHUNK, max(chunks[-1], n))
-            buffered += n * frame_s - cost(n)
+            fits = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
+            n = min(MAX_CHUNK, max(int(np.ceil(chunks[-1] * CHUNK_GROWTH)), fits))
+            buffered = max(0.0, buffered - cost(n)) + n * frame_s
             chunks.append(n)
         return chunks
 

@@ -111,7 +111,11 @@ pub enum Action {
     /// Ask the engine to drop the sentence: `preempted` for a newcomer's
     /// sake, else because its client left.
     Cancel { id: SentenceId, preempted: bool },
-    /// A sentence's audio, in the job's order.
+    /// Part of the audio of the job's sentence being said, as the engine
+    /// made it (a decoder chunk); more of the same sentence follows.
+    DeliverPart { job: JobId, pcm: Bytes },
+    /// A sentence's audio (the rest of it, after its parts), in the job's
+    /// order; its end.
     Deliver {
         job: JobId,
         span: Range<usize>,
@@ -185,7 +189,11 @@ struct Running {
     text: String,
     span: Range<usize>,
     lost_once: bool,
+    /// Its audio not delivered yet.
     pcm: Vec<Bytes>,
+    /// Part of its audio went to the client: it can no longer be said again,
+    /// so it is not taken back for a newcomer, and a crash fails its job.
+    streamed: bool,
     /// Turns it holds; none once it is taken back (then it ends with a
     /// cancelled frame or, if the engine was already done, as usual).
     turns: usize,
@@ -228,7 +236,8 @@ struct Job {
     skipped: usize,
     /// The next sentence to deliver; those finished before it wait in `held`.
     next_to_deliver: u32,
-    held: BTreeMap<u32, (Range<usize>, Bytes)>,
+    /// Their span, audio, and whether part of their audio went out already.
+    held: BTreeMap<u32, (Range<usize>, Bytes, bool)>,
     /// Events its client's channel can take now.
     room: usize,
     /// Its client left.
@@ -419,7 +428,9 @@ impl Planner {
         for sentence in lost {
             let err = match &blame {
                 Some(b) if b.sentence == sentence.id => Some(b.err.clone()),
-                _ if sentence.lost_once => Some(SynthError::EngineCrashed(cause.to_string())),
+                _ if sentence.lost_once || sentence.streamed => {
+                    Some(SynthError::EngineCrashed(cause.to_string()))
+                }
                 _ => None,
             };
             let job = sentence.job;
@@ -440,10 +451,34 @@ impl Planner {
     }
 
     /// Audio of a sentence in the engine (it is delivered once complete).
-    pub fn audio(&mut self, id: SentenceId, pcm: Bytes) -> Result<(), ProtocolBreach> {
-        let running = self.running.iter_mut().find(|r| r.id == id);
-        running.ok_or(ProtocolBreach::Audio(id))?.pcm.push(pcm);
-        Ok(())
+    ///
+    /// The audio of a job's next sentence to deliver goes out at once, as a
+    /// part, while its client has room beyond what the job's sentences in
+    /// the engine and its last event are owed; otherwise it is held, and
+    /// goes out with a later part or the sentence's end.
+    pub fn audio(&mut self, id: SentenceId, pcm: Bytes) -> Result<Vec<Action>, ProtocolBreach> {
+        let index = self.running_index(id).ok_or(ProtocolBreach::Audio(id))?;
+        self.running[index].pcm.push(pcm);
+        let r = &self.running[index];
+        let (job_id, seq) = (r.job, r.seq);
+        if r.cancelling() {
+            return Ok(Vec::new());
+        }
+        let owed = self.running.iter().filter(|r| r.job == job_id).count();
+        let Some(job) = self.job_mut(job_id) else {
+            return Ok(Vec::new());
+        };
+        if job.gone || job.next_to_deliver != seq || job.room <= owed + ROOM_FOR_OUTCOME {
+            return Ok(Vec::new());
+        }
+        job.room -= 1;
+        let r = &mut self.running[index];
+        let pcm = concat(std::mem::take(&mut r.pcm));
+        r.streamed = true;
+        let job = self.job_mut(job_id).expect("found above");
+        job.spoke = true;
+        job.samples += pcm.len() as u64 / 2;
+        Ok(vec![Action::DeliverPart { job: job_id, pcm }])
     }
 
     /// A sentence is complete (`skipped`: the engine found nothing to say in
@@ -465,10 +500,13 @@ impl Planner {
         };
         let job = &mut self.jobs[pos];
         job.skipped += usize::from(skipped);
-        job.held.insert(done.seq, (done.span, concat(done.pcm)));
-        while let Some((span, pcm)) = job.held.remove(&job.next_to_deliver) {
+        job.held
+            .insert(done.seq, (done.span, concat(done.pcm), done.streamed));
+        while let Some((span, pcm, streamed)) = job.held.remove(&job.next_to_deliver) {
             job.next_to_deliver += 1;
-            if pcm.is_empty() {
+            // Nothing said (an unspeakable sentence); one that streamed
+            // parts still needs its end.
+            if pcm.is_empty() && !streamed {
                 continue;
             }
             job.spoke = true;
@@ -674,6 +712,7 @@ impl Planner {
             span: sentence.span,
             lost_once: sentence.lost_once,
             pcm: Vec::new(),
+            streamed: false,
             turns,
             allowance,
         });
@@ -750,7 +789,10 @@ impl Planner {
         };
         (0..self.running.len())
             .rev()
-            .filter(|&i| !self.running[i].cancelling() && long(self.running[i].job))
+            .filter(|&i| {
+                let r = &self.running[i];
+                !r.cancelling() && !r.streamed && long(r.job)
+            })
             .collect()
     }
 

@@ -268,6 +268,7 @@ impl Session {
         }
         let event = match &mut self.source {
             Source::Live(events) => match events.recv().await {
+                Some(AudioEvent::Part(pcm)) => return Some(self.part(pcm)),
                 Some(AudioEvent::Audio { span, pcm }) => return Some(self.audio(span, pcm)),
                 Some(AudioEvent::Done(done)) => SpeechEvent::Done(Summary {
                     samples: done.samples,
@@ -328,7 +329,23 @@ impl Session {
 
     /// A sentence's audio from the engine: counted, checked against the
     /// limit, copied for the cache, then handed out with its end behind it.
+    /// A sentence's end, with the last of its audio (possibly none).
     fn audio(&mut self, span: Range<usize>, pcm: Bytes) -> SpeechEvent {
+        let event = self.part(pcm);
+        if let Some(tee) = &mut self.tee {
+            tee.sentences.push((span.clone(), tee.pcm.len()));
+        }
+        if matches!(&event, SpeechEvent::Audio(pcm) if pcm.is_empty()) {
+            return SpeechEvent::SentenceEnd { span };
+        }
+        if matches!(event, SpeechEvent::Audio(_)) {
+            self.queued.push_back(SpeechEvent::SentenceEnd { span });
+        }
+        event
+    }
+
+    /// Audio of the sentence being said.
+    fn part(&mut self, pcm: Bytes) -> SpeechEvent {
         if !self.spoken {
             self.spoken = true;
             self.ticket = None;
@@ -348,12 +365,10 @@ impl Session {
         if let Some(tee) = &mut self.tee {
             if tee.pcm.len() + pcm.len() <= tee.cache.max_entry() {
                 tee.pcm.extend_from_slice(&pcm);
-                tee.sentences.push((span.clone(), tee.pcm.len()));
             } else {
                 self.tee = None;
             }
         }
-        self.queued.push_back(SpeechEvent::SentenceEnd { span });
         SpeechEvent::Audio(pcm)
     }
 }
@@ -370,7 +385,6 @@ mod tests {
 
     const LIMITS: PieceLimits = PieceLimits {
         max_chars: 150,
-        clause_chars: 100,
         chunk_chars: 5000,
     };
 
