@@ -44,11 +44,13 @@ run: setup
 test: setup
 	cargo test --release --no-fail-fast -- --test-threads=2
 
-# The raw engine and piperd side by side (writes BENCHMARKS.md), then the
-# peer servers in their own venvs under benches/.peers (appended to it).
+# The raw engine and piperd side by side (writes BENCHMARKS.md), first audio
+# of one whole sentence streamed in decoder chunks (appended), then the peer servers in their own venvs under benches/.peers (appended to it).
 # `cargo bench` builds target/release/piperd itself, which peers.py runs.
 bench: setup
 	cargo bench --bench piperd
+	$(VENV)/bin/python benches/frames.py --out target/frames.md
+	cat target/frames.md >> BENCHMARKS.md
 	python3 benches/peers.py --budget 95 --out target/peers.md
 	cat target/peers.md >> BENCHMARKS.md
 

@@ -29,8 +29,11 @@
 //! - **Crash isolation**: the sentences lost with an engine go back to their
 //!   jobs as suspects and are said one at a time, so a sentence that kills
 //!   the engine is found; lost a second time, it fails its job alone.
-//! - **Order and room**: audio goes out per sentence, in order, holding the
-//!   ones finished early; a job gets a sentence only while its client has
+//! - **Order and room**: audio goes out in order: the engine's parts of a
+//!   job's current sentence at once (its first audio comes mid-sentence),
+//!   later sentences' held until it ends; a sentence with audio out is never
+//!   taken back, and lost with an engine it fails its job (it cannot be said
+//!   again seamlessly); a job gets a sentence only while its client has
 //!   room for the audio of all of its sentences in the engine plus its last
 //!   event, so a slow client fills no memory and always gets its outcome.
 
@@ -985,8 +988,8 @@ mod tests {
 
         /// The engine says the sentence (two samples of audio).
         fn done(&mut self, id: SentenceId) -> Vec<Action> {
-            self.p.audio(id, Bytes::from_static(&[1, 0, 2, 0])).unwrap();
-            let actions = self.p.sentence_done(id, false).unwrap();
+            let mut actions = self.p.audio(id, Bytes::from_static(&[1, 0, 2, 0])).unwrap();
+            actions.extend(self.p.sentence_done(id, false).unwrap());
             settle(actions, &mut self.free)
         }
 
@@ -1419,6 +1422,88 @@ mod tests {
     }
 
     #[test]
+    fn parts_of_the_current_sentence_go_out_at_once_and_later_ones_wait_for_its_end() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2"]);
+        b.say_first("a0");
+        let sent = b.pump();
+        let (a1, a2) = (id_of(&sent, "a1"), id_of(&sent, "a2"));
+        let part = |n: u8| Bytes::from(vec![n, 0]);
+        // a2 is not the sentence being said: held.
+        assert!(b.p.audio(a2, part(5)).unwrap().is_empty());
+        // a1 is: each part goes out as it comes.
+        assert_eq!(
+            b.p.audio(a1, part(1)).unwrap(),
+            [Action::DeliverPart { job: 1, pcm: part(1) }]
+        );
+        assert_eq!(
+            b.p.audio(a1, part(2)).unwrap(),
+            [Action::DeliverPart { job: 1, pcm: part(2) }]
+        );
+        // Its end carries nothing more, and still ends it.
+        let out = settle(b.p.sentence_done(a1, false).unwrap(), &mut b.free);
+        assert_eq!(
+            out,
+            [Action::Deliver {
+                job: 1,
+                span: 100..102,
+                pcm: Bytes::new()
+            }]
+        );
+        // Now a2 is said: what it held goes out with its next part.
+        assert_eq!(
+            b.p.audio(a2, part(6)).unwrap(),
+            [Action::DeliverPart {
+                job: 1,
+                pcm: Bytes::from_static(&[5, 0, 6, 0])
+            }]
+        );
+    }
+
+    #[test]
+    fn a_part_waits_while_its_client_has_no_room_beyond_what_is_owed() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0"]);
+        let a0 = id_of(&b.pump(), "a0");
+        // One event owed for the sentence's end, one for the outcome.
+        b.p.set_room(1, 2);
+        assert!(b.p.audio(a0, Bytes::from_static(&[1, 0])).unwrap().is_empty());
+        b.p.set_room(1, 3);
+        assert_eq!(
+            b.p.audio(a0, Bytes::from_static(&[2, 0])).unwrap(),
+            [Action::DeliverPart {
+                job: 1,
+                pcm: Bytes::from_static(&[1, 0, 2, 0])
+            }]
+        );
+    }
+
+    #[test]
+    fn a_sentence_with_audio_out_is_not_said_again_after_a_crash_nor_taken_back() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2", "a3", "a4", "a5"]);
+        let a0 = id_of(&b.pump(), "a0");
+        assert_eq!(b.p.audio(a0, Bytes::from_static(&[1, 0])).unwrap().len(), 1);
+        // A newcomer's first sentence finds nothing it may take back: a0
+        // streamed, and the job has spoken, but its audio cannot be undone.
+        b.job(2, &["b0"]);
+        let out = b.pump();
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Cancel { id, .. } if *id == a0)),
+            "{out:?}"
+        );
+        // Lost with the engine: the job fails at once, not said again.
+        let out = b.lost(None, "the engine exited");
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Fail { job: 1, err: SynthError::EngineCrashed(_) }
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn a_client_without_room_pauses_its_job_and_keeps_room_for_its_outcome() {
         let mut b = Bench::new(2);
         b.job(1, &["a0", "a1", "a2"]);
@@ -1516,7 +1601,10 @@ mod tests {
         open_job(&mut b, 1, &["One."]);
         let one = id_of(&b.pump(), "One.");
         let out = b.done(one);
-        assert!(matches!(out[..], [Action::Deliver { .. }]), "{out:?}");
+        assert!(
+            matches!(out[..], [Action::DeliverPart { .. }, Action::Deliver { .. }]),
+            "{out:?}"
+        );
         assert_eq!(b.p.jobs(), 1, "more may come");
         // Input ends while a sentence is in the engine: done with it.
         assert!(b.p.more_text(1, line("Two.")));
