@@ -54,7 +54,11 @@ sys.stdout.buffer.write(out)
 /// The one gain that best maps `raw` onto `ours` (least squares), and the
 /// largest difference left, in 16-bit steps.
 fn fit_one_gain(ours: &[i16], raw: &[i16]) -> (f64, f64) {
-    let dot: f64 = ours.iter().zip(raw).map(|(&o, &r)| o as f64 * r as f64).sum();
+    let dot: f64 = ours
+        .iter()
+        .zip(raw)
+        .map(|(&o, &r)| o as f64 * r as f64)
+        .sum();
     let norm: f64 = raw.iter().map(|&r| r as f64 * r as f64).sum();
     let gain = dot / norm;
     let worst = ours
@@ -118,7 +122,11 @@ async fn a_long_sentence_with_commas_is_the_raw_engines_whole_sentence_up_to_one
     let raw = raw_engine(&model, LONG_SENTENCE, volume, silence);
     // Same length: the sentence was not cut (every cut is spoken as if the
     // sentence ended there, and changes its length).
-    assert_eq!(ours.len(), raw.len(), "a different length: the sentence was cut");
+    assert_eq!(
+        ours.len(),
+        raw.len(),
+        "a different length: the sentence was cut"
+    );
     let tail = (22_050.0 * silence) as usize;
     assert!(
         ours[ours.len() - tail..].iter().all(|&s| s == 0),
@@ -137,8 +145,12 @@ async fn a_long_sentence_with_commas_is_the_raw_engines_whole_sentence_up_to_one
     // Volume multiplies the voice's one gain: half the volume, half the
     // samples (both below the limiter's knee), within rounding: a step on
     // our side, two on the quieter one's once doubled, and float noise.
-    let (status, _, quiet) =
-        post(&server, "/api/tts", deterministic(LONG_SENTENCE, volume / 2.0, silence)).await;
+    let (status, _, quiet) = post(
+        &server,
+        "/api/tts",
+        deterministic(LONG_SENTENCE, volume / 2.0, silence),
+    )
+    .await;
     assert_eq!(status, 200);
     let quiet = parse_streamed_wav(&quiet).samples;
     let (ratio, off) = fit_one_gain(&ours[..speech], &quiet[..speech]);
@@ -229,5 +241,8 @@ async fn a_voice_whose_graph_cannot_be_split_speaks_whole_sentences_with_a_warni
         .map(|(&o, &r)| (o as i32 - r as i32).abs())
         .max()
         .unwrap();
-    assert!(worst <= 1, "whole-sentence audio differs from piper's by {worst}");
+    assert!(
+        worst <= 1,
+        "whole-sentence audio differs from piper's by {worst}"
+    );
 }

@@ -42,7 +42,10 @@ pub fn builtin_program() -> &'static str {
         );
         let (main_source, modules) = ENGINE_SOURCES.split_last().expect("sources");
         for (name, source) in modules {
-            program.push_str(&format!("_piperd_module('{name}', {})\n", python_str(source)));
+            program.push_str(&format!(
+                "_piperd_module('{name}', {})\n",
+                python_str(source)
+            ));
         }
         program.push_str(&format!(
             "del _piperd_module\nexec(compile({}, '<piperd engine>', 'exec'))\n",

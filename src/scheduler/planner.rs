@@ -1434,11 +1434,17 @@ mod tests {
         // a1 is: each part goes out as it comes.
         assert_eq!(
             b.p.audio(a1, part(1)).unwrap(),
-            [Action::DeliverPart { job: 1, pcm: part(1) }]
+            [Action::DeliverPart {
+                job: 1,
+                pcm: part(1)
+            }]
         );
         assert_eq!(
             b.p.audio(a1, part(2)).unwrap(),
-            [Action::DeliverPart { job: 1, pcm: part(2) }]
+            [Action::DeliverPart {
+                job: 1,
+                pcm: part(2)
+            }]
         );
         // Its end carries nothing more, and still ends it.
         let out = settle(b.p.sentence_done(a1, false).unwrap(), &mut b.free);
@@ -1467,7 +1473,11 @@ mod tests {
         let a0 = id_of(&b.pump(), "a0");
         // One event owed for the sentence's end, one for the outcome.
         b.p.set_room(1, 2);
-        assert!(b.p.audio(a0, Bytes::from_static(&[1, 0])).unwrap().is_empty());
+        assert!(b
+            .p
+            .audio(a0, Bytes::from_static(&[1, 0]))
+            .unwrap()
+            .is_empty());
         b.p.set_room(1, 3);
         assert_eq!(
             b.p.audio(a0, Bytes::from_static(&[2, 0])).unwrap(),
@@ -1489,7 +1499,8 @@ mod tests {
         b.job(2, &["b0"]);
         let out = b.pump();
         assert!(
-            !out.iter().any(|a| matches!(a, Action::Cancel { id, .. } if *id == a0)),
+            !out.iter()
+                .any(|a| matches!(a, Action::Cancel { id, .. } if *id == a0)),
             "{out:?}"
         );
         // Lost with the engine: the job fails at once, not said again.
@@ -1497,7 +1508,10 @@ mod tests {
         assert!(
             out.iter().any(|a| matches!(
                 a,
-                Action::Fail { job: 1, err: SynthError::EngineCrashed(_) }
+                Action::Fail {
+                    job: 1,
+                    err: SynthError::EngineCrashed(_)
+                }
             )),
             "{out:?}"
         );
@@ -1602,7 +1616,10 @@ mod tests {
         let one = id_of(&b.pump(), "One.");
         let out = b.done(one);
         assert!(
-            matches!(out[..], [Action::DeliverPart { .. }, Action::Deliver { .. }]),
+            matches!(
+                out[..],
+                [Action::DeliverPart { .. }, Action::Deliver { .. }]
+            ),
             "{out:?}"
         );
         assert_eq!(b.p.jobs(), 1, "more may come");

@@ -444,6 +444,7 @@ mod tests {
         let outcome = loop {
             match events.recv().await {
                 Some(AudioEvent::Audio { .. }) => audio += 1,
+                Some(AudioEvent::Part(_)) => {}
                 other => break other,
             }
         };
