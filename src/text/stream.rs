@@ -535,7 +535,8 @@ mod tests {
                 .map(engine_line)
                 .collect()
         };
-        for text in [sentence(6000, 5)] {
+        {
+            let text = sentence(6000, 5);
             let old = old_pipeline(&text, DEFAULT);
             let old_lines: Vec<String> = old.iter().map(|piece| piece.line.clone()).collect();
             assert_ne!(unchunked(&text), old_lines);
