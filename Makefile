@@ -41,7 +41,12 @@ run: setup
 	$(BUILD)
 	target/release/piperd
 
+# The engine splits the bundled voice's graph and calibrates it once, 10-30 s,
+# and keeps both in PIPER_ENGINE_CACHE_DIR; one sentence spoken here does it
+# before the suite, so that no test's engine start timeout pays for it.
 test: setup
+	$(BUILD)
+	echo "Ready." | target/release/piperd say -o /dev/null
 	cargo test --release --no-fail-fast -- --test-threads=2
 
 # The raw engine and piperd side by side (writes BENCHMARKS.md), first audio

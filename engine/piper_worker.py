@@ -248,6 +248,10 @@ class Sessions:
         background stands in as the default session: a request must never
         wait on the low-priority thread that makes it (on a busy machine that
         thread gets almost no CPU, and the request would wait for seconds)."""
+        if threads >= (os.cpu_count() or 1):
+            # Every core is what the default session has: one session, not
+            # two alike (each costs its weights and its own peak).
+            threads = 0
         with self._lock:
             found = self._by_threads.get(threads)
             if found is not None:
@@ -257,6 +261,9 @@ class Sessions:
             self._pending.add(threads)
         try:
             made = self._make(threads)
+        except Exception as err:  # e.g. the cached graph file was removed
+            log(f"cannot make a session on {threads} threads ({err}); using the default one")
+            return self._by_threads[0]
         finally:
             with self._lock:
                 self._pending.discard(threads)

@@ -11,9 +11,18 @@ be decoded in chunks with a few frames of margin on each side.
 by the last `RandomNormalLike`, the same seam the streaming-vits package
 finds), and extracts two graphs:
 
-  frontend  the voice's own inputs  ->  z_p, frame mask, [speaker embedding],
+  frontend  the voice's own inputs  ->  m_p, logs_p (per phoneme id),
+                                        noise scale, [speaker embedding],
                                         w_ceil (frames per phoneme id)
   decoder   z_p, frame mask, [speaker embedding]  ->  audio
+
+Between the two, the engine expands m_p and logs_p to frames itself
+(`np.repeat` by w_ceil) and draws the prior's noise: the graph does that
+expansion as a product with a dense frames x ids path matrix, whose
+temporaries were a third of the frontend's peak memory on a long sentence
+(about 100 of 300 MiB at 1,400 ids). A graph where that expansion is not
+found keeps it inside the frontend, which then returns z_p and the frame
+mask itself (`meta["expand"]` is None).
 
 `w_ceil` is the `Ceil` tensor piper's `patch_voice_with_alignment` exposes:
 with the hop length it gives the samples each phoneme id spans.
@@ -28,7 +37,7 @@ import os
 import tempfile
 
 # Bump when what is stored changes meaning: older entries are then ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class CannotSplit(Exception):
@@ -96,6 +105,49 @@ def find_seam(graph):
     return z_p, mask, speaker, next(iter(ceils)), cut
 
 
+def find_expansion(graph, z_p):
+    """The tensors the prior is made of, before their expansion to frames:
+    (m_p, logs_p, noise scale), or None when the graph does not show
+    `z_p = P m_p + randn * exp(P logs_p) * noise_scale` with one path
+    matrix P applied by two MatMuls."""
+    nodes = list(graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+
+    def through(name, ops):
+        """The input of the chain of single-input `ops` that makes `name`."""
+        node = producer.get(name)
+        while node is not None and node.op_type in ops:
+            name = node.input[0]
+            node = producer.get(name)
+        return name, node
+
+    add = producer.get(z_p)
+    if add is None or add.op_type != "Add" or len(add.input) != 2:
+        return None
+    mean_name, mean = through(add.input[0], ("Transpose",))
+    scaled = producer.get(add.input[1])
+    if mean is None or mean.op_type != "MatMul" or scaled is None or scaled.op_type != "Mul":
+        return None
+    noisy, noise_scale = producer.get(scaled.input[0]), scaled.input[1]
+    if noisy is None or noisy.op_type != "Mul":
+        return None
+    draw, spread = (producer.get(name) for name in noisy.input)
+    if draw is None or draw.op_type != "RandomNormalLike":
+        draw, spread = spread, draw
+    if draw is None or draw.op_type != "RandomNormalLike" or spread is None:
+        return None
+    if spread.op_type != "Exp":
+        return None
+    _, logs = through(spread.input[0], ("Transpose",))
+    if logs is None or logs.op_type != "MatMul" or logs.input[0] != mean.input[0]:
+        return None
+    m_p, m_t = through(mean.input[1], ("Transpose",))
+    logs_p, l_t = through(logs.input[1], ("Transpose",))
+    if m_p == mean.input[1] or logs_p == logs.input[1]:
+        return None  # no transpose back to [1, channels, ids]: not the shape expected
+    return m_p, logs_p, noise_scale
+
+
 def hop_length(model):
     """Samples per frame: the product of the decoder's upsampling strides."""
     import re
@@ -117,7 +169,11 @@ def hop_length(model):
 
 
 class SplitGraph:
-    """The two graphs as serialized bytes, and the names of their ends."""
+    """The two graphs, as paths of the cached files or (when there is no
+    cache to keep them in) serialized bytes, and the names of their ends.
+    onnxruntime takes either; a path keeps no copy of the graph in the
+    engine's memory, which a session made later (another thread count)
+    would otherwise need kept."""
 
     def __init__(self, frontend, decoder, meta):
         self.frontend = frontend
@@ -147,8 +203,10 @@ def split(model_path):
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     inputs = [value.name for value in model.graph.input]
     seam = [z_p, mask] + ([speaker] if speaker else [])
+    expansion = find_expansion(model.graph, z_p)
+    ends = list(expansion) if expansion else [z_p, mask]
     extractor = onnx.utils.Extractor(model)
-    frontend = extractor.extract_model(inputs, seam + [w_ceil])
+    frontend = extractor.extract_model(inputs, ends + ([speaker] if speaker else []) + [w_ceil])
     decoder = extractor.extract_model(seam, [model.graph.output[0].name])
     meta = {
         "cache_version": CACHE_VERSION,
@@ -158,6 +216,11 @@ def split(model_path):
         "speaker": speaker,
         "w_ceil": w_ceil,
         "hop": hop,
+        "expand": (
+            {"m_p": expansion[0], "logs_p": expansion[1], "noise_scale": expansion[2]}
+            if expansion
+            else None
+        ),
     }
     return SplitGraph(frontend.SerializeToString(), decoder.SerializeToString(), meta)
 
@@ -195,13 +258,12 @@ class Cache:
                 meta = json.load(meta_file)
             if meta.get("cache_version") != CACHE_VERSION:
                 return None
-            with open(self._path("frontend.onnx"), "rb") as frontend:
-                frontend_bytes = frontend.read()
-            with open(self._path("decoder.onnx"), "rb") as decoder:
-                decoder_bytes = decoder.read()
+            paths = [self._path("frontend.onnx"), self._path("decoder.onnx")]
+            if not all(os.path.isfile(path) for path in paths):
+                return None
         except (OSError, ValueError):
             return None
-        return SplitGraph(frontend_bytes, decoder_bytes, meta)
+        return SplitGraph(paths[0], paths[1], meta)
 
     def store_split(self, graph):
         self._store("frontend.onnx", graph.frontend)
@@ -249,4 +311,4 @@ def load_or_split(model_path, log):
     except OSError as err:
         log(f"cannot store the split graph in {cache.folder}: {err}; it is made again at each start")
         cache.folder = None
-    return graph, cache
+    return cache.load_split() or graph, cache

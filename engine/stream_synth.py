@@ -161,6 +161,9 @@ class StreamVoice:
         self.hop = graph.hop
         self.inputs = set(meta["inputs"])
         self.seam = [meta["z_p"], meta["mask"]] + ([meta["speaker"]] if meta["speaker"] else [])
+        # The frontend stops before the expansion to frames (see split_graph).
+        self.expand = bool(meta.get("expand"))
+        self.rng = np.random.default_rng()
         found = Calibration.from_dict(cache.load_json("calibration.json") or {})
         self.calibration = found or self._calibrate()
         self.first_schedule = self.schedule(first=True)
@@ -199,7 +202,28 @@ class StreamVoice:
             feed["sid"] = np.array([speaker], dtype=np.int64)
         feed = {name: value for name, value in feed.items() if name in self.inputs}
         *seam, w_ceil = self.frontend_session.run(None, feed)
+        if self.expand:
+            m_p, logs_p, noise_scale, *speaker = seam
+            seam = self.prior(m_p, logs_p, noise_scale, w_ceil) + speaker
         return seam, w_ceil
+
+    def prior(self, m_p, logs_p, noise_scale, w_ceil):
+        """[z_p, frame mask] from the frontend's per-id tensors, as the graph
+        makes them: each id's column repeated for its frames (at least one
+        frame in all), then z_p = m_p + randn * exp(logs_p) * noise_scale."""
+        frames_of = w_ceil.reshape(-1).astype(np.int64)
+        index = np.repeat(np.arange(frames_of.size), np.maximum(frames_of, 0))
+        frames = max(1, index.size)
+        m = np.zeros((1, m_p.shape[1], frames), dtype=np.float32)
+        logs = np.zeros_like(m)
+        m[:, :, : index.size] = m_p[:, :, index]
+        logs[:, :, : index.size] = logs_p[:, :, index]
+        scale = float(np.asarray(noise_scale).reshape(-1)[0])
+        z_p = m
+        if scale != 0.0:
+            draw = self.rng.standard_normal(m.shape, dtype=np.float32)
+            z_p = m + draw * np.exp(logs) * np.float32(scale)
+        return [z_p, np.ones((1, 1, frames), dtype=np.float32)]
 
     def decode(self, seam, start, end, left=None, right=None):
         """Audio of frames [start, end), decoded with margins around them."""

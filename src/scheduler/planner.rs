@@ -282,6 +282,10 @@ pub struct Planner {
     asking: bool,
     resume_armed: bool,
     next_id: SentenceId,
+    /// Frames of audio and ends of sentences the engine has sent: a hang
+    /// deadline that passes while this moved is re-armed, not a hang (a
+    /// long sentence on a busy machine is slow, not stuck).
+    progress: u64,
 }
 
 impl Planner {
@@ -295,7 +299,14 @@ impl Planner {
             asking: false,
             resume_armed: false,
             next_id: 1,
+            progress: 0,
         }
+    }
+
+    /// How much the engine has sent so far (see [`Planner::is_in_engine`]):
+    /// changes with every frame of audio and every end of a sentence.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// Jobs held.
@@ -467,6 +478,7 @@ impl Planner {
     /// goes out with a later part or the sentence's end.
     pub fn audio(&mut self, id: SentenceId, pcm: Bytes) -> Result<Vec<Action>, ProtocolBreach> {
         let index = self.running_index(id).ok_or(ProtocolBreach::Audio(id))?;
+        self.progress += 1;
         self.running[index].pcm.push(pcm);
         let r = &self.running[index];
         let (job_id, seq) = (r.job, r.seq);
@@ -506,6 +518,7 @@ impl Planner {
         skipped: bool,
     ) -> Result<Vec<Action>, ProtocolBreach> {
         let index = self.running_index(id).ok_or(ProtocolBreach::End(id))?;
+        self.progress += 1;
         let done = self.running.remove(index);
         let mut out = Vec::new();
         if done.turns > 0 {
@@ -1696,5 +1709,20 @@ mod tests {
             .collect();
         let ms = Duration::from_millis;
         assert_eq!(deadlines, [TEN_S + ms(1000), TEN_S + ms(1000) + ms(2000)]);
+    }
+
+    #[test]
+    fn progress_moves_with_every_frame_and_end_the_engine_sends() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one", "two"]);
+        let sent = b.pump();
+        let id = id_of(&sent, "one");
+        let before = b.p.progress();
+        b.p.audio(id, Bytes::from_static(&[1, 0])).unwrap();
+        let after_audio = b.p.progress();
+        assert!(after_audio > before, "audio is progress");
+        b.p.sentence_done(id, false).unwrap();
+        assert!(b.p.progress() > after_audio, "an end is progress");
+        assert!(!b.p.is_in_engine(id));
     }
 }

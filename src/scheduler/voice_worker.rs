@@ -185,10 +185,21 @@ impl Actor for VoiceWorker {
             WorkerMsg::HangCheck {
                 generation,
                 sentence,
+                progress,
+                after,
             } => {
-                let hung = generation == state.lifecycle.generation()
+                let waiting = generation == state.lifecycle.generation()
                     && state.planner.is_in_engine(sentence);
-                if hung {
+                let now = state.planner.progress();
+                if waiting && now != progress {
+                    // Slow, not stuck: the engine sent audio since.
+                    me.send_after(after, move || WorkerMsg::HangCheck {
+                        generation,
+                        sentence,
+                        progress: now,
+                        after,
+                    });
+                } else if waiting {
                     let cause = "the engine did not finish an utterance in time".to_string();
                     let blame = Blame {
                         sentence,
@@ -664,9 +675,12 @@ impl WorkerState {
                         .to_line(),
                     );
                     let generation = self.lifecycle.generation();
+                    let progress = self.planner.progress();
                     myself.send_after(deadline, move || WorkerMsg::HangCheck {
                         generation,
                         sentence: id,
+                        progress,
+                        after: deadline,
                     });
                 }
                 planner::Action::Cancel { id, preempted } => {

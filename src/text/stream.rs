@@ -300,7 +300,7 @@ pub fn pieces_with(text: &str, limits: PieceLimits, rules: Rules) -> Vec<Piece> 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{random_text, Lcg};
-    use super::super::{split_chunks, split_units};
+    use super::super::{engine_line, split_chunks, split_units};
     use super::*;
 
     /// The server's defaults.
