@@ -41,15 +41,23 @@ run: setup
 	$(BUILD)
 	target/release/piperd
 
+# The engine splits the bundled voice's graph and calibrates it once, 10-30 s,
+# and keeps both in PIPER_ENGINE_CACHE_DIR; one sentence spoken here does it
+# before the suite, so that no test's engine start timeout pays for it.
 test: setup
+	$(BUILD)
+	echo "Ready." | target/release/piperd say -o /dev/null
 	cargo test --release --no-fail-fast -- --test-threads=2
 
-# The raw engine and piperd side by side (writes BENCHMARKS.md), then the
-# peer servers in their own venvs under benches/.peers (appended to it), then
-# the Wyoming port against wyoming-piper with wyoming-bench (appended too).
+# The raw engine and piperd side by side (writes BENCHMARKS.md), first audio
+# of one whole sentence streamed in decoder chunks (appended), the peer
+# servers in their own venvs under benches/.peers (appended to it), then the
+# Wyoming port against wyoming-piper with wyoming-bench (appended too).
 # `cargo bench` builds target/release/piperd itself, which the scripts run.
 bench: setup
 	cargo bench --bench piperd
+	$(VENV)/bin/python benches/frames.py --out target/frames.md
+	cat target/frames.md >> BENCHMARKS.md
 	python3 benches/peers.py --budget 95 --out target/peers.md
 	cat target/peers.md >> BENCHMARKS.md
 	python3 benches/wyoming_peers.py --rounds 2 --out target/wyoming.md

@@ -188,31 +188,45 @@ def with_durations_output(model):
     return b"".join((view[:g_field], header, view[g_start:g_end], added, view[g_end:]))
 
 
-class Sessions:
-    """The voice's onnxruntime sessions, one per intra-op thread count, in
-    the place of Piper's single session: a run goes to the session the
-    calling thread's request asked for, with that request's run options, so
-    that `Requests.cancel` can stop a synthesis midway."""
+_arena_registered = False
 
-    def __init__(self, model_path):
+
+def register_shared_arena(onnxruntime):
+    """One memory arena for every session of the engine: a session per
+    thread count (and per graph) must not mean an arena each, each grown to
+    its own peak."""
+    global _arena_registered
+    if _arena_registered:
+        return
+    onnxruntime.create_and_register_allocator(
+        onnxruntime.OrtMemoryInfo(
+            "Cpu",
+            onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR,
+            0,
+            onnxruntime.OrtMemType.DEFAULT,
+        ),
+        onnxruntime.OrtArenaCfg(0, 0, -1, -1),
+    )
+    _arena_registered = True
+
+
+class Sessions:
+    """One graph's onnxruntime sessions, one per intra-op thread count: a
+    run goes to the session the calling thread's request asked for
+    (`_local.threads`), with that request's run options, so that
+    `Requests.cancel` can stop a synthesis midway. Stands in for Piper's
+    single session too (the whole-sentence path)."""
+
+    def __init__(self, model):
         import onnxruntime
 
         self._ort = onnxruntime
-        self._model_path = str(model_path)
+        # A path or the serialized graph.
+        self._model = model
         self._lock = threading.Lock()
         # Thread counts whose session is being made, outside the lock.
         self._pending = set()
-        # One arena for every session: a session per thread count must not
-        # mean an arena per thread count, each grown to its own peak.
-        onnxruntime.create_and_register_allocator(
-            onnxruntime.OrtMemoryInfo(
-                "Cpu",
-                onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR,
-                0,
-                onnxruntime.OrtMemType.DEFAULT,
-            ),
-            onnxruntime.OrtArenaCfg(0, 0, -1, -1),
-        )
+        register_shared_arena(onnxruntime)
         self._by_threads = {0: self._make(0)}
 
     def _make(self, threads):
@@ -225,12 +239,8 @@ class Sessions:
         # its own: they only add peaks (measured: two sentences side by side
         # 628 MiB with them, 504 MiB without, at the same speed).
         options.enable_mem_pattern = False
-        with open(self._model_path, "rb") as model_file:
-            model = model_file.read()
-        # With each phoneme's duration as a second output, for word timings.
-        model = with_durations_output(model) or model
         return self._ort.InferenceSession(
-            model, sess_options=options, providers=["CPUExecutionProvider"]
+            self._model, sess_options=options, providers=["CPUExecutionProvider"]
         )
 
     def session(self, threads):
@@ -238,6 +248,10 @@ class Sessions:
         background stands in as the default session: a request must never
         wait on the low-priority thread that makes it (on a busy machine that
         thread gets almost no CPU, and the request would wait for seconds)."""
+        if threads >= (os.cpu_count() or 1):
+            # Every core is what the default session has: one session, not
+            # two alike (each costs its weights and its own peak).
+            threads = 0
         with self._lock:
             found = self._by_threads.get(threads)
             if found is not None:
@@ -247,6 +261,9 @@ class Sessions:
             self._pending.add(threads)
         try:
             made = self._make(threads)
+        except Exception as err:  # e.g. the cached graph file was removed
+            log(f"cannot make a session on {threads} threads ({err}); using the default one")
+            return self._by_threads[0]
         finally:
             with self._lock:
                 self._pending.discard(threads)
@@ -254,7 +271,7 @@ class Sessions:
             return self._by_threads.setdefault(threads, made)
 
     def run(self, output_names, input_feed, run_options=None):
-        session = getattr(_local, "session", None) or self._by_threads[0]
+        session = self.session(getattr(_local, "threads", 0) or 0)
         return session.run(output_names, input_feed, getattr(_local, "run_options", None))
 
     def __getattr__(self, name):
@@ -284,12 +301,44 @@ def read_requests(requests):
     os._exit(0)
 
 
+class Engine:
+    """The loaded voice: Piper's voice (phonemes, config, and the whole-
+    sentence path) and, when its graph splits, the chunked path."""
+
+    def __init__(self, voice, stream, sessions):
+        self.voice = voice
+        # None: the graph could not be split; sentences are synthesized whole.
+        self.stream = stream
+        # Every Sessions of the voice, to make a thread count's ahead of use.
+        self.sessions = sessions
+
+
 def load_voice(model_path, config_path):
     from piper import PiperConfig, PiperVoice
 
     with open(config_path, "r", encoding="utf-8") as config_file:
         config = PiperConfig.from_dict(json.load(config_file))
-    return PiperVoice(session=Sessions(model_path), config=config)
+    try:
+        import split_graph
+        import stream_synth
+
+        graph, cache = split_graph.load_or_split(model_path, log)
+        frontend, decoder = Sessions(graph.frontend), Sessions(graph.decoder)
+        # Piper's voice serves for phonemes and config only: no whole graph
+        # is loaded, so its memory is not spent.
+        voice = PiperVoice(session=frontend, config=config)
+        stream = stream_synth.StreamVoice(voice, graph, frontend, decoder, cache, log)
+        return Engine(voice, stream, [frontend, decoder])
+    except Exception as err:  # any graph piper can run must still speak
+        log(
+            f"warning: cannot split {model_path} for chunked synthesis "
+            f"({type(err).__name__}: {err}); every sentence is synthesized whole"
+        )
+    with open(model_path, "rb") as model_file:
+        model = model_file.read()
+    # With each phoneme's duration as a second output, for word timings.
+    whole = Sessions(with_durations_output(model) or model)
+    return Engine(PiperVoice(session=whole, config=config), None, [whole])
 
 
 # Phonemes that take time but belong to no word: padding (`^` begin, `$`
@@ -499,14 +548,14 @@ def word_timings(text, alignments, phonemize_words):
     return out
 
 
-def collect_alignments(alignments, chunk, silence):
-    """Adds a chunk's (phoneme, samples) to the request's list, and the
-    silence after it as ("", samples); `None` in the list once a chunk has
-    none (a model without the durations output), so no words are sent."""
-    if chunk.phoneme_alignments is None or (alignments and alignments[-1] is None):
+def collect_alignments(alignments, sentence, silence):
+    """Adds a sentence's (phoneme, samples) to the request's list, and the
+    silence after it as ("", samples); `None` in the list once a sentence
+    has none (a model without the durations output), so no words are sent."""
+    if sentence is None or (alignments and alignments[-1] is None):
         alignments.append(None)
         return
-    alignments.extend((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments)
+    alignments.extend((a.phoneme, int(a.num_samples)) for a in sentence)
     if silence:
         alignments.append(("", silence))
 
@@ -532,9 +581,7 @@ def send_words(voice, request_id, text, alignments):
     send_json(WORDS, request_id, {"words": words})
 
 
-def synthesize(voice, request, run_options):
-    from piper import SynthesisConfig
-
+def synthesize(engine, request, run_options):
     request_id = int(request.get("id", 0))
     if "invalid" in request:
         send_json(ERROR, request_id, {"message": request["invalid"]})
@@ -544,33 +591,43 @@ def synthesize(voice, request, run_options):
         send_json(ERROR, request_id, {"message": "request has no text"})
         return
     if request.get("phonemize"):
-        phonemize(voice, request_id, text)
+        phonemize(engine.voice, request_id, text)
         return
     options = {key: request[key] for key in OPTION_KEYS if request.get(key) is not None}
     silence = float(request.get("sentence_silence") or 0.0)
-    silence_bytes = b"\x00\x00" * int(voice.config.sample_rate * silence)
-    samples = 0
+    silence_bytes = b"\x00\x00" * int(engine.voice.config.sample_rate * silence)
     if run_options.terminate:
         send(CANCELLED, request_id)
         return
     try:
         threads = min(max(0, int(request.get("threads") or 0)), os.cpu_count() or 1)
-        _local.session = voice.session.session(threads)
+        for sessions in engine.sessions:
+            sessions.session(threads)
+        _local.threads = threads
     except Exception as err:  # a bad count, or a session that cannot be made
         log(f"request {request_id}: no session for {request.get('threads')!r} threads: {err}")
         send_json(ERROR, request_id, {"message": f"{type(err).__name__}: {err}"})
         return
     _local.run_options = run_options
+    # Small first chunks only where a listener waits for this audio to start.
+    first = request.get("first", True) is not False
+    samples = 0
     alignments = []
     try:
-        config = SynthesisConfig(**options)
-        for chunk in voice.synthesize(text, syn_config=config, include_alignments=True):
+        if engine.stream is not None:
+            pieces = stream_sentences(engine.stream, text, options, first, run_options)
+        else:
+            pieces = whole_sentences(engine.voice, text, options)
+        for pcm, sentence_ends, sentence_alignments in pieces:
             if run_options.terminate:
                 raise Cancelled()
-            pcm = chunk.audio_int16_bytes + silence_bytes
+            if sentence_ends:
+                pcm += silence_bytes
+                collect_alignments(alignments, sentence_alignments, len(silence_bytes) // 2)
+            if not pcm:
+                continue
             samples += len(pcm) // 2
             send(AUDIO, request_id, pcm)
-            collect_alignments(alignments, chunk, len(silence_bytes) // 2)
         if run_options.terminate:
             raise Cancelled()
     except Exception as err:  # an utterance the engine cannot speak must not end it
@@ -582,11 +639,11 @@ def synthesize(voice, request, run_options):
         return
     finally:
         _local.run_options = None
-        _local.session = None
+        _local.threads = 0
     if samples == 0:
         send_json(ERROR, request_id, {"message": "nothing speakable", "unspeakable": True})
         return
-    send_words(voice, request_id, text, alignments)
+    send_words(engine.voice, request_id, text, alignments)
     send_json(DONE, request_id, {"samples": samples})
 
 
@@ -608,22 +665,52 @@ def phonemize(voice, request_id, text):
     send_json(DONE, request_id, {"samples": len(payload) // 2})
 
 
-def prepare(voice, threads):
+def stream_sentences(stream, text, options, first, run_options):
+    """(pcm, ends a sentence) per decoder chunk, sentence by sentence."""
+
+    def check():
+        if run_options.terminate:
+            raise Cancelled()
+
+    for phonemes in stream.sentences(text):
+        aligned = None
+        for kind, value in stream.synthesize(phonemes, options, first, check):
+            if kind == "audio":
+                yield value, False, None
+            elif kind == "alignments":
+                aligned = value
+        # Its silence, if any, after its last chunk.
+        yield b"", True, aligned
+        # Only the first sentence of a request is waited on.
+        first = False
+
+
+def whole_sentences(voice, text, options):
+    """Piper's own synthesis, one sentence at a time, scaled to full peak."""
+    from piper import SynthesisConfig
+
+    config = SynthesisConfig(**options)
+    for chunk in voice.synthesize(text, syn_config=config, include_alignments=True):
+        yield chunk.audio_int16_bytes, True, chunk.phoneme_alignments
+
+
+def prepare(engine, threads):
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
         pass
     try:
-        voice.session.session(threads)
+        for sessions in engine.sessions:
+            sessions.session(threads)
     except Exception as err:  # a request that asks for it reports the error
         log(f"cannot prepare a session on {threads} threads: {err}")
 
 
-def serve(voice, requests):
+def serve(engine, requests):
     while True:
         request, run_options = requests.inbox.get()
         try:
-            synthesize(voice, request, run_options)
+            synthesize(engine, request, run_options)
         finally:
             requests.done(int(request.get("id", 0)))
 
@@ -652,13 +739,19 @@ def main():
     try:
         requests = Requests()
         threading.Thread(target=read_requests, args=(requests,), daemon=True).start()
-        voice = load_voice(model_path, config_path)
+        engine = load_voice(model_path, config_path)
     except Exception as err:
         log(f"cannot load voice {model_path}: {type(err).__name__}: {err}")
         return 3
-    # Warm the session so that the first real request is not the slow one.
-    for _ in voice.synthesize("Ready."):
-        pass
+    # Warm the sessions so that the first real request is not the slow one.
+    warm = engine.voice.phonemize("Ready.")
+    if engine.stream is not None:
+        for phonemes in warm:
+            for _ in engine.stream.synthesize(phonemes, {}):
+                pass
+    else:
+        for _ in whole_sentences(engine.voice, "Ready.", {}):
+            pass
     load_ms = (time.monotonic() - started) * 1000.0
 
     from importlib.metadata import version
@@ -667,13 +760,15 @@ def main():
         READY,
         0,
         {
-            "sample_rate": voice.config.sample_rate,
-            "num_speakers": voice.config.num_speakers,
+            "sample_rate": engine.voice.config.sample_rate,
+            "num_speakers": engine.voice.config.num_speakers,
             "engine": f"piper-tts {version('piper-tts')}",
             "load_ms": round(load_ms, 1),
             "threads": parallel,
             "cancel": True,
             "pid": os.getpid(),
+            "chunked": engine.stream is not None,
+            **(engine.stream.describe() if engine.stream is not None else {}),
         },
     )
     log(f"ready in {load_ms:.0f} ms: {model_path}")
@@ -682,12 +777,12 @@ def main():
     # first requests; a request that needs it before then waits for it.
     shared = int(os.environ.get("PIPER_ENGINE_THREADS", "0") or 0)
     if shared > 0:
-        threading.Thread(target=prepare, args=(voice, shared), daemon=True).start()
+        threading.Thread(target=prepare, args=(engine, shared), daemon=True).start()
     # onnxruntime releases the GIL while it runs, and piper serializes its
     # phonemizer, so the threads share one loaded model.
     for _ in range(parallel - 1):
-        threading.Thread(target=serve, args=(voice, requests), daemon=True).start()
-    serve(voice, requests)
+        threading.Thread(target=serve, args=(engine, requests), daemon=True).start()
+    serve(engine, requests)
 
 
 if __name__ == "__main__":

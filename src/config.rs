@@ -42,10 +42,11 @@ pub struct Config {
     /// Sentences synthesized at once, over all voices, when several wait.
     pub engine_concurrency: usize,
     /// Most characters one engine synthesizes at once: sentences go side by
-    /// side only while their sum stays within it (engine memory grows with it).
+    /// side only while their sum stays within it (the frontend's memory grows
+    /// with whole sentences).
     pub engine_chars_at_once: usize,
     pub chunk_size: usize,
-    /// Longest piece of text handed to the engine at once.
+    /// Longest sentence handed to the engine whole (the hard limit).
     pub unit_max_chars: usize,
     pub idle_timeout: Duration,
     pub max_processes: usize,
@@ -68,6 +69,9 @@ pub struct Config {
     /// Audio of a non-streamed answer above this size goes to a temp file.
     pub spool_threshold_bytes: usize,
     pub temp_dir: PathBuf,
+    /// Where engines keep each voice's split graph and calibration, by the
+    /// model file's hash (never in the voices folder, which may be read-only).
+    pub engine_cache_dir: PathBuf,
     pub audio_cache_mb: u64,
     /// Requests admitted and waiting for their first audio, over the
     /// server, beyond which new ones are refused at once (0: no bound).
@@ -111,6 +115,18 @@ pub struct Config {
     pub wyoming_zeroconf: Option<String>,
 }
 
+/// The user's cache folder (XDG), else one in the system temp folder.
+fn default_engine_cache_dir() -> PathBuf {
+    let nonempty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(xdg) = nonempty("XDG_CACHE_HOME") {
+        return PathBuf::from(xdg).join("piperd");
+    }
+    if let Some(home) = nonempty("HOME") {
+        return PathBuf::from(home).join(".cache").join("piperd");
+    }
+    std::env::temp_dir().join("piperd-cache")
+}
+
 /// Most samples in one Wyoming `audio-chunk`: its payload (2 bytes a
 /// sample) stays well under the 1 MiB a Wyoming peer accepts in one event.
 pub const MAX_SAMPLES_PER_CHUNK: usize = 256 * 1024;
@@ -146,8 +162,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_CHARS_AT_ONCE",
-        "200",
-        "most characters one engine synthesizes at once, over sentences side by side (bounds engine memory); sentences over half of it are also cut at a clause mark, so that two fit",
+        "1400",
+        "most characters one engine synthesizes at once, over sentences side by side (bounds the frontend's memory, which grows with a whole sentence)",
     ),
     (
         "PIPER_CHUNK_SIZE",
@@ -156,8 +172,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_MAX_CHARS",
-        "150",
-        "longest piece of a sentence sent to the engine at once",
+        "700",
+        "hard limit of a sentence sent to the engine whole; a longer one is cut at clause marks, then whitespace",
     ),
     (
         "PIPER_PROCESS_IDLE_TIMEOUT",
@@ -245,6 +261,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "where spooled audio goes",
     ),
     (
+        "PIPER_ENGINE_CACHE_DIR",
+        "$XDG_CACHE_HOME/piperd, else ~/.cache/piperd",
+        "where engines keep each voice's split graph and calibration, by the model's hash (made on first use; unwritable: split again at each start)",
+    ),
+    (
         "PIPER_AUDIO_CACHE_MB",
         "64",
         "memory for cached audio (0 disables the cache)",
@@ -328,17 +349,6 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
 ];
 
 impl Config {
-    /// Sentences longer than this are also cut at a clause mark: half the
-    /// characters an engine synthesizes at once, so that any two pieces fit
-    /// side by side (with one sentence at a time, none are).
-    pub fn clause_chars(&self) -> usize {
-        if self.engine_concurrency > 1 {
-            (self.engine_chars_at_once / 2).clamp(1, self.unit_max_chars)
-        } else {
-            self.unit_max_chars
-        }
-    }
-
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_vars(&std::env::vars().collect())
@@ -381,20 +391,17 @@ impl Config {
             engine_program: env.get("PIPER_ENGINE").map(PathBuf::from),
             engine_concurrency,
             engine_threads,
-            // Engine memory follows the characters it synthesizes at once,
-            // over a base of about 250 MiB (two sessions); with 220 the
-            // benchmark's prose (numbers and years read out) took an engine
-            // to 553 MiB, near 600 MB, so 200 leaves room. Sentences over
-            // half of it are cut at a clause mark (`clause_chars`): with
-            // pieces up to 150 characters an engine held two sentences 61% of
-            // the time under 16 clients, and with clause cuts 98% (measured
-            // from its debug log).
-            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 200)?,
+            // Sentences are synthesized in decoder chunks, so the decoder's
+            // memory no longer grows with a sentence; the frontend's still
+            // does (quadratically), and this bounds it for sentences side
+            // by side: two whole sentences at the hard limit always fit.
+            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 1400)?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
-            // The engine's memory grows with the longest piece it is given:
-            // 150 characters keep one alone far under 600 MB (measured), and
-            // `PIPER_ENGINE_CHARS_AT_ONCE` bounds sentences side by side.
-            unit_max_chars: env.positive("PIPER_ENGINE_MAX_CHARS", 150)?,
+            // The hard limit: the frontend sees a whole sentence, and its
+            // work and memory grow with the square of its phoneme ids. 700
+            // characters of English prose are about 1,500 ids (2.2 per
+            // character, measured), about 45 s of speech.
+            unit_max_chars: env.positive("PIPER_ENGINE_MAX_CHARS", 700)?,
             idle_timeout: env.seconds("PIPER_PROCESS_IDLE_TIMEOUT", 120.0)?,
             max_processes: env.positive("PIPER_MAX_PROCESSES", 3)?,
             config_cache_ttl: env.seconds("PIPER_CONFIG_CACHE_TTL", 300.0)?,
@@ -412,6 +419,10 @@ impl Config {
                 .get("PIPER_TEMP_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(std::env::temp_dir),
+            engine_cache_dir: env
+                .get("PIPER_ENGINE_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(default_engine_cache_dir),
             audio_cache_mb: env.parse("PIPER_AUDIO_CACHE_MB", 64)?,
             // Each waiting request costs the ones behind it about 0.2 s of
             // first-sentence work on 2 cores: 16 keep the last one's first
@@ -667,22 +678,6 @@ mod tests {
     fn fractional_seconds_are_accepted() {
         let config = Config::from_vars(&vars(&[("PIPER_PROCESS_IDLE_TIMEOUT", "0.5")])).unwrap();
         assert_eq!(config.idle_timeout, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn sentences_are_cut_at_clauses_only_when_two_go_side_by_side() {
-        let two = [("PIPER_ENGINE_CONCURRENCY", "2")];
-        let config = Config::from_vars(&vars(&two)).unwrap();
-        assert_eq!(config.clause_chars(), 100);
-        let wide = [
-            ("PIPER_ENGINE_CONCURRENCY", "2"),
-            ("PIPER_ENGINE_CHARS_AT_ONCE", "1000"),
-        ];
-        let config = Config::from_vars(&vars(&wide)).unwrap();
-        assert_eq!(config.clause_chars(), config.unit_max_chars);
-        let one = [("PIPER_ENGINE_CONCURRENCY", "1")];
-        let config = Config::from_vars(&vars(&one)).unwrap();
-        assert_eq!(config.clause_chars(), config.unit_max_chars);
     }
 
     /// The `"PIPER_..."` literals of a source text, up to its tests.

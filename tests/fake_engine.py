@@ -5,7 +5,8 @@ docs/engine-protocol.md) and produces a tone instead of speech. Markers in a
 request's text, or variables in its environment, make it misbehave:
 
   text contains CRASH        writes part of the audio, then exits (every time)
-  text contains CRASHONCE:X  the same, but only the first time for token X
+  text contains CRASHONCE:X  exits before any audio, only the first time for token X
+                             (a sentence that streamed nothing yet can be said again)
   text contains HANG         stops answering (the process stays alive)
   text contains GARBAGE      writes bytes that are not frames
   text contains TRUNCATE     writes half a frame, then exits
@@ -19,7 +20,8 @@ request's text, or variables in its environment, make it misbehave:
                              (slow but valid, like a real engine on a busy machine)
 
 The tone lasts 0.02 s per character, times length_scale, plus sentence_silence,
-as speech does.
+as speech does. Like the real engine, it sends a sentence's audio in several
+`A` frames (parts of at most PART_SAMPLES), the silence with the last.
 
 Only the standard library is used, so any python3 runs it.
 """
@@ -33,6 +35,8 @@ import time
 
 HEADER = struct.Struct("<2sBBII")
 RATE = 22050
+# Samples per audio frame: a sentence comes in parts, as decoder chunks do.
+PART_SAMPLES = 4410
 out = sys.stdout.buffer
 
 
@@ -81,7 +85,6 @@ def main():
             mark = os.path.join(state_dir, f"fake-engine-{token}")
             if not os.path.exists(mark):
                 open(mark, "w").close()
-                frame("A", rid, half(audio))
                 os._exit(1)
         elif "CRASH" in text:
             frame("A", rid, half(audio))
@@ -105,7 +108,8 @@ def main():
         if "ODDAUDIO" in text:
             frame("A", rid, b"\x00" * 101)
             continue
-        frame("A", rid, audio)
+        for at in range(0, len(audio), 2 * PART_SAMPLES):
+            frame("A", rid, audio[at : at + 2 * PART_SAMPLES])
         frame("D", rid, json.dumps({"samples": len(audio) // 2}).encode())
     return 0
 

@@ -22,7 +22,7 @@ pub async fn probe(spec: &EngineSpec) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new(&spec.python);
     match &spec.program {
         Some(program) => cmd.arg(program),
-        None => cmd.arg("-c").arg(process::BUILTIN_PROGRAM),
+        None => cmd.arg("-c").arg(process::builtin_program()),
     };
     cmd.arg("--check")
         .stdin(Stdio::null())

@@ -17,9 +17,61 @@ use tokio::sync::mpsc;
 use super::protocol::{read_frame, Frame, ProtocolError};
 use super::reaper::{Reaper, TrackedChild};
 
+/// The engine's modules, shipped inside the binary: (module name, source).
+/// The last is the program itself; the others are what it imports.
+const ENGINE_SOURCES: [(&str, &str); 3] = [
+    ("split_graph", include_str!("../../engine/split_graph.py")),
+    ("stream_synth", include_str!("../../engine/stream_synth.py")),
+    ("__main__", include_str!("../../engine/piper_worker.py")),
+];
+
 /// The engine program shipped inside the binary, run with `python -c`, so the
-/// server needs no file of its own next to it and leaves none behind.
-pub const BUILTIN_PROGRAM: &str = include_str!("../../engine/piper_worker.py");
+/// server needs no file of its own next to it and leaves none behind: a
+/// prelude puts each module of [`ENGINE_SOURCES`] in `sys.modules` from its
+/// source, then the program runs as `__main__`.
+pub fn builtin_program() -> &'static str {
+    static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let mut program = String::from(
+            "import sys, types\n\
+             def _piperd_module(name, source):\n\
+             \x20   module = types.ModuleType(name)\n\
+             \x20   module.__file__ = '<piperd engine: ' + name + '.py>'\n\
+             \x20   sys.modules[name] = module\n\
+             \x20   exec(compile(source, module.__file__, 'exec'), module.__dict__)\n",
+        );
+        let (main_source, modules) = ENGINE_SOURCES.split_last().expect("sources");
+        for (name, source) in modules {
+            program.push_str(&format!(
+                "_piperd_module('{name}', {})\n",
+                python_str(source)
+            ));
+        }
+        program.push_str(&format!(
+            "del _piperd_module\nexec(compile({}, '<piperd engine>', 'exec'))\n",
+            python_str(main_source.1)
+        ));
+        program
+    })
+}
+
+/// `text` as a Python string literal.
+fn python_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8 + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\x00"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
 
 /// How many lines of the engine's stderr are kept for error reports.
 const STDERR_LINES: usize = 20;
@@ -28,13 +80,15 @@ const STDERR_LINES: usize = 20;
 #[derive(Debug, Clone)]
 pub struct EngineSpec {
     pub python: PathBuf,
-    /// A program file to run instead of [`BUILTIN_PROGRAM`].
+    /// A program file to run instead of [`builtin_program`].
     pub program: Option<PathBuf>,
     /// Sentences one engine may be given at once.
     pub parallel: usize,
     /// onnxruntime threads asked for by sentences side by side, so that the
     /// engine makes that session ahead of them.
     pub shared_threads: usize,
+    /// `PIPER_ENGINE_CACHE_DIR`: where the engine keeps split graphs.
+    pub cache_dir: PathBuf,
     /// Where every engine is registered until reaped, so that the server
     /// exits only after its engines are gone.
     pub reaper: Reaper,
@@ -91,12 +145,13 @@ impl EngineProcess {
         cmd.arg("-u");
         match &spec.program {
             Some(program) => cmd.arg(program),
-            None => cmd.arg("-c").arg(BUILTIN_PROGRAM),
+            None => cmd.arg("-c").arg(builtin_program()),
         };
         cmd.arg(model)
             .arg(config)
             .env("PIPER_ENGINE_PARALLEL", spec.parallel.to_string())
             .env("PIPER_ENGINE_THREADS", spec.shared_threads.to_string())
+            .env("PIPER_ENGINE_CACHE_DIR", &spec.cache_dir)
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

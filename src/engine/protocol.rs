@@ -88,6 +88,11 @@ pub struct ReadyInfo {
     /// Whether the engine understands cancel lines.
     #[serde(default)]
     pub cancel: bool,
+    /// Whether it synthesizes sentences in decoder chunks (`false`: the
+    /// voice's graph could not be split, sentences come whole); absent for
+    /// engines that do not say.
+    #[serde(default)]
+    pub chunked: Option<bool>,
 }
 
 fn one() -> u32 {

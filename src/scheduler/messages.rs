@@ -6,6 +6,7 @@
 //! and neither file needs the other's insides for that.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::RpcReplyPort;
 use tokio::sync::OwnedSemaphorePermit;
@@ -118,6 +119,10 @@ pub enum WorkerMsg {
     HangCheck {
         generation: u64,
         sentence: SentenceId,
+        /// The planner's `progress()` when the deadline was set.
+        progress: u64,
+        /// The deadline, to arm again if the engine made progress.
+        after: Duration,
     },
     IdleCheck {
         epoch: u64,

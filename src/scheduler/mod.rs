@@ -100,6 +100,9 @@ pub enum AudioEvent {
         pcm: Bytes,
         words: Vec<EngineWord>,
     },
+    /// Part of the audio of the sentence being said (a decoder chunk); its
+    /// end comes as `Audio`, with the rest of its audio, possibly none.
+    Part(Bytes),
     Done(SynthSummary),
     Failed(SynthError),
 }

@@ -29,8 +29,11 @@
 //! - **Crash isolation**: the sentences lost with an engine go back to their
 //!   jobs as suspects and are said one at a time, so a sentence that kills
 //!   the engine is found; lost a second time, it fails its job alone.
-//! - **Order and room**: audio goes out per sentence, in order, holding the
-//!   ones finished early; a job gets a sentence only while its client has
+//! - **Order and room**: audio goes out in order: the engine's parts of a
+//!   job's current sentence at once (its first audio comes mid-sentence),
+//!   later sentences' held until it ends; a sentence with audio out is never
+//!   taken back, and lost with an engine it fails its job (it cannot be said
+//!   again seamlessly); a job gets a sentence only while its client has
 //!   room for the audio of all of its sentences in the engine plus its last
 //!   event, so a slow client fills no memory and always gets its outcome.
 
@@ -111,7 +114,11 @@ pub enum Action {
     /// Ask the engine to drop the sentence: `preempted` for a newcomer's
     /// sake, else because its client left.
     Cancel { id: SentenceId, preempted: bool },
-    /// A sentence's audio, in the job's order.
+    /// Part of the audio of the job's sentence being said, as the engine
+    /// made it (a decoder chunk); more of the same sentence follows.
+    DeliverPart { job: JobId, pcm: Bytes },
+    /// A sentence's audio (the rest of it, after its parts), in the job's
+    /// order; its end.
     Deliver {
         job: JobId,
         span: Range<usize>,
@@ -188,9 +195,13 @@ struct Running {
     text: String,
     span: Range<usize>,
     lost_once: bool,
+    /// Its audio not delivered yet.
     pcm: Vec<Bytes>,
     /// When its words are spoken, if the engine said.
     words: Vec<EngineWord>,
+    /// Part of its audio went to the client: it can no longer be said again,
+    /// so it is not taken back for a newcomer, and a crash fails its job.
+    streamed: bool,
     /// Turns it holds; none once it is taken back (then it ends with a
     /// cancelled frame or, if the engine was already done, as usual).
     turns: usize,
@@ -233,7 +244,9 @@ struct Job {
     skipped: usize,
     /// The next sentence to deliver; those finished before it wait in `held`.
     next_to_deliver: u32,
-    held: BTreeMap<u32, (Range<usize>, Bytes, Vec<EngineWord>)>,
+    /// Their span, audio, words, and whether part of their audio went out
+    /// already.
+    held: BTreeMap<u32, (Range<usize>, Bytes, Vec<EngineWord>, bool)>,
     /// Events its client's channel can take now.
     room: usize,
     /// Its client left.
@@ -269,6 +282,10 @@ pub struct Planner {
     asking: bool,
     resume_armed: bool,
     next_id: SentenceId,
+    /// Frames of audio and ends of sentences the engine has sent: a hang
+    /// deadline that passes while this moved is re-armed, not a hang (a
+    /// long sentence on a busy machine is slow, not stuck).
+    progress: u64,
 }
 
 impl Planner {
@@ -282,7 +299,14 @@ impl Planner {
             asking: false,
             resume_armed: false,
             next_id: 1,
+            progress: 0,
         }
+    }
+
+    /// How much the engine has sent so far (see [`Planner::is_in_engine`]):
+    /// changes with every frame of audio and every end of a sentence.
+    pub fn progress(&self) -> u64 {
+        self.progress
     }
 
     /// Jobs held.
@@ -424,7 +448,9 @@ impl Planner {
         for sentence in lost {
             let err = match &blame {
                 Some(b) if b.sentence == sentence.id => Some(b.err.clone()),
-                _ if sentence.lost_once => Some(SynthError::EngineCrashed(cause.to_string())),
+                _ if sentence.lost_once || sentence.streamed => {
+                    Some(SynthError::EngineCrashed(cause.to_string()))
+                }
                 _ => None,
             };
             let job = sentence.job;
@@ -445,10 +471,35 @@ impl Planner {
     }
 
     /// Audio of a sentence in the engine (it is delivered once complete).
-    pub fn audio(&mut self, id: SentenceId, pcm: Bytes) -> Result<(), ProtocolBreach> {
-        let running = self.running.iter_mut().find(|r| r.id == id);
-        running.ok_or(ProtocolBreach::Audio(id))?.pcm.push(pcm);
-        Ok(())
+    ///
+    /// The audio of a job's next sentence to deliver goes out at once, as a
+    /// part, while its client has room beyond what the job's sentences in
+    /// the engine and its last event are owed; otherwise it is held, and
+    /// goes out with a later part or the sentence's end.
+    pub fn audio(&mut self, id: SentenceId, pcm: Bytes) -> Result<Vec<Action>, ProtocolBreach> {
+        let index = self.running_index(id).ok_or(ProtocolBreach::Audio(id))?;
+        self.progress += 1;
+        self.running[index].pcm.push(pcm);
+        let r = &self.running[index];
+        let (job_id, seq) = (r.job, r.seq);
+        if r.cancelling() {
+            return Ok(Vec::new());
+        }
+        let owed = self.running.iter().filter(|r| r.job == job_id).count();
+        let Some(job) = self.job_mut(job_id) else {
+            return Ok(Vec::new());
+        };
+        if job.gone || job.next_to_deliver != seq || job.room <= owed + ROOM_FOR_OUTCOME {
+            return Ok(Vec::new());
+        }
+        job.room -= 1;
+        let r = &mut self.running[index];
+        let pcm = concat(std::mem::take(&mut r.pcm));
+        r.streamed = true;
+        let job = self.job_mut(job_id).expect("found above");
+        job.spoke = true;
+        job.samples += pcm.len() as u64 / 2;
+        Ok(vec![Action::DeliverPart { job: job_id, pcm }])
     }
 
     /// When the words of a sentence in the engine are spoken.
@@ -467,6 +518,7 @@ impl Planner {
         skipped: bool,
     ) -> Result<Vec<Action>, ProtocolBreach> {
         let index = self.running_index(id).ok_or(ProtocolBreach::End(id))?;
+        self.progress += 1;
         let done = self.running.remove(index);
         let mut out = Vec::new();
         if done.turns > 0 {
@@ -477,11 +529,15 @@ impl Planner {
         };
         let job = &mut self.jobs[pos];
         job.skipped += usize::from(skipped);
-        job.held
-            .insert(done.seq, (done.span, concat(done.pcm), done.words));
-        while let Some((span, pcm, words)) = job.held.remove(&job.next_to_deliver) {
+        job.held.insert(
+            done.seq,
+            (done.span, concat(done.pcm), done.words, done.streamed),
+        );
+        while let Some((span, pcm, words, streamed)) = job.held.remove(&job.next_to_deliver) {
             job.next_to_deliver += 1;
-            if pcm.is_empty() {
+            // Nothing said (an unspeakable sentence); one that streamed
+            // parts still needs its end.
+            if pcm.is_empty() && !streamed {
                 continue;
             }
             job.spoke = true;
@@ -689,6 +745,7 @@ impl Planner {
             lost_once: sentence.lost_once,
             pcm: Vec::new(),
             words: Vec::new(),
+            streamed: false,
             turns,
             allowance,
         });
@@ -765,7 +822,10 @@ impl Planner {
         };
         (0..self.running.len())
             .rev()
-            .filter(|&i| !self.running[i].cancelling() && long(self.running[i].job))
+            .filter(|&i| {
+                let r = &self.running[i];
+                !r.cancelling() && !r.streamed && long(r.job)
+            })
             .collect()
     }
 
@@ -958,8 +1018,8 @@ mod tests {
 
         /// The engine says the sentence (two samples of audio).
         fn done(&mut self, id: SentenceId) -> Vec<Action> {
-            self.p.audio(id, Bytes::from_static(&[1, 0, 2, 0])).unwrap();
-            let actions = self.p.sentence_done(id, false).unwrap();
+            let mut actions = self.p.audio(id, Bytes::from_static(&[1, 0, 2, 0])).unwrap();
+            actions.extend(self.p.sentence_done(id, false).unwrap());
             settle(actions, &mut self.free)
         }
 
@@ -1392,6 +1452,103 @@ mod tests {
     }
 
     #[test]
+    fn parts_of_the_current_sentence_go_out_at_once_and_later_ones_wait_for_its_end() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2"]);
+        b.say_first("a0");
+        let sent = b.pump();
+        let (a1, a2) = (id_of(&sent, "a1"), id_of(&sent, "a2"));
+        let part = |n: u8| Bytes::from(vec![n, 0]);
+        // a2 is not the sentence being said: held.
+        assert!(b.p.audio(a2, part(5)).unwrap().is_empty());
+        // a1 is: each part goes out as it comes.
+        assert_eq!(
+            b.p.audio(a1, part(1)).unwrap(),
+            [Action::DeliverPart {
+                job: 1,
+                pcm: part(1)
+            }]
+        );
+        assert_eq!(
+            b.p.audio(a1, part(2)).unwrap(),
+            [Action::DeliverPart {
+                job: 1,
+                pcm: part(2)
+            }]
+        );
+        // Its end carries nothing more, and still ends it.
+        let out = settle(b.p.sentence_done(a1, false).unwrap(), &mut b.free);
+        assert_eq!(
+            out,
+            [Action::Deliver {
+                job: 1,
+                span: 100..102,
+                pcm: Bytes::new(),
+                words: Vec::new(),
+            }]
+        );
+        // Now a2 is said: what it held goes out with its next part.
+        assert_eq!(
+            b.p.audio(a2, part(6)).unwrap(),
+            [Action::DeliverPart {
+                job: 1,
+                pcm: Bytes::from_static(&[5, 0, 6, 0])
+            }]
+        );
+    }
+
+    #[test]
+    fn a_part_waits_while_its_client_has_no_room_beyond_what_is_owed() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0"]);
+        let a0 = id_of(&b.pump(), "a0");
+        // One event owed for the sentence's end, one for the outcome.
+        b.p.set_room(1, 2);
+        assert!(b
+            .p
+            .audio(a0, Bytes::from_static(&[1, 0]))
+            .unwrap()
+            .is_empty());
+        b.p.set_room(1, 3);
+        assert_eq!(
+            b.p.audio(a0, Bytes::from_static(&[2, 0])).unwrap(),
+            [Action::DeliverPart {
+                job: 1,
+                pcm: Bytes::from_static(&[1, 0, 2, 0])
+            }]
+        );
+    }
+
+    #[test]
+    fn a_sentence_with_audio_out_is_not_said_again_after_a_crash_nor_taken_back() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2", "a3", "a4", "a5"]);
+        let a0 = id_of(&b.pump(), "a0");
+        assert_eq!(b.p.audio(a0, Bytes::from_static(&[1, 0])).unwrap().len(), 1);
+        // A newcomer's first sentence finds nothing it may take back: a0
+        // streamed, and the job has spoken, but its audio cannot be undone.
+        b.job(2, &["b0"]);
+        let out = b.pump();
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::Cancel { id, .. } if *id == a0)),
+            "{out:?}"
+        );
+        // Lost with the engine: the job fails at once, not said again.
+        let out = b.lost(None, "the engine exited");
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Fail {
+                    job: 1,
+                    err: SynthError::EngineCrashed(_)
+                }
+            )),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn a_client_without_room_pauses_its_job_and_keeps_room_for_its_outcome() {
         let mut b = Bench::new(2);
         b.job(1, &["a0", "a1", "a2"]);
@@ -1489,7 +1646,13 @@ mod tests {
         open_job(&mut b, 1, &["One."]);
         let one = id_of(&b.pump(), "One.");
         let out = b.done(one);
-        assert!(matches!(out[..], [Action::Deliver { .. }]), "{out:?}");
+        assert!(
+            matches!(
+                out[..],
+                [Action::DeliverPart { .. }, Action::Deliver { .. }]
+            ),
+            "{out:?}"
+        );
         assert_eq!(b.p.jobs(), 1, "more may come");
         // Input ends while a sentence is in the engine: done with it.
         assert!(b.p.more_text(1, line("Two.")));
@@ -1546,5 +1709,20 @@ mod tests {
             .collect();
         let ms = Duration::from_millis;
         assert_eq!(deadlines, [TEN_S + ms(1000), TEN_S + ms(1000) + ms(2000)]);
+    }
+
+    #[test]
+    fn progress_moves_with_every_frame_and_end_the_engine_sends() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one", "two"]);
+        let sent = b.pump();
+        let id = id_of(&sent, "one");
+        let before = b.p.progress();
+        b.p.audio(id, Bytes::from_static(&[1, 0])).unwrap();
+        let after_audio = b.p.progress();
+        assert!(after_audio > before, "audio is progress");
+        b.p.sentence_done(id, false).unwrap();
+        assert!(b.p.progress() > after_audio, "an end is progress");
+        assert!(!b.p.is_in_engine(id));
     }
 }

@@ -85,6 +85,7 @@ impl Actor for Supervisor {
             } else {
                 0
             },
+            cache_dir: config.engine_cache_dir.clone(),
             reaper: args.reaper,
         };
         myself.send_interval(SAMPLE_EVERY, || SupervisorMsg::SampleTick);
@@ -415,7 +416,7 @@ mod tests {
             .unwrap();
         loop {
             match events.recv().await.expect("the job ends with Done") {
-                AudioEvent::Audio { .. } => continue,
+                AudioEvent::Audio { .. } | AudioEvent::Part(_) => continue,
                 AudioEvent::Done(summary) => return summary,
                 AudioEvent::Failed(err) => panic!("synthesis failed: {err}"),
             }
@@ -455,6 +456,7 @@ mod tests {
         let outcome = loop {
             match events.recv().await {
                 Some(AudioEvent::Audio { .. }) => audio += 1,
+                Some(AudioEvent::Part(_)) => {}
                 other => break other,
             }
         };

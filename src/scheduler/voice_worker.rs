@@ -185,10 +185,21 @@ impl Actor for VoiceWorker {
             WorkerMsg::HangCheck {
                 generation,
                 sentence,
+                progress,
+                after,
             } => {
-                let hung = generation == state.lifecycle.generation()
+                let waiting = generation == state.lifecycle.generation()
                     && state.planner.is_in_engine(sentence);
-                if hung {
+                let now = state.planner.progress();
+                if waiting && now != progress {
+                    // Slow, not stuck: the engine sent audio since.
+                    me.send_after(after, move || WorkerMsg::HangCheck {
+                        generation,
+                        sentence,
+                        progress: now,
+                        after,
+                    });
+                } else if waiting {
                     let cause = "the engine did not finish an utterance in time".to_string();
                     let blame = Blame {
                         sentence,
@@ -410,8 +421,15 @@ impl WorkerState {
         match event {
             EngineEvent::Frame(Frame::Ready(info)) => self.ready(myself, info),
             EngineEvent::Frame(Frame::Audio { id, pcm }) => {
-                if let Err(breach) = self.planner.audio(id, pcm) {
-                    self.protocol_broken(myself, breach.to_string());
+                // What its client can take now, for a part to go out at once.
+                if let Some((job, _)) = self.planner.sentence(id) {
+                    if let Some(client) = self.clients.get(&job) {
+                        self.planner.set_room(job, client.events.capacity());
+                    }
+                }
+                match self.planner.audio(id, pcm) {
+                    Ok(actions) => self.carry_out(myself, actions),
+                    Err(breach) => self.protocol_broken(myself, breach.to_string()),
                 }
             }
             EngineEvent::Frame(Frame::Words { id, words }) => {
@@ -480,9 +498,15 @@ impl WorkerState {
         };
         let pid = self.engine.as_ref().map_or(0, |e| e.pid());
         histogram!(m::COLD_START, "voice" => self.voice.name.clone()).record(load.as_secs_f64());
-        tracing::info!(voice = %self.voice.name, pid, ms = load.as_millis() as u64, "engine ready");
+        tracing::info!(voice = %self.voice.name, pid, ms = load.as_millis() as u64, chunked = info.chunked.unwrap_or(false), "engine ready");
         if info.sample_rate != self.voice.sample_rate {
             tracing::warn!(voice = %self.voice.name, "engine sample rate {} differs from the config's {}", info.sample_rate, self.voice.sample_rate);
+        }
+        if info.chunked == Some(false) {
+            tracing::warn!(
+                voice = %self.voice.name,
+                "the voice's graph cannot be split: its sentences are synthesized whole, so first audio waits for a whole sentence (the engine's log says why)"
+            );
         }
         for (asked, reply) in self.warmups.drain(..) {
             let _ = reply.send(Ok(WarmInfo {
@@ -587,6 +611,22 @@ impl WorkerState {
         }
     }
 
+    /// Audio for a job's client, timing its first.
+    fn deliver(&mut self, job: JobId, event: AudioEvent) {
+        let Some(client) = self.clients.get_mut(&job) else {
+            return;
+        };
+        if client.first_audio.is_none() {
+            let now = Instant::now();
+            client.first_audio = Some(now);
+            histogram!(m::TIME_TO_FIRST_AUDIO, "voice" => self.voice.name.clone())
+                .record((now - client.received).as_secs_f64());
+        }
+        // The planner sends audio only into room it counted; a closed
+        // channel means the client left.
+        let _ = client.events.try_send(event);
+    }
+
     /// Carries out the planner's actions.
     fn carry_out(&mut self, myself: &ActorRef<WorkerMsg>, actions: Vec<planner::Action>) {
         for action in actions {
@@ -635,9 +675,12 @@ impl WorkerState {
                         .to_line(),
                     );
                     let generation = self.lifecycle.generation();
+                    let progress = self.planner.progress();
                     myself.send_after(deadline, move || WorkerMsg::HangCheck {
                         generation,
                         sentence: id,
+                        progress,
+                        after: deadline,
                     });
                 }
                 planner::Action::Cancel { id, preempted } => {
@@ -648,26 +691,16 @@ impl WorkerState {
                         counter!(m::PREEMPTIONS, "voice" => self.voice.name.clone()).increment(1);
                     }
                 }
+                planner::Action::DeliverPart { job, pcm } => {
+                    self.deliver(job, AudioEvent::Part(pcm));
+                }
                 planner::Action::Deliver {
                     job,
                     span,
                     pcm,
                     words,
                 } => {
-                    let Some(client) = self.clients.get_mut(&job) else {
-                        continue;
-                    };
-                    if client.first_audio.is_none() {
-                        let now = Instant::now();
-                        client.first_audio = Some(now);
-                        histogram!(m::TIME_TO_FIRST_AUDIO, "voice" => self.voice.name.clone())
-                            .record((now - client.received).as_secs_f64());
-                    }
-                    // The planner sends a sentence only with room for its
-                    // audio; a closed channel means the client left.
-                    let _ = client
-                        .events
-                        .try_send(AudioEvent::Audio { span, pcm, words });
+                    self.deliver(job, AudioEvent::Audio { span, pcm, words });
                 }
                 planner::Action::Finish { job, summary } => {
                     let Some(client) = self.clients.remove(&job) else {

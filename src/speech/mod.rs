@@ -491,14 +491,23 @@ mod tests {
         // The first sentence is complete once the next one starts.
         session.push("Hello there. Gen").unwrap();
         assert_eq!(next_kind(&mut session).await, "audio");
-        assert_eq!(next_kind(&mut session).await, "end");
+        // The engine's parts of it, then its end.
+        let mut kind = next_kind(&mut session).await;
+        while kind == "audio" {
+            kind = next_kind(&mut session).await;
+        }
+        assert_eq!(kind, "end");
         // Input still open: nothing more comes until more text does.
         let quiet = tokio::time::timeout(Duration::from_millis(300), session.next()).await;
         assert!(quiet.is_err(), "the session ended before its input did");
         session.push("eral Kenobi").unwrap();
         session.end().unwrap();
         assert_eq!(next_kind(&mut session).await, "audio");
-        assert_eq!(next_kind(&mut session).await, "end");
+        let mut kind = next_kind(&mut session).await;
+        while kind == "audio" {
+            kind = next_kind(&mut session).await;
+        }
+        assert_eq!(kind, "end");
         assert_eq!(next_kind(&mut session).await, "done");
     }
 

@@ -92,6 +92,8 @@ pub struct Session {
     /// Most samples the session may make (complete answers).
     max_samples: Option<(u64, u64)>,
     samples: u64,
+    /// Where the sentence being said began, once its first audio came.
+    sentence_start: Option<u64>,
     /// Characters and chunks of a whole text, for logs.
     size: (usize, usize),
     queued: VecDeque<SpeechEvent>,
@@ -138,6 +140,7 @@ impl Session {
             tee: None,
             max_samples: None,
             samples: 0,
+            sentence_start: None,
             size: (0, 0),
             queued: VecDeque::new(),
             ended: false,
@@ -308,6 +311,7 @@ impl Session {
         }
         let event = match &mut self.source {
             Source::Live(events) => match events.recv().await {
+                Some(AudioEvent::Part(pcm)) => return Some(self.part(pcm)),
                 Some(AudioEvent::Audio { span, pcm, words }) => {
                     return Some(self.audio(span, pcm, words))
                 }
@@ -373,33 +377,60 @@ impl Session {
 
     /// A sentence's audio from the engine: counted, checked against the
     /// limit, copied for the cache, then handed out with its end behind it.
+    /// A sentence's end, with the last of its audio (possibly none), and
+    /// its words timed from where its first audio began.
     fn audio(
         &mut self,
         span: Range<usize>,
         pcm: Bytes,
         engine_words: Vec<EngineWord>,
     ) -> SpeechEvent {
-        if !self.spoken {
-            self.spoken = true;
-            self.ticket = None;
-        }
+        let start = self.sentence_start.take().unwrap_or(self.samples);
         // Sentences the engine found nothing to say in have no audio: their
         // maps are passed over.
         while self
             .maps
             .front()
-            .is_some_and(|(start, _)| *start < span.start)
+            .is_some_and(|(first, _)| *first < span.start)
         {
             self.maps.pop_front();
         }
         let words = match self.maps.front() {
-            Some((start, map)) if *start == span.start => {
-                let words = sentence_words(&engine_words, map, self.samples);
+            Some((first, map)) if *first == span.start => {
+                let words = sentence_words(&engine_words, map, start);
                 self.maps.pop_front();
                 words
             }
             _ => Vec::new(),
         };
+        let event = self.part(pcm);
+        self.sentence_start = None;
+        if let Some(tee) = &mut self.tee {
+            tee.sentences.push(CachedSentence {
+                span: span.clone(),
+                end: tee.pcm.len(),
+                words: words.clone(),
+            });
+        }
+        if matches!(&event, SpeechEvent::Audio(pcm) if pcm.is_empty()) {
+            return SpeechEvent::SentenceEnd { span, words };
+        }
+        if matches!(event, SpeechEvent::Audio(_)) {
+            self.queued
+                .push_back(SpeechEvent::SentenceEnd { span, words });
+        }
+        event
+    }
+
+    /// Audio of the sentence being said.
+    fn part(&mut self, pcm: Bytes) -> SpeechEvent {
+        if self.sentence_start.is_none() {
+            self.sentence_start = Some(self.samples);
+        }
+        if !self.spoken {
+            self.spoken = true;
+            self.ticket = None;
+        }
         self.samples += pcm.len() as u64 / 2;
         if let Some((max, seconds)) = self.max_samples {
             if self.samples > max {
@@ -415,17 +446,10 @@ impl Session {
         if let Some(tee) = &mut self.tee {
             if tee.pcm.len() + pcm.len() <= tee.cache.max_entry() {
                 tee.pcm.extend_from_slice(&pcm);
-                tee.sentences.push(CachedSentence {
-                    span: span.clone(),
-                    end: tee.pcm.len(),
-                    words: words.clone(),
-                });
             } else {
                 self.tee = None;
             }
         }
-        self.queued
-            .push_back(SpeechEvent::SentenceEnd { span, words });
         SpeechEvent::Audio(pcm)
     }
 }
@@ -442,7 +466,6 @@ mod tests {
 
     const LIMITS: PieceLimits = PieceLimits {
         max_chars: 150,
-        clause_chars: 100,
         chunk_chars: 5000,
     };
 

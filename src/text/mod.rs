@@ -281,18 +281,11 @@ pub fn split_chunks(text: &str, max_chars: usize) -> Vec<&str> {
 }
 
 /// Splits `text` into engine units: one per sentence (and a cut after every paragraph
-/// break), with sentences over `max_chars` chars packed by clauses, then whitespace, then
-/// cut hard.
+/// break), whole however long up to `max_chars` chars, the engine's hard limit. A
+/// sentence over it is cut at clause marks (comma, semicolon, colon, dash…) into even
+/// shares where marks allow, where the speaker pauses anyway, then at whitespace, then
+/// hard.
 pub fn split_units(text: &str, max_chars: usize) -> Vec<&str> {
-    split_units_at_clauses(text, max_chars, max_chars)
-}
-
-/// Like [`split_units`], and a sentence over `clause_chars` chars is also cut at clause
-/// marks (comma, semicolon, colon, dash…) into pieces of about `clause_chars` or less,
-/// where marks allow; one without a fitting mark stays whole. Cutting only where the
-/// speaker pauses anyway keeps the speech natural, while the pieces stay small enough
-/// for two to be synthesized side by side.
-pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize) -> Vec<&str> {
     let len = text.len();
     let mut cuts: Vec<usize> = UNIT_LEVELS
         .iter()
@@ -308,11 +301,7 @@ pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize)
     for end in cuts.into_iter().chain(std::iter::once(len)) {
         if end > start {
             clauses.clear();
-            if clause_chars < max_chars {
-                split_clauses(&text[start..end], max_chars, clause_chars, &mut clauses);
-            } else {
-                clauses.push(&text[start..end]);
-            }
+            split_clauses(&text[start..end], max_chars, &mut clauses);
             for piece in &clauses {
                 split_greedy(piece, max_chars, LONG_SENTENCE_LEVELS, &mut out);
             }
@@ -322,20 +311,15 @@ pub fn split_units_at_clauses(text: &str, max_chars: usize, clause_chars: usize)
     out
 }
 
-/// Cuts `sentence` at clause marks while it is longer than `clause_chars` chars (see
-/// [`split_units_at_clauses`]); the rest, however long, is left to [`split_greedy`].
+/// Cuts `sentence` at clause marks while it is longer than `max_chars` chars (see
+/// [`split_units`]); the rest, however long, is left to [`split_greedy`].
 ///
 /// Each cut is at the mark nearest an even share of what is left (`total` split into
-/// `ceil(total / clause_chars)` shares: a 189-char sentence is cut near its middle, not
-/// after its first few words), of the marks within `max_chars` that leave a quarter of
-/// `clause_chars` or more on each side.
-fn split_clauses<'a>(
-    sentence: &'a str,
-    max_chars: usize,
-    clause_chars: usize,
-    out: &mut Vec<&'a str>,
-) {
-    let clause_chars = clause_chars.max(1);
+/// `ceil(total / max_chars)` shares: a sentence a little over the limit is cut near its
+/// middle, not near the limit, which would leave a scrap), of the marks within the limit
+/// that leave a quarter of it or more on each side.
+fn split_clauses<'a>(sentence: &'a str, max_chars: usize, out: &mut Vec<&'a str>) {
+    let clause_chars = max_chars.max(1);
     let least = clause_chars / 4;
     let mut rest = sentence;
     while rest.char_indices().nth(clause_chars).is_some() {
@@ -345,7 +329,7 @@ fn split_clauses<'a>(
         // its space; a cut at the window's end could be one before the space.
         let window_end = rest
             .char_indices()
-            .nth(max_chars.max(clause_chars) + 2)
+            .nth(clause_chars + 2)
             .map_or(rest.len(), |(i, _)| i);
         let cut = Cuts::new(rest, Boundary::Clause, window_end)
             .filter(|&cut| cut < window_end)
@@ -774,110 +758,54 @@ mod tests {
     }
 
     #[test]
-    fn clauses_are_packed_greedily() {
+    fn clauses_over_the_limit_are_cut_in_even_shares() {
         let text = "a, b, c, d, e, f.";
         assert_eq!(split_units(text, 9), ["a, b, c, ", "d, e, f."]);
         let text = "東京、大阪、京都、札幌、福岡";
         assert_eq!(
             split_units(text, 6),
-            ["東京、大阪、", "京都、札幌、", "福岡"]
+            ["東京、", "大阪、京都、", "札幌、福岡"]
         );
     }
 
     #[test]
-    fn a_sentence_over_the_clause_limit_is_cut_at_the_mark_nearest_an_even_share() {
+    fn a_sentence_stays_whole_up_to_the_hard_limit_commas_or_not() {
         let text = "When the rain stopped, the children ran outside, and the dogs followed them into the wet field. Next.";
         assert_eq!(
-            split_units_at_clauses(text, 150, 60),
+            split_units(text, 150),
             [
-                "When the rain stopped, the children ran outside, ",
-                "and the dogs followed them into the wet field. ",
+                "When the rain stopped, the children ran outside, and the dogs followed them into the wet field. ",
                 "Next."
             ]
         );
-        // The same text with one limit only keeps its sentences whole.
-        assert_eq!(split_units(text, 150).len(), 2);
-        assert_eq!(
-            split_units_at_clauses(text, 150, 150),
-            split_units(text, 150)
-        );
-        // 189 chars: cut near the middle, not after the first few words (which
-        // would leave three pieces) nor as late as 150 allows.
+    }
+
+    #[test]
+    fn a_sentence_over_the_hard_limit_is_cut_at_the_mark_nearest_an_even_share() {
+        // 189 chars over 150: cut near the middle, not as late as 150 allows
+        // (which would leave a scrap of 39 spoken alone).
         let text = "According to the report, about 42 percent of the letters sent to Oslo in 1950 \
                     were never delivered, and the staff, tired and underpaid, simply stopped \
                     counting them after the second winter.";
         assert_eq!(char_count(text), 189);
         assert_eq!(
-            split_units_at_clauses(text, 150, 100),
+            split_units(text, 150),
             [
                 "According to the report, about 42 percent of the letters sent to Oslo in 1950 were never delivered, ",
                 "and the staff, tired and underpaid, simply stopped counting them after the second winter."
             ]
         );
-        // Also when the middle mark is a little past the limit: the one after
-        // the first few words would leave three pieces.
-        let text = text.replace("Oslo", "Copenhagen");
-        let pieces = split_units_at_clauses(&text, 150, 100);
-        assert_eq!(pieces.len(), 2, "{pieces:?}");
-        assert!(pieces[0].ends_with("delivered, "), "{pieces:?}");
-        assert_eq!(char_count(pieces[0]), 106);
-        // Ten clauses of 28 chars: pieces near 100 or under, evened out
-        // (cutting at the last mark that fits would end on a piece of 38).
-        let clause = "abcdefghijklmnopqrstuvwxyz, ";
-        let text = clause.repeat(10) + "end of it.";
-        let pieces = split_units_at_clauses(&text, 150, 100);
-        let lengths: Vec<usize> = pieces.iter().map(|p| char_count(p)).collect();
-        assert_eq!(pieces.concat(), text);
-        assert_eq!(lengths, [84, 56, 84, 66]);
-        // With no mark within the limit, one past it (up to the hard limit)
-        // still makes two pieces.
-        let text = "The whole family walked slowly along the old river path until the evening, and then went home.";
-        assert_eq!(
-            split_units_at_clauses(text, 150, 40),
-            [
-                "The whole family walked slowly along the old river path until the evening, ",
-                "and then went home."
-            ]
-        );
+        let text =
+            "Yes, the whole family walked slowly along the old river path until evening came";
+        check_pieces(text, &split_units(text, 50), 50);
     }
 
     #[test]
-    fn a_clause_mark_that_leaves_a_scrap_is_not_used() {
-        // The only commas leave fewer than a quarter of the limit on one side.
-        let text = "Yes, the whole family walked slowly along the old river path until evening came, he said.";
-        assert_eq!(split_units_at_clauses(text, 150, 60), [text]);
-        // Without any clause mark the sentence stays whole up to the hard limit,
-        // and past it is cut at whitespace as before.
-        let text = "The whole family walked slowly along the old river path until the evening came at last";
-        assert_eq!(split_units_at_clauses(text, 150, 40), [text]);
-        let pieces = split_units_at_clauses(text, 50, 40);
-        assert_eq!(pieces, split_units(text, 50));
-        check_pieces(text, &pieces, 50);
-    }
-
-    #[test]
-    fn clause_cuts_keep_every_char_and_both_limits() {
+    fn clause_cuts_keep_every_char_and_the_limit() {
         for seed in 200..260u64 {
             let text = random_text(seed, 300);
-            for (max, clause) in [(150, 100), (40, 20), (12, 6), (7, 100)] {
-                check_pieces(&text, &split_units_at_clauses(&text, max, clause), max);
-            }
-            // Without a hard limit in the way, a piece over twice the clause
-            // limit has no clause mark that could cut it into two parts of a
-            // quarter of the limit or more (a cut nearer an even share would
-            // have been taken).
-            for clause in [100, 20, 6] {
-                for piece in split_units_at_clauses(&text, 10_000, clause) {
-                    let n = char_count(piece);
-                    if n > 2 * clause + 1 {
-                        let least = clause / 4;
-                        let usable = Cuts::new(piece, Boundary::Clause, piece.len()).any(|cut| {
-                            let head = char_count(&piece[..cut]);
-                            head >= least && n - head >= least
-                        });
-                        assert!(!usable, "piece {piece:?} could have been cut at a clause");
-                    }
-                }
+            for max in [150, 40, 12, 7] {
+                check_pieces(&text, &split_units(&text, max), max);
             }
         }
     }

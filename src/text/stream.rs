@@ -8,12 +8,12 @@
 //! The pieces are exactly those the server makes of the same text given whole, and
 //! [`pieces`] makes those with this same code: the boundaries are found by the parent
 //! module's scan (`Cuts`, resumed where it stopped), and each sentence is cut by
-//! [`split_units_at_clauses`], filtered by [`is_speakable`] and flattened by
+//! [`split_units`], filtered by [`is_speakable`] and flattened by
 //! [`spoken_line`] (which also writes numbers and abbreviations out, with
 //! [`Rules::English`]). Whole text is first split into user-visible chunks
 //! ([`split_chunks`](super::split_chunks)), and the stream makes the same chunks too: a
 //! chunk cut can fall inside the whitespace after a sentence (moving a space into the next
-//! sentence, which can tip it over the clause limit) or inside a sentence longer than a
+//! sentence, which can tip it over the hard limit) or inside a sentence longer than a
 //! chunk, so leaving chunks out would change some pieces.
 //!
 //! A sentence is complete once the first char after the whitespace that follows its end
@@ -32,18 +32,17 @@ use std::ops::Range;
 use super::normalize::{spoken_line, Rules};
 use super::spans::SpanMap;
 use super::{
-    char_count, greedy_cut, is_speakable, split_units_at_clauses, unit_cut_possible, Cuts,
-    CHUNK_LEVELS, UNIT_LEVELS,
+    char_count, greedy_cut, is_speakable, split_units, unit_cut_possible, Cuts, CHUNK_LEVELS,
+    UNIT_LEVELS,
 };
 use crate::config::Config;
 
 /// The limits text is cut by, the same for whole and streamed text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceLimits {
-    /// Longest piece handed to the engine, in chars ([`Config::unit_max_chars`]).
+    /// Longest piece handed to the engine, in chars ([`Config::unit_max_chars`]):
+    /// the hard limit, beyond which a sentence is cut.
     pub max_chars: usize,
-    /// Sentences longer than this are also cut at clause marks ([`Config::clause_chars`]).
-    pub clause_chars: usize,
     /// Size of the user-visible chunks whole text is split into first
     /// ([`Config::chunk_size`]); kept so that streamed pieces are those of whole text.
     pub chunk_chars: usize,
@@ -54,7 +53,6 @@ impl PieceLimits {
     pub fn from_config(config: &Config) -> Self {
         PieceLimits {
             max_chars: config.unit_max_chars,
-            clause_chars: config.clause_chars(),
             chunk_chars: config.chunk_size,
         }
     }
@@ -78,7 +76,7 @@ pub struct Piece {
 /// ```
 /// use piperd::text::{PieceLimits, SentenceStream};
 ///
-/// let limits = PieceLimits { max_chars: 150, clause_chars: 100, chunk_chars: 5000 };
+/// let limits = PieceLimits { max_chars: 700, chunk_chars: 5000 };
 /// let mut stream = SentenceStream::new(limits);
 /// assert!(stream.push("Hello there. ").is_empty()); // the next sentence may not start yet
 /// let pieces = stream.push("General");
@@ -243,16 +241,11 @@ impl SentenceStream {
 
     /// Emits the pieces of `range` of the buffer, which starts at the chunk start or a
     /// sentence boundary and ends at a sentence boundary or the chunk end: the cuts inside
-    /// it are the chunk's, as in [`split_units_at_clauses`] of the whole chunk.
+    /// it are the chunk's, as in [`split_units`] of the whole chunk.
     fn emit(&mut self, range: Range<usize>, out: &mut Vec<Piece>) {
         let mut at = self.base + range.start;
         let text = &self.buf[range.clone()];
-        let PieceLimits {
-            max_chars,
-            clause_chars,
-            ..
-        } = self.limits;
-        for piece in split_units_at_clauses(text, max_chars, clause_chars) {
+        for piece in split_units(text, self.limits.max_chars) {
             let start = at + piece.len() - piece.trim_start().len();
             let origin = at;
             at += piece.len();
@@ -307,33 +300,29 @@ pub fn pieces_with(text: &str, limits: PieceLimits, rules: Rules) -> Vec<Piece> 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{random_text, Lcg};
-    use super::super::{engine_line, split_chunks, split_units_at_clauses};
+    use super::super::{engine_line, split_chunks, split_units};
     use super::*;
 
     /// The server's defaults.
     const DEFAULT: PieceLimits = PieceLimits {
         max_chars: 150,
-        clause_chars: 100,
         chunk_chars: 5000,
     };
 
     /// Limits small enough for short texts to make many chunks and clause cuts.
     const SMALL: PieceLimits = PieceLimits {
         max_chars: 40,
-        clause_chars: 20,
         chunk_chars: 64,
     };
 
     /// One engine at a time: no clause cuts, and tiny chunks.
     const NO_CLAUSES: PieceLimits = PieceLimits {
         max_chars: 12,
-        clause_chars: 12,
         chunk_chars: 30,
     };
 
     const TINY: PieceLimits = PieceLimits {
         max_chars: 7,
-        clause_chars: 3,
         chunk_chars: 12,
     };
 
@@ -344,7 +333,7 @@ mod tests {
     fn old_pipeline(text: &str, limits: PieceLimits) -> Vec<Piece> {
         let mut out = Vec::new();
         for chunk in split_chunks(text, limits.chunk_chars) {
-            for piece in split_units_at_clauses(chunk, limits.max_chars, limits.clause_chars) {
+            for piece in split_units(chunk, limits.max_chars) {
                 if is_speakable(piece) {
                     let trimmed = piece.trim();
                     let start = trimmed.as_ptr() as usize - text.as_ptr() as usize;
@@ -565,29 +554,34 @@ mod tests {
         // Splitting whole text into sentences without the user-visible chunks first gives
         // other pieces for these: the chunks matter, and the stream keeps them.
         let unchunked = |text: &str| -> Vec<String> {
-            split_units_at_clauses(text, DEFAULT.max_chars, DEFAULT.clause_chars)
+            split_units(text, DEFAULT.max_chars)
                 .into_iter()
                 .filter(|piece| is_speakable(piece))
                 .map(engine_line)
                 .collect()
         };
-        for text in [space_after_the_chunk_window(), sentence(6000, 5)] {
+        {
+            let text = sentence(6000, 5);
             let old = old_pipeline(&text, DEFAULT);
             let old_lines: Vec<String> = old.iter().map(|piece| piece.line.clone()).collect();
             assert_ne!(unchunked(&text), old_lines);
             assert_eq!(pieces(&text, DEFAULT), old);
             assert_eq!(streamed(one_char_at_a_time(&text), DEFAULT), old);
         }
-        // The sentence after the space is cut at its comma.
+        // The sentence after the space stays whole: no clause cuts under the
+        // hard limit, wherever the chunk cut falls.
         let text = space_after_the_chunk_window();
         let lines: Vec<String> = pieces(&text, DEFAULT).into_iter().map(|p| p.line).collect();
         assert_eq!(
-            lines[lines.len() - 3..],
+            lines[lines.len() - 2..],
             [
-                "When the rain stopped at last,",
-                "the children ran out into the wet field behind the older stone barn.",
+                "When the rain stopped at last, the children ran out into the wet field behind the older stone barn.",
                 "Done."
             ]
+        );
+        assert_eq!(
+            streamed(one_char_at_a_time(&text), DEFAULT),
+            pieces(&text, DEFAULT)
         );
     }
 
@@ -793,7 +787,6 @@ mod tests {
         let config = Config::from_vars(&Default::default()).unwrap();
         let limits = PieceLimits::from_config(&config);
         assert_eq!(limits.max_chars, config.unit_max_chars);
-        assert_eq!(limits.clause_chars, config.clause_chars());
         assert_eq!(limits.chunk_chars, config.chunk_size);
     }
 }

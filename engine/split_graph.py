@@ -1,0 +1,314 @@
+"""piperd engine: a Piper voice's graph cut in two at the prior sample z_p.
+
+Piper exports VITS as one graph, phoneme ids to waveform. Everything up to
+the prior sample `z_p = m_p + randn * exp(logs_p) * noise_scale` (text
+encoder, duration predictor, alignment, both noise draws) needs the whole
+sentence and is cheap; everything after it (flow, HiFi-GAN decoder) is a
+stack of convolutions over frames with a finite receptive field, so it can
+be decoded in chunks with a few frames of margin on each side.
+
+`split(model_path)` finds that seam by the graph's structure (the `Add` fed
+by the last `RandomNormalLike`, the same seam the streaming-vits package
+finds), and extracts two graphs:
+
+  frontend  the voice's own inputs  ->  m_p, logs_p (per phoneme id),
+                                        noise scale, [speaker embedding],
+                                        w_ceil (frames per phoneme id)
+  decoder   z_p, frame mask, [speaker embedding]  ->  audio
+
+Between the two, the engine expands m_p and logs_p to frames itself
+(`np.repeat` by w_ceil) and draws the prior's noise: the graph does that
+expansion as a product with a dense frames x ids path matrix, whose
+temporaries were a third of the frontend's peak memory on a long sentence
+(about 100 of 300 MiB at 1,400 ids). A graph where that expansion is not
+found keeps it inside the frontend, which then returns z_p and the frame
+mask itself (`meta["expand"]` is None).
+
+`w_ceil` is the `Ceil` tensor piper's `patch_voice_with_alignment` exposes:
+with the hop length it gives the samples each phoneme id spans.
+
+The two graphs are stored under the cache folder, keyed by the model file's
+SHA-256, never beside the voice: the voices folder may be read-only.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+# Bump when what is stored changes meaning: older entries are then ignored.
+CACHE_VERSION = 2
+
+
+class CannotSplit(Exception):
+    """The graph does not have the seam of a Piper VITS export."""
+
+
+def model_hash(model_path):
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as model_file:
+        for block in iter(lambda: model_file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_seam(graph):
+    """Returns (z_p, mask, speaker embedding or None, w_ceil, index of the
+    first node after the seam)."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    noise = [i for i, node in enumerate(nodes) if node.op_type == "RandomNormalLike"]
+    if not noise:
+        raise CannotSplit("no RandomNormalLike node: not a VITS export")
+    # The last draw is the prior's noise; z_p is the first Add downstream of it.
+    reached = {nodes[noise[-1]].output[0]}
+    z_p = cut = None
+    for i in range(noise[-1] + 1, len(nodes)):
+        node = nodes[i]
+        if not any(name in reached for name in node.input):
+            continue
+        if node.op_type == "Add":
+            z_p, cut = node.output[0], i + 1
+            break
+        reached.update(node.output)
+    if z_p is None:
+        raise CannotSplit("no Add after the prior's noise (z_p)")
+
+    crossing = []
+    for node in nodes[cut:]:
+        for name in node.input:
+            if name in producer and producer[name] < cut and name not in crossing:
+                crossing.append(name)
+    # The speaker embedding feeds the decoder's conditioning convolutions.
+    conditioning = [
+        node.input[0]
+        for node in nodes
+        if node.op_type == "Conv" and "cond" in node.name and node.input[0] in producer
+    ]
+    speaker = max(set(conditioning), key=conditioning.count) if conditioning else None
+    mask = None
+    for name in crossing:
+        if name in (z_p, speaker):
+            continue
+        users = sum(1 for node in nodes[cut:] if name in node.input)
+        if users > 5:
+            mask = name
+            break
+    if mask is None:
+        raise CannotSplit(f"no frame mask among the tensors crossing the seam: {crossing}")
+    unexpected = [name for name in crossing if name not in (z_p, mask, speaker)]
+    if unexpected:
+        raise CannotSplit(f"more tensors cross the seam than z_p, mask, speaker: {unexpected}")
+    ceils = {out for node in nodes[:cut] if node.op_type == "Ceil" for out in node.output}
+    if len(ceils) != 1:
+        raise CannotSplit(f"expected one Ceil (w_ceil) before the seam, found {len(ceils)}")
+    return z_p, mask, speaker, next(iter(ceils)), cut
+
+
+def find_expansion(graph, z_p):
+    """The tensors the prior is made of, before their expansion to frames:
+    (m_p, logs_p, noise scale), or None when the graph does not show
+    `z_p = P m_p + randn * exp(P logs_p) * noise_scale` with one path
+    matrix P applied by two MatMuls."""
+    nodes = list(graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+
+    def through(name, ops):
+        """The input of the chain of single-input `ops` that makes `name`."""
+        node = producer.get(name)
+        while node is not None and node.op_type in ops:
+            name = node.input[0]
+            node = producer.get(name)
+        return name, node
+
+    add = producer.get(z_p)
+    if add is None or add.op_type != "Add" or len(add.input) != 2:
+        return None
+    mean_name, mean = through(add.input[0], ("Transpose",))
+    scaled = producer.get(add.input[1])
+    if mean is None or mean.op_type != "MatMul" or scaled is None or scaled.op_type != "Mul":
+        return None
+    noisy, noise_scale = producer.get(scaled.input[0]), scaled.input[1]
+    if noisy is None or noisy.op_type != "Mul":
+        return None
+    draw, spread = (producer.get(name) for name in noisy.input)
+    if draw is None or draw.op_type != "RandomNormalLike":
+        draw, spread = spread, draw
+    if draw is None or draw.op_type != "RandomNormalLike" or spread is None:
+        return None
+    if spread.op_type != "Exp":
+        return None
+    _, logs = through(spread.input[0], ("Transpose",))
+    if logs is None or logs.op_type != "MatMul" or logs.input[0] != mean.input[0]:
+        return None
+    m_p, m_t = through(mean.input[1], ("Transpose",))
+    logs_p, l_t = through(logs.input[1], ("Transpose",))
+    if m_p == mean.input[1] or logs_p == logs.input[1]:
+        return None  # no transpose back to [1, channels, ids]: not the shape expected
+    return m_p, logs_p, noise_scale
+
+
+def hop_length(model):
+    """Samples per frame: the product of the decoder's upsampling strides."""
+    import re
+
+    hop = 1
+    found = False
+    for node in model.graph.node:
+        if node.op_type != "ConvTranspose" or len(node.input) < 2:
+            continue
+        if not re.fullmatch(r"dec\.ups\.\d+\.weight", node.input[1]):
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "strides":
+                hop *= attribute.ints[0]
+                found = True
+    if not found:
+        raise CannotSplit("no dec.ups.* upsampling layers: not a HiFi-GAN decoder")
+    return hop
+
+
+class SplitGraph:
+    """The two graphs, as paths of the cached files or (when there is no
+    cache to keep them in) serialized bytes, and the names of their ends.
+    onnxruntime takes either; a path keeps no copy of the graph in the
+    engine's memory, which a session made later (another thread count)
+    would otherwise need kept."""
+
+    def __init__(self, frontend, decoder, meta):
+        self.frontend = frontend
+        self.decoder = decoder
+        self.meta = meta
+
+    @property
+    def hop(self):
+        return self.meta["hop"]
+
+
+def split(model_path):
+    """Cuts the model at z_p. Raises `CannotSplit` for a graph without the seam."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    z_p, mask, speaker, w_ceil, _ = find_seam(model.graph)
+    hop = hop_length(model)
+    # piper ships duplicate metadata keys, which the extractor's checker refuses.
+    seen, keep = set(), []
+    for prop in model.metadata_props:
+        if prop.key not in seen:
+            seen.add(prop.key)
+            keep.append(prop)
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inputs = [value.name for value in model.graph.input]
+    seam = [z_p, mask] + ([speaker] if speaker else [])
+    expansion = find_expansion(model.graph, z_p)
+    ends = list(expansion) if expansion else [z_p, mask]
+    extractor = onnx.utils.Extractor(model)
+    frontend = extractor.extract_model(inputs, ends + ([speaker] if speaker else []) + [w_ceil])
+    decoder = extractor.extract_model(seam, [model.graph.output[0].name])
+    meta = {
+        "cache_version": CACHE_VERSION,
+        "inputs": inputs,
+        "z_p": z_p,
+        "mask": mask,
+        "speaker": speaker,
+        "w_ceil": w_ceil,
+        "hop": hop,
+        "expand": (
+            {"m_p": expansion[0], "logs_p": expansion[1], "noise_scale": expansion[2]}
+            if expansion
+            else None
+        ),
+    }
+    return SplitGraph(frontend.SerializeToString(), decoder.SerializeToString(), meta)
+
+
+def _write_atomically(path, data):
+    folder = os.path.dirname(path)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".part-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+class Cache:
+    """One folder per model hash: frontend.onnx, decoder.onnx, split.json,
+    and what calibration measured (calibration.json)."""
+
+    def __init__(self, root, digest):
+        self.folder = os.path.join(root, digest[:32]) if root else None
+
+    def _path(self, name):
+        return os.path.join(self.folder, name)
+
+    def load_split(self):
+        if not self.folder:
+            return None
+        try:
+            with open(self._path("split.json"), "r", encoding="utf-8") as meta_file:
+                meta = json.load(meta_file)
+            if meta.get("cache_version") != CACHE_VERSION:
+                return None
+            paths = [self._path("frontend.onnx"), self._path("decoder.onnx")]
+            if not all(os.path.isfile(path) for path in paths):
+                return None
+        except (OSError, ValueError):
+            return None
+        return SplitGraph(paths[0], paths[1], meta)
+
+    def store_split(self, graph):
+        self._store("frontend.onnx", graph.frontend)
+        self._store("decoder.onnx", graph.decoder)
+        # Last: its presence says the two graphs beside it are whole.
+        self._store("split.json", json.dumps(graph.meta, indent=1).encode("utf-8"))
+
+    def load_json(self, name):
+        if not self.folder:
+            return None
+        try:
+            with open(self._path(name), "r", encoding="utf-8") as stored:
+                found = json.load(stored)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(found, dict) or found.get("cache_version") != CACHE_VERSION:
+            return None
+        return found
+
+    def store_json(self, name, obj):
+        self._store(name, json.dumps(dict(obj, cache_version=CACHE_VERSION), indent=1).encode())
+
+    def _store(self, name, data):
+        if not self.folder:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        _write_atomically(self._path(name), data)
+
+
+def cache_root():
+    """PIPER_ENGINE_CACHE_DIR as piperd passes it; empty means no cache."""
+    return os.environ.get("PIPER_ENGINE_CACHE_DIR", "")
+
+
+def load_or_split(model_path, log):
+    """The voice's split graph and its cache, splitting on first use.
+    A cache that cannot be written only costs the split at every start."""
+    cache = Cache(cache_root(), model_hash(model_path))
+    graph = cache.load_split()
+    if graph is not None:
+        return graph, cache
+    graph = split(model_path)
+    try:
+        cache.store_split(graph)
+    except OSError as err:
+        log(f"cannot store the split graph in {cache.folder}: {err}; it is made again at each start")
+        cache.folder = None
+    return cache.load_split() or graph, cache

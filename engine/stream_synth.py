@@ -1,0 +1,391 @@
+"""piperd engine: a sentence as one frontend run plus decoder chunks.
+
+The frontend (see split_graph.py) runs once on the whole sentence; the
+decoder then runs over frame chunks, each with `left` frames of context
+before it and `right` after it, which are decoded and thrown away. With
+margins at least the decoder's real receptive field, the chunks join into
+the audio of one whole decode (measured on en_US-joe-medium: within 4e-6 of
+full scale at 32 frames each side, an eighth of one 16-bit step).
+
+What is calibrated once per voice, and stored beside its split graph:
+
+- margins: the fewest frames of context, each side, after which a chunked
+  decode of a calibration text stops differing from the whole decode by
+  more than MARGIN_TOLERANCE of its peak;
+- decode cost: seconds per call and per frame, fitted on chunks of three
+  sizes, from which the chunk schedule follows (see `schedule`);
+- gain: Piper scales each sentence to full peak, which a stream cannot know
+  before the sentence ends. Every sentence of the voice gets one gain
+  instead, LEVEL_PEAK over the highest peak of the calibration sentences, so
+  loudness never jumps between sentences or chunks; a sample that would
+  pass LIMIT_KNEE is bent softly below full scale, sample by sample, so the
+  limiter cannot differ between chunks either.
+"""
+
+import itertools
+import time
+
+import numpy as np
+
+from piper.const import BOS, EOS, PAD
+from piper.voice import PhonemeAlignment
+
+# A chunked decode differing from the whole one by at most this much of its
+# peak is the same audio (one 16-bit step is 3e-5 of full scale).
+MARGIN_TOLERANCE = 1e-5
+MARGIN_CANDIDATES = (8, 12, 16, 20, 24, 28, 32, 40, 48, 64, 80, 96)
+CALIBRATION_TEXT = (
+    "The quick brown fox jumped skillfully over the lazy dog as it ran at full "
+    "speed toward the fence, to crawl underneath it and get to the other side, "
+    "toward the tree with the acorns that the squirrels were feasting on."
+)
+LEVEL_SENTENCES = (
+    CALIBRATION_TEXT,
+    "Hello! How are you today?",
+    "Warning: the system will restart in five minutes, so please save your work now.",
+    "One, two, three, four, five, six, seven, eight, nine, ten.",
+)
+# Peak of the calibration sentences after the voice's gain.
+LEVEL_PEAK = 0.9
+# Samples above this are bent toward full scale by a soft knee.
+LIMIT_KNEE = 0.9
+MAX_WAV_VALUE = 32767.0
+# Frames of the first chunk: never fewer (a call costs more than its frames).
+MIN_FIRST_CHUNK = 12
+# Frames of the first chunk at most: first audio before everything else.
+FIRST_CHUNK_MAX = 24
+# Each chunk at least this many times the one before: margins cost work.
+CHUNK_GROWTH = 1.5
+# Frames of the largest chunk: bounds the decoder's memory per call.
+MAX_CHUNK = 512
+# Decode times are taken as this much longer than measured.
+SCHEDULE_SAFETY = 1.25
+
+
+def limit(audio):
+    """The soft limiter: identity up to LIMIT_KNEE, then a tanh knee that
+    stays below 1.0. Sample by sample, so it is the same in every chunk."""
+    magnitude = np.abs(audio)
+    over = magnitude > LIMIT_KNEE
+    if not over.any():
+        return audio
+    room = 1.0 - LIMIT_KNEE
+    bent = LIMIT_KNEE + room * np.tanh((magnitude[over] - LIMIT_KNEE) / room)
+    audio = audio.copy()
+    audio[over] = np.sign(audio[over]) * bent
+    return audio
+
+
+def to_int16_bytes(audio):
+    """As piper's AudioChunk.audio_int16_bytes."""
+    return (
+        np.clip(audio * MAX_WAV_VALUE, -MAX_WAV_VALUE, MAX_WAV_VALUE).astype(np.int16).tobytes()
+    )
+
+
+def phoneme_alignments(config, phonemes, phoneme_ids, phoneme_id_samples):
+    """Samples per phoneme, as piper's `PhonemeAlignment` list: each phoneme
+    (with BOS and EOS around them) with the ids it produced, the pad after
+    it included, and the samples those ids span. None when the ids do not
+    line up with the phonemes (as piper answers then)."""
+    if phoneme_id_samples is None or len(phoneme_id_samples) != len(phoneme_ids):
+        return None
+    pad_ids = config.phoneme_id_map.get(PAD, [])
+    index = 0
+    alignments = []
+    for phoneme in itertools.chain([BOS], phonemes, [EOS]):
+        expected = config.phoneme_id_map.get(phoneme, [])
+        to_check = list(itertools.chain(expected, pad_ids)) if phoneme != EOS else expected
+        start = index
+        for phoneme_id in to_check:
+            if index >= len(phoneme_ids) or phoneme_ids[index] != phoneme_id:
+                return None
+            index += 1
+        alignments.append(
+            PhonemeAlignment(
+                phoneme=phoneme,
+                phoneme_ids=to_check,
+                num_samples=int(sum(phoneme_id_samples[start:index])),
+            )
+        )
+    return alignments
+
+
+class Calibration:
+    def __init__(self, left, right, alpha, beta, gain, measured):
+        self.left = left
+        self.right = right
+        self.alpha = alpha
+        self.beta = beta
+        self.gain = gain
+        self.measured = measured
+
+    def as_dict(self):
+        return {
+            "left": self.left,
+            "right": self.right,
+            "alpha_s": self.alpha,
+            "beta_s_per_frame": self.beta,
+            "gain": self.gain,
+            "measured": self.measured,
+        }
+
+    @staticmethod
+    def from_dict(d):
+        try:
+            return Calibration(
+                int(d["left"]),
+                int(d["right"]),
+                float(d["alpha_s"]),
+                float(d["beta_s_per_frame"]),
+                float(d["gain"]),
+                d.get("measured", {}),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class StreamVoice:
+    """One voice's frontend and decoder sessions, its calibration, and the
+    chunked synthesis of a sentence."""
+
+    def __init__(self, voice, graph, frontend, decoder, cache, log):
+        self.voice = voice
+        self.config = voice.config
+        self.graph = graph
+        self.frontend_session = frontend
+        self.decoder_session = decoder
+        self.cache = cache
+        self.log = log
+        meta = graph.meta
+        self.hop = graph.hop
+        self.inputs = set(meta["inputs"])
+        self.seam = [meta["z_p"], meta["mask"]] + ([meta["speaker"]] if meta["speaker"] else [])
+        # The frontend stops before the expansion to frames (see split_graph).
+        self.expand = bool(meta.get("expand"))
+        self.rng = np.random.default_rng()
+        found = Calibration.from_dict(cache.load_json("calibration.json") or {})
+        self.calibration = found or self._calibrate()
+        self.first_schedule = self.schedule(first=True)
+        self.later_schedule = self.schedule(first=False)
+
+    def describe(self):
+        """For the ready frame."""
+        c = self.calibration
+        return {
+            "margins": [c.left, c.right],
+            "schedule": self.first_schedule,
+            "gain": round(c.gain, 4),
+        }
+
+    # -- the two halves ----------------------------------------------------
+
+    def frontend(self, phoneme_ids, options):
+        config = self.config
+        scales = np.array(
+            [
+                _pick(options.get("noise_scale"), config.noise_scale),
+                _pick(options.get("length_scale"), config.length_scale),
+                _pick(options.get("noise_w_scale"), config.noise_w_scale),
+            ],
+            dtype=np.float32,
+        )
+        feed = {
+            "input": np.array([phoneme_ids], dtype=np.int64),
+            "input_lengths": np.array([len(phoneme_ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        if "sid" in self.inputs:
+            speaker = options.get("speaker_id")
+            if speaker is None:
+                speaker = config.default_speaker_id if config.num_speakers > 1 else 0
+            feed["sid"] = np.array([speaker], dtype=np.int64)
+        feed = {name: value for name, value in feed.items() if name in self.inputs}
+        *seam, w_ceil = self.frontend_session.run(None, feed)
+        if self.expand:
+            m_p, logs_p, noise_scale, *speaker = seam
+            seam = self.prior(m_p, logs_p, noise_scale, w_ceil) + speaker
+        return seam, w_ceil
+
+    def prior(self, m_p, logs_p, noise_scale, w_ceil):
+        """[z_p, frame mask] from the frontend's per-id tensors, as the graph
+        makes them: each id's column repeated for its frames (at least one
+        frame in all), then z_p = m_p + randn * exp(logs_p) * noise_scale."""
+        frames_of = w_ceil.reshape(-1).astype(np.int64)
+        index = np.repeat(np.arange(frames_of.size), np.maximum(frames_of, 0))
+        frames = max(1, index.size)
+        m = np.zeros((1, m_p.shape[1], frames), dtype=np.float32)
+        logs = np.zeros_like(m)
+        m[:, :, : index.size] = m_p[:, :, index]
+        logs[:, :, : index.size] = logs_p[:, :, index]
+        scale = float(np.asarray(noise_scale).reshape(-1)[0])
+        z_p = m
+        if scale != 0.0:
+            draw = self.rng.standard_normal(m.shape, dtype=np.float32)
+            z_p = m + draw * np.exp(logs) * np.float32(scale)
+        return [z_p, np.ones((1, 1, frames), dtype=np.float32)]
+
+    def decode(self, seam, start, end, left=None, right=None):
+        """Audio of frames [start, end), decoded with margins around them."""
+        left = self.calibration.left if left is None else left
+        right = self.calibration.right if right is None else right
+        z_p, mask = seam[0], seam[1]
+        frames = z_p.shape[2]
+        lo, hi = max(0, start - left), min(frames, end + right)
+        feed = {self.seam[0]: z_p[:, :, lo:hi], self.seam[1]: mask[:, :, lo:hi]}
+        if len(self.seam) == 3:
+            feed[self.seam[2]] = seam[2]
+        audio = self.decoder_session.run(None, feed)[0].reshape(-1)
+        offset = (start - lo) * self.hop
+        return audio[offset : offset + (end - start) * self.hop]
+
+    # -- calibration -------------------------------------------------------
+
+    def _calibration_seam(self, text):
+        phonemes = self.voice.phonemize(text)
+        ids = self.voice.phonemes_to_ids(list(itertools.chain(*phonemes)))
+        seam, _ = self.frontend(ids, {"noise_scale": 0.0, "noise_w_scale": 0.0})
+        return seam
+
+    def _matches(self, seam, whole, peak, margin):
+        """Whether 32-frame chunks at a few places, with `margin` frames of
+        context each side, decode to the whole decode's samples there."""
+        frames = seam[0].shape[2]
+        for a in (frames // 5, frames // 2, frames - frames // 5 - 32):
+            got = self.decode(seam, a, a + 32, margin, margin)
+            want = whole[a * self.hop : (a + 32) * self.hop]
+            if np.max(np.abs(got - want)) > MARGIN_TOLERANCE * peak:
+                return False
+        return True
+
+    def _smallest_margin(self, seam, whole, peak):
+        """Bisection over MARGIN_CANDIDATES (more context never hurts)."""
+        lo, hi = 0, len(MARGIN_CANDIDATES) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._matches(seam, whole, peak, MARGIN_CANDIDATES[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        return MARGIN_CANDIDATES[lo]
+
+    def _calibrate(self):
+        started = time.monotonic()
+        seam = self._calibration_seam(CALIBRATION_TEXT)
+        frames = seam[0].shape[2]
+        whole = self.decode(seam, 0, frames, 0, 0)
+        peak = float(np.max(np.abs(whole))) or 1.0
+        # One step more than the fewest that matched: one text is not every text.
+        left = right = self._next_margin(self._smallest_margin(seam, whole, peak))
+        peaks = [peak]
+        for text in LEVEL_SENTENCES[1:]:
+            other = self._calibration_seam(text)
+            audio = self.decode(other, 0, other[0].shape[2], 0, 0)
+            peaks.append(float(np.max(np.abs(audio))))
+        gain = LEVEL_PEAK / (max(peaks) or 1.0)
+        # Decode cost: seconds = alpha + beta * (frames + margins), least squares.
+        sizes, costs = [], []
+        for size in (16, 64, 192):
+            best = None
+            for _ in range(2):
+                a = max(0, (frames - size) // 2)
+                t0 = time.perf_counter()
+                self.decode(seam, a, min(frames, a + size), left, right)
+                took = time.perf_counter() - t0
+                best = took if best is None else min(best, took)
+            sizes.append(size + left + right)
+            costs.append(best)
+        beta, alpha = np.polyfit(np.array(sizes, float), np.array(costs, float), 1)
+        calibration = Calibration(
+            left,
+            right,
+            max(float(alpha), 0.0),
+            max(float(beta), 1e-6),
+            gain,
+            {"sizes": sizes, "seconds": costs, "peaks": peaks, "took_s": 0.0},
+        )
+        calibration.measured["took_s"] = round(time.monotonic() - started, 2)
+        try:
+            self.cache.store_json("calibration.json", calibration.as_dict())
+        except OSError as err:
+            self.log(f"cannot store the calibration: {err}")
+        self.log(
+            f"calibrated: margins {left}/{right} frames, gain {gain:.3f}, "
+            f"decode {calibration.alpha * 1e3:.1f} ms + {calibration.beta * 1e3:.2f} ms/frame"
+        )
+        return calibration
+
+    @staticmethod
+    def _next_margin(margin):
+        i = MARGIN_CANDIDATES.index(margin)
+        return MARGIN_CANDIDATES[min(i + 1, len(MARGIN_CANDIDATES) - 1)]
+
+    # -- schedule ----------------------------------------------------------
+
+    def schedule(self, first):
+        """Frames of each chunk of a sentence, the last repeated.
+
+        `first` (a listener waits for this audio to start): the first chunk
+        is the smallest after which playback never runs dry, taking each
+        decode as SCHEDULE_SAFETY times its measured cost, but at most
+        FIRST_CHUNK_MAX (a slow or busy machine still starts early, and may
+        pause once); each next chunk is the largest whose decode fits in the
+        audio already made, and at least CHUNK_GROWTH times the one before,
+        up to MAX_CHUNK. Otherwise (nobody waits on this sentence's start)
+        every chunk is MAX_CHUNK, which spends the least on margins."""
+        if not first:
+            return [MAX_CHUNK]
+        c = self.calibration
+        frame_s = self.hop / self.config.sample_rate
+        margins = c.left + c.right
+
+        def cost(n):
+            return (c.alpha + c.beta * (n + margins)) * SCHEDULE_SAFETY
+
+        # cost(n) <= n * frame_s: the next chunk, as large, fits in this one.
+        per_frame = frame_s - c.beta * SCHEDULE_SAFETY
+        least = (
+            (c.alpha + c.beta * margins) * SCHEDULE_SAFETY / per_frame
+            if per_frame > 0
+            else FIRST_CHUNK_MAX
+        )
+        chunks = [int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))]
+        buffered = chunks[0] * frame_s
+        while chunks[-1] < MAX_CHUNK and len(chunks) < 32:
+            fits = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
+            n = min(MAX_CHUNK, max(int(np.ceil(chunks[-1] * CHUNK_GROWTH)), fits))
+            buffered = max(0.0, buffered - cost(n)) + n * frame_s
+            chunks.append(n)
+        return chunks
+
+    # -- synthesis ---------------------------------------------------------
+
+    def sentences(self, text):
+        """Phonemes of each sentence espeak finds in the text."""
+        return [p for p in self.voice.phonemize(text) if p]
+
+    def synthesize(self, phonemes, options, first=True, check=None):
+        """Yields ("alignments", list or None) once, then ("audio", pcm) per
+        chunk of one sentence. `check()` runs between chunks (it raises to
+        stop early)."""
+        ids = self.voice.phonemes_to_ids(phonemes)
+        seam, w_ceil = self.frontend(ids, options)
+        samples = (w_ceil.reshape(-1) * self.hop).astype(np.int64)
+        yield "alignments", phoneme_alignments(self.config, phonemes, ids, samples)
+        gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
+        frames = seam[0].shape[2]
+        schedule = self.first_schedule if first else self.later_schedule
+        start = 0
+        for step in itertools.count():
+            if start >= frames:
+                break
+            if check is not None:
+                check()
+            end = min(frames, start + schedule[min(step, len(schedule) - 1)])
+            audio = limit(self.decode(seam, start, end) * gain)
+            yield "audio", to_int16_bytes(audio)
+            start = end
+
+
+def _pick(value, default):
+    return default if value is None else value

@@ -1,0 +1,248 @@
+//! Frame-streamed synthesis through the whole server, against the raw engine
+//! (piper's own Python API) on the same sentence, with the noise scales at 0
+//! so that both are deterministic.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+
+/// One sentence of 233 characters with commas: before frame streaming it was
+/// cut at them, and its audio differed from the engine's whole sentence.
+const LONG_SENTENCE: &str = "When the morning train finally pulled into the station, the \
+passengers, who had waited for hours in the cold, gathered their bags, checked their tickets \
+once more, and stepped onto the platform, relieved that the long night was over.";
+
+/// The raw engine's synthesis of `text`: piper's `PiperVoice.synthesize`,
+/// one whole sentence at a time (each scaled to full peak, then `volume`),
+/// `silence` seconds of zeros after each, as 16-bit samples.
+fn raw_engine(model: &Path, text: &str, volume: f64, silence: f64) -> Vec<i16> {
+    let script = r#"
+import sys
+from piper import PiperVoice, SynthesisConfig
+model, text, volume, silence = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+voice = PiperVoice.load(model)
+config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, volume=volume)
+out = b""
+for chunk in voice.synthesize(text, syn_config=config):
+    out += chunk.audio_int16_bytes + b"\x00\x00" * int(voice.config.sample_rate * silence)
+sys.stdout.buffer.write(out)
+"#;
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(model)
+        .arg(text)
+        .arg(volume.to_string())
+        .arg(silence.to_string())
+        .output()
+        .expect("the raw engine runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// The one gain that best maps `raw` onto `ours` (least squares), and the
+/// largest difference left, in 16-bit steps.
+fn fit_one_gain(ours: &[i16], raw: &[i16]) -> (f64, f64) {
+    let dot: f64 = ours
+        .iter()
+        .zip(raw)
+        .map(|(&o, &r)| o as f64 * r as f64)
+        .sum();
+    let norm: f64 = raw.iter().map(|&r| r as f64 * r as f64).sum();
+    let gain = dot / norm;
+    let worst = ours
+        .iter()
+        .zip(raw)
+        .map(|(&o, &r)| (o as f64 - gain * r as f64).abs())
+        .fold(0.0, f64::max);
+    (gain, worst)
+}
+
+/// The server's log without its colours.
+fn plain_log(server: &Server) -> String {
+    let log = server.log();
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn deterministic(text: &str, volume: f64, silence: f64) -> serde_json::Value {
+    json!({
+        "text": text,
+        "stream": true,
+        "noise_scale": 0.0,
+        "noise_w_scale": 0.0,
+        "volume": volume,
+        "sentence_silence": silence,
+    })
+}
+
+/// A split graph and calibration may be made on first use: on a busy
+/// machine that takes longer than a warm start.
+const SLOW_START: (&str, &str) = ("PIPER_ENGINE_START_TIMEOUT", "300");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sentence_with_commas_is_the_raw_engines_whole_sentence_up_to_one_gain() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[SLOW_START]);
+    let (volume, silence) = (0.5, 0.25);
+    let body = deterministic(LONG_SENTENCE, volume, silence);
+    let (status, _, bytes) = post(&server, "/api/tts", body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let ours = parse_streamed_wav(&bytes).samples;
+    let log = plain_log(&server);
+    assert!(
+        log.contains("chunked=true"),
+        "the engine did not synthesize in decoder chunks: {log}"
+    );
+
+    let model = dir.path().join(format!("{VOICE}.onnx"));
+    let raw = raw_engine(&model, LONG_SENTENCE, volume, silence);
+    // Same length: the sentence was not cut (every cut is spoken as if the
+    // sentence ended there, and changes its length).
+    assert_eq!(
+        ours.len(),
+        raw.len(),
+        "a different length: the sentence was cut"
+    );
+    let tail = (22_050.0 * silence) as usize;
+    assert!(
+        ours[ours.len() - tail..].iter().all(|&s| s == 0),
+        "the sentence silence is missing"
+    );
+    let speech = ours.len() - tail;
+    let (gain, worst) = fit_one_gain(&ours[..speech], &raw[..speech]);
+    // Piper scales a sentence to full peak, piperd by the voice's gain: one
+    // constant ratio, and then every sample within rounding (one step on each
+    // side, scaled), chunk boundaries included.
+    assert!(gain > 0.1 && gain < 2.0, "gain {gain}");
+    assert!(
+        worst <= 3.0,
+        "sample off by {worst} steps after one gain of {gain}: the chunks do not join"
+    );
+    // Volume multiplies the voice's one gain: half the volume, half the
+    // samples (both below the limiter's knee), within rounding: a step on
+    // our side, two on the quieter one's once doubled, and float noise.
+    let (status, _, quiet) = post(
+        &server,
+        "/api/tts",
+        deterministic(LONG_SENTENCE, volume / 2.0, silence),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let quiet = parse_streamed_wav(&quiet).samples;
+    let (ratio, off) = fit_one_gain(&ours[..speech], &quiet[..speech]);
+    assert!(
+        (ratio - 2.0).abs() < 0.01 && off <= 4.0,
+        "volume {volume} against {}: {ratio}, {off}",
+        volume / 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sentence_streams_its_first_audio_before_its_end() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[SLOW_START]);
+    // Warm the engine first, so that only this sentence's synthesis is timed.
+    let (status, _, _) = post(&server, "/api/tts", json!({"text": "Ready."})).await;
+    assert_eq!(status, 200);
+    let text = format!("{LONG_SENTENCE} {LONG_SENTENCE}").replace(". ", ", and ");
+    let mut stream = post_stream(&server, "/api/tts", deterministic(&text, 1.0, 0.0)).await;
+    use futures::StreamExt;
+    let mut first = 0;
+    while first <= 44 {
+        first += stream.next().await.expect("audio").unwrap().len();
+    }
+    // One sentence, not yet done: its first chunk went out alone.
+    assert_still_synthesizing(&server).await;
+    let mut total = first;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert!(
+        first < total / 2,
+        "first audio came with {first} of {total} bytes: not mid-sentence"
+    );
+}
+
+/// The voice's model with its decoder's upsampling layers renamed: piper
+/// runs it the same, but piperd cannot find the decoder to split it.
+fn unsplittable_voice(dir: &Path) {
+    let script = r#"
+import sys, onnx
+model = onnx.load(sys.argv[1])
+renamed = {}
+for init in model.graph.initializer:
+    if init.name.startswith("dec.ups."):
+        renamed[init.name] = "upsampling_" + init.name[len("dec.ups."):]
+        init.name = renamed[init.name]
+for node in model.graph.node:
+    for i, name in enumerate(node.input):
+        if name in renamed:
+            node.input[i] = renamed[name]
+assert renamed, "no upsampling layers found"
+onnx.save(model, sys.argv[2])
+"#;
+    let source = root().join(format!("voices/{VOICE}.onnx"));
+    let target = dir.join("unsplittable.onnx");
+    std::fs::remove_file(&target).ok();
+    let status = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(&source)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_whose_graph_cannot_be_split_speaks_whole_sentences_with_a_warning() {
+    let dir = voices(&["unsplittable"]);
+    unsplittable_voice(dir.path());
+    let server = Server::start(dir.path(), &[SLOW_START]);
+    let text = "A voice that cannot stream, still speaking, as it always did.";
+    let (status, _, bytes) = post(&server, "/api/tts", deterministic(text, 0.8, 0.1)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
+    let ours = parse_streamed_wav(&bytes).samples;
+    let log = plain_log(&server);
+    assert!(
+        log.contains("cannot be split") && log.contains("chunked=false"),
+        "no warning: {log}"
+    );
+    // The whole-sentence path is piper's own: the same samples.
+    let raw = raw_engine(&dir.path().join("unsplittable.onnx"), text, 0.8, 0.1);
+    assert_eq!(ours.len(), raw.len());
+    let worst = ours
+        .iter()
+        .zip(&raw)
+        .map(|(&o, &r)| (o as i32 - r as i32).abs())
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 1,
+        "whole-sentence audio differs from piper's by {worst}"
+    );
+}
