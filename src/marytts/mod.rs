@@ -2,7 +2,8 @@
 //! clients that speak it (Home Assistant's `marytts` platform through
 //! `speak2mary`, Mycroft and OpenVoiceOS, openHAB, NVDA's SpeechHub).
 //!
-//! - `GET` or `POST /process` with `INPUT_TEXT`, `INPUT_TYPE=TEXT`,
+//! - `GET` or `POST /process` with `INPUT_TEXT`, `INPUT_TYPE=TEXT` (or
+//!   `SSML`, the subset of `crate::text::ssml`),
 //!   `OUTPUT_TYPE=AUDIO`, `AUDIO=WAVE_FILE` (or `WAVE`), `LOCALE`, `VOICE`
 //!   and effects: `effect_Rate` (`durScale:1.5`) becomes the length scale,
 //!   `effect_Volume` (`amount:2.0`) the volume, the others are ignored.
@@ -148,6 +149,7 @@ impl From<SpeechError> for Failure {
             (SpeechError::Voice(VoiceError::NotFound { .. }), _) => {
                 (StatusCode::NOT_FOUND, "voice_not_found")
             }
+            (SpeechError::InvalidSsml(_), _) => (StatusCode::BAD_REQUEST, "invalid_ssml"),
             (_, ErrorKind::Client) => (StatusCode::BAD_REQUEST, "invalid_request"),
             (_, ErrorKind::Busy | ErrorKind::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "busy")
@@ -227,6 +229,7 @@ async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response 
                 options,
                 complete: true,
                 normalize: true,
+                ssml: request.ssml,
             })
             .await?;
         let config = speech.config();

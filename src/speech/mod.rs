@@ -45,7 +45,8 @@ use crate::metrics as m;
 use crate::scheduler::messages::{SupervisorMsg, WarmInfo};
 use crate::scheduler::{Sentence, SynthJob};
 use crate::text::normalize::Rules;
-use crate::text::stream::{PieceLimits, SentenceStream};
+use crate::text::ssml::Pace;
+use crate::text::stream::{Piece, PieceLimits, SentenceStream};
 use crate::voices::{VoiceError, VoiceInfo};
 use admission::Admission;
 use cache::AudioCache;
@@ -94,6 +95,8 @@ pub struct Utterance<'a> {
     /// Numbers, money, dates, abbreviations… written out as a person reads
     /// them (English voices only; `"normalize": false` turns it off).
     pub normalize: bool,
+    /// The text is an SSML document (see [`crate::text::ssml`]).
+    pub ssml: bool,
 }
 
 impl Speech {
@@ -244,12 +247,20 @@ impl Speech {
             options,
             complete,
             normalize,
+            ssml,
         } = utterance;
         let config = &self.inner.config;
         Speech::check_text(text)?;
         let chars = crate::text::char_count(text);
         let rules = Rules::for_language(&voice.language, normalize);
-        let pieces = crate::text::stream::pieces_with(text, self.limits(), rules);
+        let pieces: Vec<(Piece, Pace)> = if ssml {
+            crate::text::ssml::pieces(text, self.limits(), rules)?
+        } else {
+            crate::text::stream::pieces_with(text, self.limits(), rules)
+                .into_iter()
+                .map(|p| (p, Pace::default()))
+                .collect()
+        };
         let chunks = crate::text::split_chunks(text, config.chunk_size)
             .into_iter()
             .filter(|chunk| crate::text::is_speakable(chunk))
@@ -262,8 +273,13 @@ impl Speech {
         if complete {
             let scale = f64::from(options.length_scale.unwrap_or(1.0));
             let silence = f64::from(options.sentence_silence.unwrap_or(0.0));
-            let least =
-                chars as f64 / FASTEST_CHARS_PER_SECOND * scale + silence * pieces.len() as f64;
+            let breaks: u64 = pieces
+                .iter()
+                .map(|(_, pace)| u64::from(pace.before_ms.unwrap_or(0) + pace.after_ms.unwrap_or(0)))
+                .sum();
+            let least = chars as f64 / FASTEST_CHARS_PER_SECOND * scale
+                + silence * pieces.len() as f64
+                + breaks as f64 / 1000.0;
             if least > config.max_audio_seconds as f64 {
                 return Err(SpeechError::AudioTooLong {
                     max_seconds: config.max_audio_seconds,
@@ -273,21 +289,30 @@ impl Speech {
 
         let cache = &self.inner.cache;
         let key = cache.enabled().then(|| {
-            let lines = pieces.iter().map(|p| p.line.as_str());
-            cache.key(&voice, lines, &options)
+            // A piece's pace is part of what it sounds like.
+            let lines: Vec<String> = pieces
+                .iter()
+                .map(|(p, pace)| match *pace == Pace::default() {
+                    true => p.line.clone(),
+                    false => format!("{}\u{0}{pace:?}", p.line),
+                })
+                .collect();
+            cache.key(&voice, lines.iter().map(String::as_str), &options)
         });
         if let Some(hit) = key.as_ref().and_then(|k| cache.get(k)) {
             return Ok(Session::from_cache(voice, hit).with_size(chars, chunks));
         }
         let ticket = self.inner.admission.admit()?;
         let mut maps = Vec::with_capacity(pieces.len());
+        let base = options.length_scale.unwrap_or(voice.length_scale);
         let sentences = pieces
             .into_iter()
-            .map(|p| {
-                maps.push((p.span.start, p.map));
+            .map(|(p, pace)| {
+                maps.push((p.span.start, p.map, pace));
                 Sentence {
                     line: p.line,
                     span: p.span,
+                    length_scale: pace.rate.map(|rate| rate_scale(base, rate)),
                 }
             })
             .collect();
@@ -344,6 +369,7 @@ impl Speech {
             .map(|p| Sentence {
                 line: p.line,
                 span: p.span,
+                length_scale: None,
             })
             .collect();
         let options = SynthOptions {
@@ -408,12 +434,34 @@ impl Speech {
         ))
     }
 
+    /// [`Speech::open_with`] for SSML arriving over time: each document is
+    /// spoken once it is whole (a `</speak>`, a flush or the end closes
+    /// it), and text that does not start with `<speak>` is read as a
+    /// document's content.
+    pub fn open_ssml(
+        &self,
+        voice: Arc<VoiceInfo>,
+        options: SynthOptions,
+        normalize: bool,
+    ) -> Result<Session, SpeechError> {
+        let rules = Rules::for_language(&voice.language, normalize);
+        let scale = options.length_scale.unwrap_or(voice.length_scale);
+        let session = self.open_with(voice, options, normalize)?;
+        Ok(session.with_ssml(self.limits(), rules, scale))
+    }
+
     fn submit(&self, job: SynthJob) -> Result<(), SpeechError> {
         self.inner
             .supervisor
             .send_message(SupervisorMsg::Synthesize(job))
             .map_err(|_| SpeechError::Synth(SynthError::ShuttingDown))
     }
+}
+
+/// The engine's `length_scale` for speech at `rate` percent of the speed
+/// that `base` gives, within the range a request may ask for.
+pub fn rate_scale(base: f32, rate: u32) -> f32 {
+    (base * 100.0 / rate.max(1) as f32).clamp(0.1, 10.0)
 }
 
 /// Lists the voices folder as often as the catalog keeps a listing, so
@@ -516,6 +564,7 @@ mod tests {
                     options: SynthOptions::default(),
                     complete: true,
                     normalize: true,
+                    ssml: false,
                 })
                 .await
                 .unwrap();
@@ -542,6 +591,7 @@ mod tests {
             options: SynthOptions::default(),
             complete,
             normalize: true,
+            ssml: false,
         };
         assert_eq!(
             speech.say(say("  \n", true)).await.err(),

@@ -14,6 +14,7 @@
 
 pub mod normalize;
 pub mod spans;
+pub mod ssml;
 pub mod stream;
 
 pub use stream::{pieces, Piece, PieceLimits, SentenceStream};
