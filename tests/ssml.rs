@@ -71,7 +71,10 @@ async fn breaks_are_silence_of_the_asked_length() {
     // than any break asked for below.
     let plain = speak_ssml(&server, "<speak>The door is open. The light is on.</speak>").await;
     let natural = gaps_ms(&plain, 150.0);
-    assert!(natural.iter().all(|g| *g < 400.0), "natural pauses {natural:?}");
+    assert!(
+        natural.iter().all(|g| *g < 400.0),
+        "natural pauses {natural:?}"
+    );
     let samples = speak_ssml(
         &server,
         r#"<speak>The door is open.<break time="700ms"/>The light is on.
@@ -79,9 +82,13 @@ async fn breaks_are_silence_of_the_asked_length() {
     )
     .await;
     let gaps: Vec<f64> = gaps_ms(&samples, 400.0);
+    eprintln!("natural pauses {natural:?} ms; breaks of 700, 1000, 1500 ms measured {gaps:?} ms");
     assert_eq!(gaps.len(), 3, "gaps over 400 ms: {gaps:?}");
     for (got, want) in gaps.iter().zip([700.0, 1000.0, 1500.0]) {
-        assert!(near(*got, want, 20.0), "a {want} ms break measured {got:.1} ms: {gaps:?}");
+        assert!(
+            near(*got, want, 20.0),
+            "a {want} ms break measured {got:.1} ms: {gaps:?}"
+        );
     }
 }
 
@@ -91,10 +98,16 @@ async fn prosody_rate_changes_the_duration_as_asked() {
     let server = Server::start(dir.path(), &[]);
     let line = "Rain is expected tomorrow afternoon across the whole region.";
     let normal = speech_span(&speak_ssml(&server, &format!("<speak>{line}</speak>")).await);
-    for (rate, factor) in [("50%", 2.0), ("x-fast", 0.5), ("slow", 1.0 / 0.75), ("+25%", 0.8)] {
+    for (rate, factor) in [
+        ("50%", 2.0),
+        ("x-fast", 0.5),
+        ("slow", 1.0 / 0.75),
+        ("+25%", 0.8),
+    ] {
         let doc = format!(r#"<speak><prosody rate="{rate}">{line}</prosody></speak>"#);
         let got = speech_span(&speak_ssml(&server, &doc).await);
         let ratio = got as f64 / normal as f64;
+        eprintln!("rate {rate}: {ratio:.3} times the duration, asked {factor:.3}");
         assert!(
             near(ratio, factor, factor * 0.1),
             "rate {rate}: {got} samples against {normal}, {ratio:.3} times, not {factor:.3}"
@@ -112,14 +125,18 @@ async fn prosody_rate_changes_the_duration_as_asked() {
         "{total} samples for a slow and a normal sentence, not about {want}"
     );
     // Relative to the request's own length_scale.
-    let slower = speak(
-        &server,
-        json!({"text": format!(r#"<speak><prosody rate="200%">{line}</prosody></speak>"#),
-               "voice_model": VOICE, "noise_scale": 0.0, "noise_w_scale": 0.0, "length_scale": 2.0}),
-    )
-    .await;
-    let ratio = speech_span(&slower) as f64 / normal as f64;
-    assert!(near(ratio, 1.0, 0.1), "200% of length_scale 2 is {ratio:.3} of normal");
+    let speak_at = |text: String| {
+        json!({"text": text, "voice_model": VOICE, "noise_scale": 0.0,
+               "noise_w_scale": 0.0, "length_scale": 2.0})
+    };
+    let slow = speech_span(&speak(&server, speak_at(format!("<speak>{line}</speak>"))).await);
+    let doc = format!(r#"<speak><prosody rate="200%">{line}</prosody></speak>"#);
+    let fast = speech_span(&speak(&server, speak_at(doc)).await);
+    let ratio = fast as f64 / slow as f64;
+    assert!(
+        near(ratio, 0.5, 0.05),
+        "200% of length_scale 2: {fast} samples against {slow}, {ratio:.3} times"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,17 +153,33 @@ async fn malformed_ssml_is_refused_with_its_line_and_column() {
         assert_eq!(status, 400, "{doc}");
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["code"], "invalid_ssml", "{value}");
-        assert_eq!((value["line"].as_u64(), value["column"].as_u64()), (Some(line), Some(column)), "{value}");
+        assert_eq!(
+            (value["line"].as_u64(), value["column"].as_u64()),
+            (Some(line), Some(column)),
+            "{value}"
+        );
         let message = value["error"].as_str().unwrap();
-        assert!(message.contains(&format!("line {line}, column {column}")), "{message}");
+        assert!(
+            message.contains(&format!("line {line}, column {column}")),
+            "{message}"
+        );
     }
     // "ssml": true reads text that does not start with <speak> as SSML too;
     // "ssml": false reads a document as plain text.
-    let (status, _, body) = post(&server, "/api/tts", json!({"text": "<p>Hi</p>", "ssml": true})).await;
+    let (status, _, body) = post(
+        &server,
+        "/api/tts",
+        json!({"text": "<p>Hi</p>", "ssml": true}),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(error_code(&body), "invalid_ssml");
-    let (status, _, _) =
-        post(&server, "/api/tts", json!({"text": "<speak>Tom & Jerry", "ssml": false})).await;
+    let (status, _, _) = post(
+        &server,
+        "/api/tts",
+        json!({"text": "<speak>Tom & Jerry", "ssml": false}),
+    )
+    .await;
     assert_eq!(status, 200);
     // OpenAI's shape on its route.
     let (status, _, body) = post(
@@ -160,7 +193,10 @@ async fn malformed_ssml_is_refused_with_its_line_and_column() {
     assert_eq!(value["error"]["code"], "invalid_ssml", "{value}");
     assert_eq!(value["error"]["type"], "invalid_request_error");
     assert_eq!(value["error"]["param"], "input");
-    assert!(value["error"]["message"].as_str().unwrap().contains("line 1, column"));
+    assert!(value["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 1, column"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +216,10 @@ async fn ssml_through_openai_and_marytts() {
     assert!(near(gaps[0], 1000.0, 20.0), "{gaps:?}");
 
     let form = serde_urlencoded::to_string([
-        ("INPUT_TEXT", r#"<speak>Hello <break time="800ms"/> world.</speak>"#),
+        (
+            "INPUT_TEXT",
+            r#"<speak>Hello <break time="800ms"/> world.</speak>"#,
+        ),
         ("INPUT_TYPE", "SSML"),
         ("OUTPUT_TYPE", "AUDIO"),
         ("AUDIO", "WAVE_FILE"),
@@ -202,7 +241,10 @@ async fn ssml_through_openai_and_marytts() {
     // MaryTTS answers errors as plain text.
     let response = client()
         .get(server.url("/process"))
-        .query(&[("INPUT_TEXT", "<speak>\n<s>Hi</speak>"), ("INPUT_TYPE", "SSML")])
+        .query(&[
+            ("INPUT_TEXT", "<speak>\n<s>Hi</speak>"),
+            ("INPUT_TYPE", "SSML"),
+        ])
         .send()
         .await
         .unwrap();
@@ -237,10 +279,15 @@ async fn timestamps_name_the_documents_words_and_count_the_breaks() {
         })
         .collect();
     let names: Vec<&str> = words.iter().map(|w| w.0.as_str()).collect();
-    assert_eq!(names, ["I", "owe", "500", "dollars", "WWW", "is", "big"], "{value}");
+    assert_eq!(
+        names,
+        ["I", "owe", "500", "dollars", "WWW", "is", "big"],
+        "{value}"
+    );
     // The second sentence starts after the first and its 2 s of silence.
     let dollars_end = words[3].2;
     let www_start = words[4].1;
-    assert!(www_start - dollars_end >= 2.0, "{words:?}");
-    assert!(www_start - dollars_end < 2.3, "{words:?}");
+    // (A word's end can reach into the quiet edge the break replaces.)
+    let gap = www_start - dollars_end;
+    assert!((1.9..2.3).contains(&gap), "{gap} s between: {words:?}");
 }

@@ -154,7 +154,10 @@ mod tests {
             }
         );
         let ssml = MaryRequest::parse(b"INPUT_TEXT=%3Cspeak%3EHi%3C%2Fspeak%3E&INPUT_TYPE=SSML");
-        assert_eq!(ssml.map(|r| (r.text, r.ssml)), Ok(("<speak>Hi</speak>".into(), true)));
+        assert_eq!(
+            ssml.map(|r| (r.text, r.ssml)),
+            Ok(("<speak>Hi</speak>".into(), true))
+        );
     }
 
     #[test]

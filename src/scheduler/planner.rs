@@ -1537,7 +1537,10 @@ mod tests {
         for _ in 0..2 {
             let out = b.pump();
             for action in &out {
-                if let Action::Send { id, text, options, .. } = action {
+                if let Action::Send {
+                    id, text, options, ..
+                } = action
+                {
                     scales.push((text.clone(), options.length_scale, options.volume));
                     b.done(*id);
                 }

@@ -22,8 +22,8 @@ use super::error::{SpeechError, MAX_TEXT_CHARS};
 use super::words::{sentence_words, WordTime};
 use crate::engine::EngineWord;
 use crate::scheduler::{AudioEvent, Sentence, SynthError};
-use crate::text::spans::SpanMap;
 use crate::text::normalize::Rules;
+use crate::text::spans::SpanMap;
 use crate::text::ssml::{self, Pace};
 use crate::text::stream::{Piece, PieceLimits, SentenceStream};
 use crate::voices::VoiceInfo;
@@ -573,16 +573,18 @@ impl Session {
         let mut kept: Vec<i16> = (lead..samples - tail).map(|i| sample_at(&pcm, i)).collect();
         // The cut edge fades in or out, so that it does not click.
         let fade = (FADE_MS * rate / 1000) as usize;
-        let n = kept.len();
-        for i in 0..fade.min(n) {
-            let gain = |s: i16| (f64::from(s) * i as f64 / fade as f64) as i16;
-            if pace.before_ms.is_some() {
-                kept[i] = gain(kept[i]);
-            }
-            if pace.after_ms.is_some() {
-                kept[n - 1 - i] = gain(kept[n - 1 - i]);
+        let gain = |s: &mut i16, i: usize| *s = (f64::from(*s) * i as f64 / fade as f64) as i16;
+        if pace.before_ms.is_some() {
+            for (i, s) in kept.iter_mut().take(fade).enumerate() {
+                gain(s, i);
             }
         }
+        if pace.after_ms.is_some() {
+            for (i, s) in kept.iter_mut().rev().take(fade).enumerate() {
+                gain(s, i);
+            }
+        }
+        let n = kept.len();
         let mut out = Vec::with_capacity((before + n + after) * 2);
         out.resize(before * 2, 0);
         out.extend(kept.iter().flat_map(|s| s.to_le_bytes()));
@@ -830,8 +832,14 @@ mod tests {
         // Quiet (|x| <= 100) edges: 3 samples before, 2 after.
         let first = pcm(&[0, 50, -100, 900, -800, 700, 20, 0]);
         let second = pcm(&[5, 1000, 0]);
-        for (span, pcm, words) in [(0..2, first, vec![word(3..6)]), (3..5, second, vec![word(1..2)])] {
-            events_tx.send(AudioEvent::Audio { span, pcm, words }).await.unwrap();
+        for (span, pcm, words) in [
+            (0..2, first, vec![word(3..6)]),
+            (3..5, second, vec![word(1..2)]),
+        ] {
+            events_tx
+                .send(AudioEvent::Audio { span, pcm, words })
+                .await
+                .unwrap();
         }
         events_tx
             .send(AudioEvent::Done(SynthSummary {
@@ -875,9 +883,13 @@ mod tests {
             .with_input(SentenceStream::new(LIMITS), more, admission)
             .with_ssml(LIMITS, Rules::Off, 1.0);
         drop(events_tx);
-        session.push(r#"<speak>One <break time="1s"/> two"#).unwrap();
+        session
+            .push(r#"<speak>One <break time="1s"/> two"#)
+            .unwrap();
         assert!(sentences.try_recv().is_err(), "the document is not whole");
-        session.push(r#"</speak><speak><prosody rate="50%">Three</prosody>"#).unwrap();
+        session
+            .push(r#"</speak><speak><prosody rate="50%">Three</prosody>"#)
+            .unwrap();
         let got: Vec<(String, Option<f32>)> = std::iter::from_fn(|| sentences.try_recv().ok())
             .map(|s| (s.line, s.length_scale))
             .collect();

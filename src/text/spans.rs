@@ -188,7 +188,10 @@ mod tests {
         // A rewrite inside maps to the whole of what it covers.
         let mut inner = SpanMap::default();
         inner.rewrite(0..5, 0..5);
-        assert_eq!(inner.through(&outer).original(0..5).map(|r| &doc[r]), Some("I owe"));
+        assert_eq!(
+            inner.through(&outer).original(0..5).map(|r| &doc[r]),
+            Some("I owe")
+        );
     }
 
     #[test]

@@ -163,7 +163,10 @@ fn parse(doc: &str) -> Result<Parsed, SsmlError> {
         return Err(error_at(
             &tree,
             root,
-            format!("the root element is <{}>, not <speak>", root.tag_name().name()),
+            format!(
+                "the root element is <{}>, not <speak>",
+                root.tag_name().name()
+            ),
         ));
     }
     let mut walk = Walk {
@@ -375,7 +378,13 @@ impl<'input> Walk<'_, 'input> {
         let raw = node.range();
         let at = self.text.len();
         self.text.push_str(decoded);
-        align(&self.doc[raw.clone()], raw.start, decoded, at, &mut self.map);
+        align(
+            &self.doc[raw.clone()],
+            raw.start,
+            decoded,
+            at,
+            &mut self.map,
+        );
     }
 
     /// `words` are said for the document's bytes `original`.
@@ -430,7 +439,10 @@ fn align(raw: &str, origin: usize, decoded: &str, at: usize, map: &mut SpanMap) 
             let Some(end) = rest.find(';') else {
                 break false;
             };
-            parts.rewrite(at + d..at + d + c.len_utf8(), origin + r..origin + r + end + 1);
+            parts.rewrite(
+                at + d..at + d + c.len_utf8(),
+                origin + r..origin + r + end + 1,
+            );
             r += end + 1;
             d += c.len_utf8();
             continue;
@@ -634,7 +646,11 @@ fn cardinal(content: &str) -> Option<String> {
         return None;
     }
     let words = number::decimal(int, frac);
-    Some(if minus { format!("minus {words}") } else { words })
+    Some(if minus {
+        format!("minus {words}")
+    } else {
+        words
+    })
 }
 
 /// A date in the order `format` names (`mdy`, `dmy`, `ymd`, `md`, `dm`,
@@ -689,11 +705,8 @@ fn date(format: Option<&str>, content: &str) -> Option<String> {
                 let name = match field.parse::<u64>() {
                     Ok(n) => rules::month_number(n)?,
                     Err(_) => {
-                        let mut title: String = field
-                            .chars()
-                            .take(1)
-                            .flat_map(char::to_uppercase)
-                            .collect();
+                        let mut title: String =
+                            field.chars().take(1).flat_map(char::to_uppercase).collect();
                         title.push_str(&field.chars().skip(1).collect::<String>().to_lowercase());
                         rules::month(title.trim_end_matches('.'))?
                     }
@@ -718,7 +731,11 @@ fn date(format: Option<&str>, content: &str) -> Option<String> {
         (Some(m), Some(d), None) => format!("{m} {d}"),
         (Some(m), None, Some(y)) => format!("{m} {y}"),
         (None, Some(d), None) => format!("the {d}"),
-        (m, d, y) => [m, d, y].into_iter().flatten().collect::<Vec<_>>().join(" "),
+        (m, d, y) => [m, d, y]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
     })
 }
 
@@ -775,7 +792,9 @@ mod tests {
     fn ssml_is_known_by_its_start() {
         assert!(looks_like_ssml("<speak>Hi</speak>"));
         assert!(looks_like_ssml("  \n<speak version=\"1.1\">Hi</speak>"));
-        assert!(looks_like_ssml("<?xml version=\"1.0\"?>\n<speak>Hi</speak>"));
+        assert!(looks_like_ssml(
+            "<?xml version=\"1.0\"?>\n<speak>Hi</speak>"
+        ));
         assert!(looks_like_ssml("\u{feff}<speak/>"));
         assert!(!looks_like_ssml("<speaker>Hi</speaker>"));
         assert!(!looks_like_ssml("Say <speak>"));
@@ -784,7 +803,10 @@ mod tests {
 
     #[test]
     fn speak_p_and_s_make_sentences() {
-        assert_eq!(said("Hello there. General Kenobi."), "Hello there. | General Kenobi.");
+        assert_eq!(
+            said("Hello there. General Kenobi."),
+            "Hello there. | General Kenobi."
+        );
         assert_eq!(
             said("<p><s>One</s><s>two</s></p><p>Three</p>"),
             "One | two | Three"
@@ -795,7 +817,9 @@ mod tests {
         assert_eq!(said("Tom &amp; Jerry"), "Tom and Jerry");
         // Namespaced documents, as most SSML is written.
         assert_eq!(
-            lines(r#"<speak version="1.1" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">Hi.</speak>"#),
+            lines(
+                r#"<speak version="1.1" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">Hi.</speak>"#
+            ),
             ["Hi."]
         );
     }
@@ -803,7 +827,10 @@ mod tests {
     #[test]
     fn breaks_cut_and_carry_their_length() {
         let got = read(r#"<speak>One <break time="300ms"/> two<break time="1.5s"/>three</speak>"#);
-        let paces: Vec<_> = got.iter().map(|(l, p)| (l.as_str(), p.before_ms, p.after_ms)).collect();
+        let paces: Vec<_> = got
+            .iter()
+            .map(|(l, p)| (l.as_str(), p.before_ms, p.after_ms))
+            .collect();
         assert_eq!(
             paces,
             [
@@ -816,7 +843,10 @@ mod tests {
         let got = read(
             r#"<speak><break strength="weak"/>A<break/><break strength="x-strong"/>B <break strength="none"/>C<break time="2s"/></speak>"#,
         );
-        let paces: Vec<_> = got.iter().map(|(l, p)| (l.as_str(), p.before_ms, p.after_ms)).collect();
+        let paces: Vec<_> = got
+            .iter()
+            .map(|(l, p)| (l.as_str(), p.before_ms, p.after_ms))
+            .collect();
         assert_eq!(
             paces,
             [("A", Some(250), Some(1500)), ("B C", Some(0), Some(2000))]
@@ -830,35 +860,104 @@ mod tests {
     fn say_as_reads_each_kind() {
         let cases = [
             (r#"<say-as interpret-as="characters">ABC</say-as>"#, "A B C"),
-            (r#"<say-as interpret-as="spell-out">a1-b</say-as>"#, "A one dash B"),
-            (r#"<say-as interpret-as="cardinal">12,345</say-as>"#, "twelve thousand three hundred forty five"),
-            (r#"<say-as interpret-as="cardinal">-3.5</say-as>"#, "minus three point five"),
-            (r#"<say-as interpret-as="ordinal">21</say-as>"#, "twenty first"),
+            (
+                r#"<say-as interpret-as="spell-out">a1-b</say-as>"#,
+                "A one dash B",
+            ),
+            (
+                r#"<say-as interpret-as="cardinal">12,345</say-as>"#,
+                "twelve thousand three hundred forty five",
+            ),
+            (
+                r#"<say-as interpret-as="cardinal">-3.5</say-as>"#,
+                "minus three point five",
+            ),
+            (
+                r#"<say-as interpret-as="ordinal">21</say-as>"#,
+                "twenty first",
+            ),
             (r#"<say-as interpret-as="ordinal">3rd</say-as>"#, "third"),
-            (r#"<say-as interpret-as="digits">2024</say-as>"#, "two zero two four"),
-            (r#"<say-as interpret-as="date" format="mdy">3/4/2025</say-as>"#, "March fourth, twenty twenty five"),
-            (r#"<say-as interpret-as="date" format="dmy">3/4/2025</say-as>"#, "April third, twenty twenty five"),
-            (r#"<say-as interpret-as="date" format="ymd">2025-03-04</say-as>"#, "March fourth, twenty twenty five"),
-            (r#"<say-as interpret-as="date">2025-03-04</say-as>"#, "March fourth, twenty twenty five"),
-            (r#"<say-as interpret-as="date" format="md">12/25</say-as>"#, "December twenty fifth"),
-            (r#"<say-as interpret-as="date" format="dm">25 dec</say-as>"#, "December twenty fifth"),
-            (r#"<say-as interpret-as="date" format="my">7/1999</say-as>"#, "July nineteen ninety nine"),
-            (r#"<say-as interpret-as="date" format="y">1905</say-as>"#, "nineteen oh five"),
-            (r#"<say-as interpret-as="date" format="d">5</say-as>"#, "the fifth"),
-            (r#"<say-as interpret-as="date" format="yyyymmdd">20240229</say-as>"#, "February twenty ninth, twenty twenty four"),
-            (r#"<say-as interpret-as="time">2:30 PM</say-as>"#, "two thirty PM"),
-            (r#"<say-as interpret-as="time">14:05</say-as>"#, "fourteen oh five"),
-            (r#"<say-as interpret-as="telephone">555-1234</say-as>"#, "five five five, one two three four"),
-            (r#"<say-as interpret-as="telephone">+1 (555) 010-9999</say-as>"#, "plus one, five five five, zero one zero, nine nine nine nine"),
+            (
+                r#"<say-as interpret-as="digits">2024</say-as>"#,
+                "two zero two four",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="mdy">3/4/2025</say-as>"#,
+                "March fourth, twenty twenty five",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="dmy">3/4/2025</say-as>"#,
+                "April third, twenty twenty five",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="ymd">2025-03-04</say-as>"#,
+                "March fourth, twenty twenty five",
+            ),
+            (
+                r#"<say-as interpret-as="date">2025-03-04</say-as>"#,
+                "March fourth, twenty twenty five",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="md">12/25</say-as>"#,
+                "December twenty fifth",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="dm">25 dec</say-as>"#,
+                "December twenty fifth",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="my">7/1999</say-as>"#,
+                "July nineteen ninety nine",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="y">1905</say-as>"#,
+                "nineteen oh five",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="d">5</say-as>"#,
+                "the fifth",
+            ),
+            (
+                r#"<say-as interpret-as="date" format="yyyymmdd">20240229</say-as>"#,
+                "February twenty ninth, twenty twenty four",
+            ),
+            (
+                r#"<say-as interpret-as="time">2:30 PM</say-as>"#,
+                "two thirty PM",
+            ),
+            (
+                r#"<say-as interpret-as="time">14:05</say-as>"#,
+                "fourteen oh five",
+            ),
+            (
+                r#"<say-as interpret-as="telephone">555-1234</say-as>"#,
+                "five five five, one two three four",
+            ),
+            (
+                r#"<say-as interpret-as="telephone">+1 (555) 010-9999</say-as>"#,
+                "plus one, five five five, zero one zero, nine nine nine nine",
+            ),
         ];
         for (inner, want) in cases {
             assert_eq!(said(inner), want, "{inner}");
         }
         // Content not of the kind, and unknown kinds, are read as written.
-        assert_eq!(said(r#"<say-as interpret-as="cardinal">many</say-as>"#), "many");
-        assert_eq!(said(r#"<say-as interpret-as="date" format="mdy">someday</say-as>"#), "someday");
-        assert_eq!(said(r#"<say-as interpret-as="date" format="mdy">13/45/2025</say-as>"#), said("13/45/2025"));
-        assert_eq!(said(r#"<say-as interpret-as="expletive">darn</say-as>"#), "darn");
+        assert_eq!(
+            said(r#"<say-as interpret-as="cardinal">many</say-as>"#),
+            "many"
+        );
+        assert_eq!(
+            said(r#"<say-as interpret-as="date" format="mdy">someday</say-as>"#),
+            "someday"
+        );
+        assert_eq!(
+            said(r#"<say-as interpret-as="date" format="mdy">13/45/2025</say-as>"#),
+            said("13/45/2025")
+        );
+        assert_eq!(
+            said(r#"<say-as interpret-as="expletive">darn</say-as>"#),
+            "darn"
+        );
         // Words around it stay apart from it.
         assert_eq!(
             said(r#"Call <say-as interpret-as="digits">42</say-as>now."#),
@@ -881,7 +980,10 @@ mod tests {
             said(r#"<phoneme alphabet="x-sampa" ph="t@meItoU">tomato</phoneme>"#),
             "tomato"
         );
-        assert_eq!(err(r#"<speak><phoneme ph="a ]] b">x</phoneme></speak>"#).line, 1);
+        assert_eq!(
+            err(r#"<speak><phoneme ph="a ]] b">x</phoneme></speak>"#).line,
+            1
+        );
     }
 
     #[test]
@@ -900,7 +1002,14 @@ mod tests {
                 ("same", None)
             ]
         );
-        for (value, factor) in [("slow", 0.75), ("fast", 1.5), ("x-fast", 2.0), ("80%", 0.8), ("-25%", 0.75), ("1.25", 1.25)] {
+        for (value, factor) in [
+            ("slow", 0.75),
+            ("fast", 1.5),
+            ("x-fast", 2.0),
+            ("80%", 0.8),
+            ("-25%", 0.75),
+            ("1.25", 1.25),
+        ] {
             assert_eq!(parse_rate(value), Some(factor), "{value}");
         }
         for bad in ["quick", "-150%", "0", "%", "1e5"] {
@@ -911,14 +1020,17 @@ mod tests {
     #[test]
     fn ignored_elements_keep_their_text() {
         assert_eq!(
-            said(r#"<emphasis level="strong">Big</emphasis> <audio src="x.wav"><desc>a bell</desc>ding</audio> <voice name="x">hi</voice> <foo>bar</foo><!-- no --><mark name="m"/>."#),
+            said(
+                r#"<emphasis level="strong">Big</emphasis> <audio src="x.wav"><desc>a bell</desc>ding</audio> <voice name="x">hi</voice> <foo>bar</foo><!-- no --><mark name="m"/>."#
+            ),
             "Big ding hi bar."
         );
     }
 
     #[test]
     fn words_map_back_to_the_document() {
-        let doc = r#"<speak>I owe <say-as interpret-as="cardinal">500</say-as> to Tom &amp; Jo.</speak>"#;
+        let doc =
+            r#"<speak>I owe <say-as interpret-as="cardinal">500</say-as> to Tom &amp; Jo.</speak>"#;
         let got = pieces(doc, LIMITS, Rules::English).unwrap();
         assert_eq!(got.len(), 1);
         let piece = &got[0].0;
@@ -932,7 +1044,10 @@ mod tests {
         assert_eq!(original("Tom"), Some("Tom"));
         assert_eq!(original("and"), Some("&amp;"));
         assert_eq!(original("Jo"), Some("Jo"));
-        assert_eq!(&doc[piece.span.clone()], r#"I owe <say-as interpret-as="cardinal">500</say-as> to Tom &amp; Jo."#);
+        assert_eq!(
+            &doc[piece.span.clone()],
+            r#"I owe <say-as interpret-as="cardinal">500</say-as> to Tom &amp; Jo."#
+        );
     }
 
     #[test]
@@ -956,7 +1071,9 @@ mod tests {
         assert_eq!((e.line, e.column), (1, 13), "{e}");
         assert!(err("<!DOCTYPE speak [<!ENTITY a \"b\">]><speak>&a;</speak>").line >= 1);
         assert_eq!(err("").line, 1);
-        assert!(err("<speak>Tom & Jerry</speak>").to_string().starts_with("invalid SSML at line 1, column"));
+        assert!(err("<speak>Tom & Jerry</speak>")
+            .to_string()
+            .starts_with("invalid SSML at line 1, column"));
     }
 
     proptest! {

@@ -139,12 +139,8 @@ async fn setup(state: &AppState, upgrade: &Upgrade) -> Result<Setup, SocketError
         .map(String::as_str)
         .unwrap_or(protocol::DEFAULT_OUTPUT_FORMAT);
     let format = protocol::output_format(format_name, voice.sample_rate)?;
-    let ssml = protocol::ssml_parsing(
-        upgrade
-            .query
-            .get("enable_ssml_parsing")
-            .map(String::as_str),
-    )?;
+    let ssml =
+        protocol::ssml_parsing(upgrade.query.get("enable_ssml_parsing").map(String::as_str))?;
     Ok(Setup {
         voice,
         format,
