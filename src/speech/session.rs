@@ -908,7 +908,11 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("Three".into(), three..three + 5, Some(2.0)),
+                (
+                    "Three".into(),
+                    three..three + 5,
+                    Some(crate::speech::rate_scale(1.0, 50))
+                ),
                 ("Four".into(), four..four + 4, None)
             ]
         );
