@@ -16,7 +16,7 @@
 //! 4. [`scheduler`]: the supervisor, one worker per voice (an actor shell
 //!    over a pure planner and engine lifecycle).
 //! 5. Leaves: [`body`] (request bodies read within a bound), [`engine`] (child process, framed protocol), [`text`]
-//!    (sentence splitting, also as text arrives), [`audio`] (encoders,
+//!    (sentence splitting, also as text arrives; normalization; SSML), [`audio`] (encoders,
 //!    spool), [`voices`], [`config`], [`metrics`].
 
 pub mod audio;

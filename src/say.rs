@@ -487,6 +487,7 @@ async fn speak(speech: &Speech, args: &Args, output: Output, text: &str) -> Resu
                 options: options.clone(),
                 complete: false,
                 normalize: true,
+                ssml: false,
             })
             .await
         {

@@ -22,6 +22,7 @@ pub fn voice_info(name: &str, sample_rate: u32, speakers: &[(&str, u32)]) -> Voi
         sample_rate,
         num_speakers: speakers.len().max(1) as u32,
         speakers: speakers.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+        length_scale: 1.0,
     }
 }
 

@@ -54,6 +54,10 @@ pub struct VoiceInfo {
     pub num_speakers: u32,
     /// Speaker names to ids, for multi-speaker voices.
     pub speakers: BTreeMap<String, u32>,
+    /// The config's own `length_scale` (1 when it has none): what a rate
+    /// asked for a part of a text (SSML) is relative to.
+    #[serde(skip)]
+    pub length_scale: f32,
 }
 
 /// Checks a requested name and strips the optional `.onnx`.
@@ -150,6 +154,14 @@ struct RawConfig {
     language: Option<RawLanguage>,
     #[serde(default)]
     espeak: Option<RawEspeak>,
+    #[serde(default)]
+    inference: Option<RawInference>,
+}
+
+#[derive(Deserialize)]
+struct RawInference {
+    #[serde(default)]
+    length_scale: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +206,11 @@ pub fn load(files: VoiceFiles, fingerprint: Fingerprint) -> Result<VoiceInfo, Vo
         sample_rate: raw.audio.sample_rate,
         num_speakers: raw.num_speakers.unwrap_or(1).max(1),
         speakers: raw.speaker_id_map.unwrap_or_default(),
+        length_scale: raw
+            .inference
+            .and_then(|i| i.length_scale)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .unwrap_or(1.0),
         files,
         fingerprint,
     })

@@ -94,6 +94,7 @@ impl ApiError {
                 S::TextTooLong(_)
                 | S::EmptyText
                 | S::NoSpeakableText
+                | S::InvalidSsml(_)
                 | S::Synth(SynthError::NoSpeakableText),
             ) => Some("input"),
             ApiError::Speech(S::Voice(
@@ -121,6 +122,10 @@ impl ApiError {
                     }
                     ApiError::Speech(SpeechError::InvalidParameter { param, .. }) => {
                         body["param"] = json!(param)
+                    }
+                    ApiError::Speech(SpeechError::InvalidSsml(err)) => {
+                        body["line"] = json!(err.line);
+                        body["column"] = json!(err.column);
                     }
                     _ => {}
                 }
@@ -168,6 +173,7 @@ fn speech_status(err: &SpeechError) -> (StatusCode, &'static str) {
             (StatusCode::UNPROCESSABLE_ENTITY, "no_speakable_text")
         }
         S::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+        S::InvalidSsml(_) => (StatusCode::BAD_REQUEST, "invalid_ssml"),
         S::Voice(VoiceError::InvalidName(..)) => (StatusCode::BAD_REQUEST, "invalid_voice_name"),
         S::Voice(VoiceError::NotFound { .. }) => (StatusCode::NOT_FOUND, "voice_not_found"),
         S::Voice(VoiceError::BadConfig { .. }) => {

@@ -139,6 +139,8 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
                 options,
                 complete: false,
                 normalize: true,
+                // OpenAI's API has no SSML; a document is known by its start.
+                ssml: crate::text::ssml::looks_like_ssml(&request.input),
             })
             .await?;
         if sse {

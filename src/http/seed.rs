@@ -15,6 +15,7 @@ use crate::audio::AudioFormat;
 use crate::speech::captions::CaptionFormat;
 use crate::speech::encode::Output;
 use crate::speech::{Speaker, SpeechError, Utterance, VoiceOptions};
+use crate::text::ssml::looks_like_ssml;
 
 /// Body of `POST /api/tts`.
 #[derive(Debug, Deserialize)]
@@ -46,6 +47,9 @@ pub struct TtsRequest {
     /// voices); `false` sends the text as written.
     #[serde(default = "yes")]
     pub normalize: bool,
+    /// The text is SSML; absent: when it starts with `<speak`.
+    #[serde(default)]
+    pub ssml: Option<bool>,
     /// Answer JSON (NDJSON when streamed) with each word's times.
     #[serde(default)]
     pub timestamps: bool,
@@ -133,6 +137,9 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
                 options,
                 complete: !request.stream,
                 normalize: request.normalize,
+                ssml: request
+                    .ssml
+                    .unwrap_or_else(|| looks_like_ssml(&request.text)),
             })
             .await?;
         if timestamps && request.stream {

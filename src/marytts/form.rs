@@ -14,6 +14,8 @@ pub struct MaryRequest {
     pub volume: Option<f32>,
     /// From `AUDIO`: WAV, AU or AIFF.
     pub format: AudioFormat,
+    /// `INPUT_TYPE=SSML`: the text is an SSML document.
+    pub ssml: bool,
 }
 
 /// Why a MaryTTS request is refused before any speech is made.
@@ -27,7 +29,7 @@ pub enum RequestError {
     NotAForm(String),
     #[error("INPUT_TEXT is missing")]
     MissingText,
-    #[error("INPUT_TYPE {0} is not supported; only TEXT is")]
+    #[error("INPUT_TYPE {0} is not supported; only TEXT and SSML are")]
     InputType(String),
     #[error("OUTPUT_TYPE {0} is not supported; only AUDIO is")]
     OutputType(String),
@@ -75,9 +77,12 @@ impl MaryRequest {
             .find(|(k, _)| k == "INPUT_TEXT")
             .map(|(_, v)| v.clone())
             .ok_or(RequestError::MissingText)?;
-        if let Some(kind) = present("INPUT_TYPE").filter(|k| !k.eq_ignore_ascii_case("TEXT")) {
-            return Err(RequestError::InputType(kind));
-        }
+        let ssml = match present("INPUT_TYPE") {
+            None => false,
+            Some(kind) if kind.eq_ignore_ascii_case("TEXT") => false,
+            Some(kind) if kind.eq_ignore_ascii_case("SSML") => true,
+            Some(kind) => return Err(RequestError::InputType(kind)),
+        };
         if let Some(kind) = present("OUTPUT_TYPE").filter(|k| !k.eq_ignore_ascii_case("AUDIO")) {
             return Err(RequestError::OutputType(kind));
         }
@@ -106,6 +111,7 @@ impl MaryRequest {
             length_scale: effect("Rate", "durScale")?,
             volume: effect("Volume", "amount")?,
             format,
+            ssml,
         })
     }
 }
@@ -161,7 +167,13 @@ mod tests {
                 length_scale: Some(1.5),
                 volume: Some(2.0),
                 format: AudioFormat::Wav,
+                ssml: false,
             }
+        );
+        let ssml = MaryRequest::parse(b"INPUT_TEXT=%3Cspeak%3EHi%3C%2Fspeak%3E&INPUT_TYPE=SSML");
+        assert_eq!(
+            ssml.map(|r| (r.text, r.ssml)),
+            Ok(("<speak>Hi</speak>".into(), true))
         );
     }
 
@@ -193,8 +205,8 @@ mod tests {
         let refused = |form: &[u8]| MaryRequest::parse(form).unwrap_err();
         assert_eq!(refused(b"LOCALE=en_US"), RequestError::MissingText);
         assert_eq!(
-            refused(b"INPUT_TEXT=x&INPUT_TYPE=SSML"),
-            RequestError::InputType("SSML".into())
+            refused(b"INPUT_TEXT=x&INPUT_TYPE=RAWMARYXML"),
+            RequestError::InputType("RAWMARYXML".into())
         );
         assert_eq!(
             refused(b"INPUT_TEXT=x&OUTPUT_TYPE=PHONEMES"),

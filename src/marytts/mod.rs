@@ -2,9 +2,10 @@
 //! clients that speak it (Home Assistant's `marytts` platform through
 //! `speak2mary`, Mycroft and OpenVoiceOS, openHAB, NVDA's SpeechHub).
 //!
-//! - `GET` or `POST /process` with `INPUT_TEXT`, `INPUT_TYPE=TEXT`,
-//!   `OUTPUT_TYPE=AUDIO`, `AUDIO=WAVE_FILE` (or `WAVE`; `AU_FILE` and
-//!   `AIFF_FILE` for Sun AU and AIFF, as MaryTTS sends them), `LOCALE`, `VOICE`
+//! - `GET` or `POST /process` with `INPUT_TEXT`, `INPUT_TYPE=TEXT` (or
+//!   `SSML`, the subset of `crate::text::ssml`), `OUTPUT_TYPE=AUDIO`,
+//!   `AUDIO=WAVE_FILE` (or `WAVE`; `AU_FILE` and `AIFF_FILE` for Sun AU and
+//!   AIFF, as MaryTTS sends them), `LOCALE`, `VOICE`
 //!   and effects: `effect_Rate` (`durScale:1.5`) becomes the length scale,
 //!   `effect_Volume` (`amount:2.0`) the volume, the others are ignored.
 //!   A POST body is a form whatever its `Content-Type` says, or without one
@@ -151,6 +152,7 @@ impl From<SpeechError> for Failure {
             (SpeechError::Voice(VoiceError::NotFound { .. }), _) => {
                 (StatusCode::NOT_FOUND, "voice_not_found")
             }
+            (SpeechError::InvalidSsml(_), _) => (StatusCode::BAD_REQUEST, "invalid_ssml"),
             (_, ErrorKind::Client) => (StatusCode::BAD_REQUEST, "invalid_request"),
             (_, ErrorKind::Busy | ErrorKind::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "busy")
@@ -232,6 +234,7 @@ async fn process(speech: Speech, method: &'static str, form: Bytes) -> Response 
                 options,
                 complete: true,
                 normalize: true,
+                ssml: request.ssml,
             })
             .await?;
         let config = speech.config();

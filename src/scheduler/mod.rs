@@ -36,13 +36,16 @@ use crate::voices::VoiceInfo;
 pub const JOB_CHANNEL_CAPACITY: usize = 16;
 
 /// A sentence for the engine: one line of text, and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sentence {
     /// What the engine speaks.
     pub line: String,
     /// Byte offsets in the session's whole text; the scheduler only hands
     /// them back with the sentence's audio.
     pub span: Range<usize>,
+    /// The engine's `length_scale` for this sentence alone (an SSML
+    /// `prosody rate`), over the job's.
+    pub length_scale: Option<f32>,
 }
 
 /// One synthesis request. Its text may still be arriving: sentences come

@@ -182,6 +182,8 @@ struct Waiting {
     seq: u32,
     text: String,
     span: Range<usize>,
+    /// Its own `length_scale`, over the job's.
+    length_scale: Option<f32>,
     /// It was in an engine that was lost: a suspect.
     lost_once: bool,
 }
@@ -194,6 +196,7 @@ struct Running {
     seq: u32,
     text: String,
     span: Range<usize>,
+    length_scale: Option<f32>,
     lost_once: bool,
     /// Its audio not delivered yet.
     pcm: Vec<Bytes>,
@@ -219,6 +222,7 @@ impl Running {
             seq: self.seq,
             text: self.text,
             span: self.span,
+            length_scale: self.length_scale,
             lost_once,
         }
     }
@@ -360,6 +364,7 @@ impl Planner {
                 seq: seq as u32,
                 text: s.line,
                 span: s.span,
+                length_scale: s.length_scale,
                 lost_once: false,
             })
             .collect();
@@ -393,6 +398,7 @@ impl Planner {
             seq: job.next_seq,
             text: sentence.line,
             span: sentence.span,
+            length_scale: sentence.length_scale,
             lost_once: false,
         });
         job.next_seq += 1;
@@ -725,13 +731,20 @@ impl Planner {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         // Its deadline counts the sentences ahead of it in the engine.
-        let allowance = hang_allowance(chars(&sentence.text), &job.options);
+        let options = match sentence.length_scale {
+            Some(scale) => SynthOptions {
+                length_scale: Some(scale),
+                ..job.options.clone()
+            },
+            None => job.options.clone(),
+        };
+        let allowance = hang_allowance(chars(&sentence.text), &options);
         let ahead: Duration = self.running.iter().map(|r| r.allowance).sum();
         out.push(Action::Send {
             id,
             job: job.id,
             text: sentence.text.clone(),
-            options: job.options.clone(),
+            options,
             threads,
             turns,
             deadline: self.limits.hang_base + ahead + allowance,
@@ -742,6 +755,7 @@ impl Planner {
             seq: sentence.seq,
             text: sentence.text,
             span: sentence.span,
+            length_scale: sentence.length_scale,
             lost_once: sentence.lost_once,
             pcm: Vec::new(),
             words: Vec::new(),
@@ -941,6 +955,7 @@ mod tests {
             .map(|(i, t)| Sentence {
                 line: t.to_string(),
                 span: i * 100..i * 100 + t.len(),
+                length_scale: None,
             })
             .collect()
     }
@@ -1616,6 +1631,7 @@ mod tests {
         Sentence {
             line: text.into(),
             span: 0..text.len(),
+            length_scale: None,
         }
     }
 
@@ -1661,6 +1677,45 @@ mod tests {
         let out = b.done(two);
         assert!(matches!(out.last(), Some(Action::Finish { job: 1, .. })));
         assert_eq!(b.p.jobs(), 0);
+    }
+
+    #[test]
+    fn a_sentence_with_its_own_length_scale_is_sent_with_it() {
+        let mut b = Bench::new(2);
+        let job = SynthOptions {
+            length_scale: Some(1.5),
+            volume: Some(0.5),
+            ..Default::default()
+        };
+        b.p.add_job(1, Vec::new(), job, true);
+        b.p.set_room(1, 16);
+        b.pump();
+        let slow = Sentence {
+            length_scale: Some(3.0),
+            ..line("Slowly.")
+        };
+        assert!(b.p.more_text(1, slow));
+        assert!(b.p.more_text(1, line("As asked.")));
+        let mut scales = Vec::new();
+        for _ in 0..2 {
+            let out = b.pump();
+            for action in &out {
+                if let Action::Send {
+                    id, text, options, ..
+                } = action
+                {
+                    scales.push((text.clone(), options.length_scale, options.volume));
+                    b.done(*id);
+                }
+            }
+        }
+        assert_eq!(
+            scales,
+            [
+                ("Slowly.".to_string(), Some(3.0), Some(0.5)),
+                ("As asked.".to_string(), Some(1.5), Some(0.5))
+            ]
+        );
     }
 
     // Deadlines.

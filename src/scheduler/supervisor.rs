@@ -409,6 +409,7 @@ mod tests {
         let sentence = crate::scheduler::Sentence {
             line: "Hello there.".into(),
             span: 0..12,
+            length_scale: None,
         };
         let (job, mut events) = SynthJob::whole(voice.clone(), vec![sentence], Default::default());
         supervisor
@@ -441,6 +442,7 @@ mod tests {
             .map(|(i, line)| crate::scheduler::Sentence {
                 line,
                 span: i..i + 1,
+                length_scale: None,
             })
             .collect();
         let (job, mut events) = SynthJob::whole(voice.clone(), sentences, Default::default());

@@ -195,6 +195,7 @@ mod tests {
             sample_rate: 22050,
             num_speakers: 1,
             speakers: Default::default(),
+            length_scale: 1.0,
         }
     }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::scheduler::SynthError;
+use crate::text::ssml::SsmlError;
 use crate::voices::VoiceError;
 
 /// Longest text accepted in one request or session, in characters.
@@ -40,6 +41,8 @@ pub enum SpeechError {
         message: String,
     },
     #[error(transparent)]
+    InvalidSsml(#[from] SsmlError),
+    #[error(transparent)]
     Voice(#[from] VoiceError),
     #[error("the server is overloaded: {waiting} requests are waiting for their first audio; retry later")]
     Overloaded { waiting: usize },
@@ -59,6 +62,7 @@ impl SpeechError {
             | TextTooLong(_)
             | NoSpeakableText
             | InvalidParameter { .. }
+            | InvalidSsml(_)
             | AudioTooLong { .. } => ErrorKind::Client,
             Voice(VoiceError::BadConfig { .. }) => ErrorKind::Engine,
             Voice(_) => ErrorKind::Client,

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::admission::{Admission, Ticket};
@@ -22,8 +22,10 @@ use super::error::{SpeechError, MAX_TEXT_CHARS};
 use super::words::{sentence_words, WordTime};
 use crate::engine::EngineWord;
 use crate::scheduler::{AudioEvent, Sentence, SynthError};
+use crate::text::normalize::Rules;
 use crate::text::spans::SpanMap;
-use crate::text::stream::{Piece, SentenceStream};
+use crate::text::ssml::{self, Pace};
+use crate::text::stream::{Piece, PieceLimits, SentenceStream};
 use crate::voices::VoiceInfo;
 
 /// What a session says, in order.
@@ -70,6 +72,64 @@ enum Source {
 struct Input {
     splitter: SentenceStream,
     sentences: mpsc::UnboundedSender<Sentence>,
+    /// The text is SSML: read document by document instead.
+    ssml: Option<SsmlInput>,
+}
+
+/// SSML arriving over time. A document can only be parsed whole, so text
+/// is buffered until a `</speak>` closes one (or a flush or the end says
+/// that what is buffered is all); text that does not start with `<speak>`
+/// is read as a document's content (`<break time="1s"/>` among plain text).
+struct SsmlInput {
+    buf: String,
+    /// Bytes of the session's text before `buf`.
+    base: usize,
+    chars: usize,
+    limits: PieceLimits,
+    rules: Rules,
+    /// The `length_scale` a rate of 100% speaks at.
+    scale: f32,
+}
+
+impl SsmlInput {
+    /// The pieces of every document complete in the buffer, or (`all`) of
+    /// everything buffered; spans and maps are bytes of the session's text.
+    fn take(&mut self, all: bool) -> Result<Vec<(Piece, Pace)>, SpeechError> {
+        let mut out = Vec::new();
+        loop {
+            let end = match self.buf.find("</speak>") {
+                Some(at) => at + "</speak>".len(),
+                None if all && !self.buf.trim().is_empty() => self.buf.len(),
+                None => break,
+            };
+            let doc: String = self.buf.drain(..end).collect();
+            let base = self.base;
+            self.base += end;
+            if doc.trim().is_empty() {
+                continue;
+            }
+            let (text, at) = if ssml::looks_like_ssml(&doc) {
+                (doc.clone(), 0)
+            } else {
+                (format!("<speak>{doc}</speak>"), "<speak>".len())
+            };
+            let mut outer = SpanMap::default();
+            outer.keep(at..at + doc.len(), base);
+            for (piece, pace) in ssml::pieces(&text, self.limits, self.rules)? {
+                let Some(span) = outer.original(piece.span.clone()) else {
+                    continue;
+                };
+                let map = piece.map.through(&outer);
+                let line = piece.line;
+                out.push((Piece { line, span, map }, pace));
+            }
+        }
+        if all {
+            self.base += self.buf.len();
+            self.buf.clear();
+        }
+        Ok(out)
+    }
 }
 
 /// A copy of the audio for the cache, while it stays small enough.
@@ -98,9 +158,19 @@ pub struct Session {
     size: (usize, usize),
     queued: VecDeque<SpeechEvent>,
     ended: bool,
-    /// The maps of the sentences sent and not heard back yet, by the start
-    /// of their span, in order.
-    maps: VecDeque<(usize, SpanMap)>,
+    /// The maps and paces of the sentences sent and not heard back yet, by
+    /// the start of their span, in order.
+    maps: VecDeque<(usize, SpanMap, Pace)>,
+    /// Samples the session added (breaks) less those it took away (the
+    /// quiet edges a break replaces), for the summary.
+    added: i64,
+    /// A sentence of this session has a break at an edge: its audio is held
+    /// until its end, since the quiet edge a break replaces is only known
+    /// with the whole sentence (such sessions hear each sentence whole, not
+    /// from its first decoder chunk).
+    paced: bool,
+    /// Audio of the sentence being said, held while `paced`.
+    held: Vec<Bytes>,
     /// Where each sentence's span and words go as its end is read.
     sink: Option<WordSink>,
 }
@@ -145,6 +215,9 @@ impl Session {
             queued: VecDeque::new(),
             ended: false,
             maps: VecDeque::new(),
+            added: 0,
+            paced: false,
+            held: Vec::new(),
             sink: None,
         }
     }
@@ -155,8 +228,8 @@ impl Session {
         self
     }
 
-    /// The maps of a whole text's sentences (start of span, map), in order.
-    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap)>) -> Session {
+    /// The maps of a whole text's sentences (start of span, map, pace), in order.
+    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap, Pace)>) -> Session {
         self.maps = maps.into();
         self
     }
@@ -171,8 +244,25 @@ impl Session {
         self.input = Some(Input {
             splitter,
             sentences,
+            ssml: None,
         });
         self.admission = Some(admission);
+        self
+    }
+
+    /// The text pushed is SSML (see [`SsmlInput`]); `scale` is the
+    /// `length_scale` of the request's own rate.
+    pub(super) fn with_ssml(mut self, limits: PieceLimits, rules: Rules, scale: f32) -> Session {
+        if let Some(input) = self.input.as_mut() {
+            input.ssml = Some(SsmlInput {
+                buf: String::new(),
+                base: 0,
+                chars: 0,
+                limits,
+                rules,
+                scale,
+            });
+        }
         self
     }
 
@@ -230,18 +320,32 @@ impl Session {
                 "the session's input has ended".into(),
             ));
         };
-        let chars = input.splitter.chars() + crate::text::char_count(text);
+        let had = match &input.ssml {
+            Some(ssml) => ssml.chars,
+            None => input.splitter.chars(),
+        };
+        let chars = had + crate::text::char_count(text);
         if chars > MAX_TEXT_CHARS {
             return Err(SpeechError::TextTooLong(chars));
         }
-        let pieces = input.splitter.push(text);
+        let pieces = match input.ssml.as_mut() {
+            Some(ssml) => {
+                ssml.chars = chars;
+                ssml.buf.push_str(text);
+                ssml.take(false)?
+            }
+            None => plain(input.splitter.push(text)),
+        };
         self.send(pieces)
     }
 
     /// Sends whatever text is buffered as a sentence, complete or not.
     pub fn flush(&mut self) -> Result<(), SpeechError> {
         let pieces = match self.input.as_mut() {
-            Some(input) => input.splitter.flush(),
+            Some(Input {
+                ssml: Some(ssml), ..
+            }) => ssml.take(true)?,
+            Some(input) => plain(input.splitter.flush()),
             None => return Ok(()),
         };
         self.send(pieces)
@@ -250,10 +354,13 @@ impl Session {
     /// The end of the text: the session is done once its last sentence is.
     pub fn end(&mut self) -> Result<(), SpeechError> {
         let pieces = match self.input.as_mut() {
-            Some(input) => input.splitter.finish(),
+            Some(Input {
+                ssml: Some(ssml), ..
+            }) => ssml.take(true),
+            Some(input) => Ok(plain(input.splitter.finish())),
             None => return Ok(()),
         };
-        let sent = self.send(pieces);
+        let sent = pieces.and_then(|pieces| self.send(pieces));
         // Dropping the sender tells the scheduler the input has ended.
         self.input = None;
         sent
@@ -264,7 +371,7 @@ impl Session {
         self.input.is_some()
     }
 
-    fn send(&mut self, pieces: Vec<Piece>) -> Result<(), SpeechError> {
+    fn send(&mut self, pieces: Vec<(Piece, Pace)>) -> Result<(), SpeechError> {
         if pieces.is_empty() {
             return Ok(());
         }
@@ -277,11 +384,14 @@ impl Session {
         let Some(input) = self.input.as_ref() else {
             return Ok(());
         };
-        for piece in pieces {
-            self.maps.push_back((piece.span.start, piece.map));
+        let scale = input.ssml.as_ref().map_or(1.0, |ssml| ssml.scale);
+        for (piece, pace) in pieces {
+            self.paced |= pace.before_ms.is_some() || pace.after_ms.is_some();
+            self.maps.push_back((piece.span.start, piece.map, pace));
             let sentence = Sentence {
                 line: piece.line,
                 span: piece.span,
+                length_scale: pace.rate.map(|rate| super::rate_scale(scale, rate)),
             };
             if input.sentences.send(sentence).is_err() {
                 // The job ended (it failed): its events say why.
@@ -311,12 +421,16 @@ impl Session {
         }
         let event = match &mut self.source {
             Source::Live(events) => match events.recv().await {
+                Some(AudioEvent::Part(pcm)) if self.paced => {
+                    self.held.push(pcm);
+                    return Box::pin(self.next_event()).await;
+                }
                 Some(AudioEvent::Part(pcm)) => return Some(self.part(pcm)),
                 Some(AudioEvent::Audio { span, pcm, words }) => {
                     return Some(self.audio(span, pcm, words))
                 }
                 Some(AudioEvent::Done(done)) => SpeechEvent::Done(Summary {
-                    samples: done.samples,
+                    samples: done.samples.saturating_add_signed(self.added),
                     skipped: done.skipped_sentences,
                     cached: false,
                 }),
@@ -375,33 +489,66 @@ impl Session {
         Some(event)
     }
 
-    /// A sentence's audio from the engine: counted, checked against the
-    /// limit, copied for the cache, then handed out with its end behind it.
-    /// A sentence's end, with the last of its audio (possibly none), and
-    /// its words timed from where its first audio began.
+    /// A sentence's end, with the last of its audio (possibly none; all of
+    /// it when the session is `paced`): its breaks made, counted, checked
+    /// against the limit, copied for the cache, then handed out with its
+    /// end behind it, its words timed from where its first audio began.
     fn audio(
         &mut self,
         span: Range<usize>,
         pcm: Bytes,
         engine_words: Vec<EngineWord>,
     ) -> SpeechEvent {
+        let pcm = if self.held.is_empty() {
+            pcm
+        } else {
+            let mut whole = BytesMut::new();
+            for part in self.held.drain(..) {
+                whole.extend_from_slice(&part);
+            }
+            whole.extend_from_slice(&pcm);
+            whole.freeze()
+        };
+        // Where the sentence's first audio began: before this, if parts of
+        // it went out already (then it has no break: see `paced`).
         let start = self.sentence_start.take().unwrap_or(self.samples);
         // Sentences the engine found nothing to say in have no audio: their
-        // maps are passed over.
+        // maps are passed over, and a break after one comes after this one.
+        let mut skipped_after = None;
         while self
             .maps
             .front()
-            .is_some_and(|(first, _)| *first < span.start)
+            .is_some_and(|(start, _, _)| *start < span.start)
         {
-            self.maps.pop_front();
-        }
-        let words = match self.maps.front() {
-            Some((first, map)) if *first == span.start => {
-                let words = sentence_words(&engine_words, map, start);
-                self.maps.pop_front();
-                words
+            if let Some((_, _, pace)) = self.maps.pop_front() {
+                skipped_after = pace.after_ms.or(skipped_after);
             }
-            _ => Vec::new(),
+        }
+        let (map, mut pace) = match self.maps.front() {
+            Some((start, _, _)) if *start == span.start => {
+                let (_, map, pace) = self.maps.pop_front().expect("front is there");
+                (Some(map), pace)
+            }
+            _ => (None, Pace::default()),
+        };
+        if pace.after_ms.is_none() {
+            pace.after_ms = skipped_after;
+        }
+        let (pcm, shift) = self.breaks(pcm, pace);
+        let words = match map {
+            Some(map) => {
+                let len = self.samples - start + pcm.len() as u64 / 2;
+                let moved: Vec<EngineWord> = engine_words
+                    .into_iter()
+                    .map(|w| EngineWord {
+                        samples: shift(w.samples.start).min(len)..shift(w.samples.end).min(len),
+                        phonemes: w.phonemes.iter().map(|p| shift(*p).min(len)).collect(),
+                        text: w.text,
+                    })
+                    .collect();
+                sentence_words(&moved, &map, start)
+            }
+            None => Vec::new(),
         };
         let event = self.part(pcm);
         self.sentence_start = None;
@@ -452,6 +599,82 @@ impl Session {
         }
         SpeechEvent::Audio(pcm)
     }
+
+    /// A sentence's audio with the breaks its pace asks for: a break
+    /// replaces the quiet edge of the audio on its side with exactly its
+    /// length of silence. Returns the audio and how a sample of the
+    /// engine's audio moved.
+    fn breaks(&mut self, pcm: Bytes, pace: Pace) -> (Bytes, impl Fn(u64) -> u64) {
+        let samples = pcm.len() / 2;
+        let rate = u64::from(self.voice.sample_rate);
+        let zeros = |ms: u32| (u64::from(ms) * rate / 1000) as usize;
+        let (lead, before) = match pace.before_ms {
+            Some(ms) => (quiet_lead(&pcm), zeros(ms)),
+            None => (0, 0),
+        };
+        let (tail, after) = match pace.after_ms {
+            Some(ms) => (quiet_tail(&pcm).min(samples - lead), zeros(ms)),
+            None => (0, 0),
+        };
+        let shift = move |sample: u64| (sample.saturating_sub(lead as u64)) + before as u64;
+        if pace.before_ms.is_none() && pace.after_ms.is_none() {
+            return (pcm, shift);
+        }
+        let mut kept: Vec<i16> = (lead..samples - tail).map(|i| sample_at(&pcm, i)).collect();
+        // The cut edge fades in or out, so that it does not click.
+        let fade = (FADE_MS * rate / 1000) as usize;
+        let gain = |s: &mut i16, i: usize| *s = (f64::from(*s) * i as f64 / fade as f64) as i16;
+        if pace.before_ms.is_some() {
+            for (i, s) in kept.iter_mut().take(fade).enumerate() {
+                gain(s, i);
+            }
+        }
+        if pace.after_ms.is_some() {
+            for (i, s) in kept.iter_mut().rev().take(fade).enumerate() {
+                gain(s, i);
+            }
+        }
+        let n = kept.len();
+        let mut out = Vec::with_capacity((before + n + after) * 2);
+        out.resize(before * 2, 0);
+        out.extend(kept.iter().flat_map(|s| s.to_le_bytes()));
+        out.resize(out.len() + after * 2, 0);
+        self.added += (before + after) as i64 - (lead + tail) as i64;
+        (Bytes::from(out), shift)
+    }
+}
+
+/// Pieces of plain text, at the pace of the request.
+fn plain(pieces: Vec<Piece>) -> Vec<(Piece, Pace)> {
+    pieces.into_iter().map(|p| (p, Pace::default())).collect()
+}
+
+/// Samples at or under this (-40 dBFS) are silence at a sentence's edge:
+/// the engine's own pause before and after speech, which a break replaces.
+/// (The bundled voice's speech fades under it in its last 20 to 30 ms.)
+const QUIET: i16 = 328;
+/// The edge a break cuts fades over this long.
+const FADE_MS: u64 = 5;
+
+fn sample_at(pcm: &[u8], i: usize) -> i16 {
+    i16::from_le_bytes([pcm[2 * i], pcm[2 * i + 1]])
+}
+
+/// Quiet samples at the start of 16-bit PCM.
+fn quiet_lead(pcm: &[u8]) -> usize {
+    let n = pcm.len() / 2;
+    (0..n)
+        .find(|&i| sample_at(pcm, i).unsigned_abs() > QUIET as u16)
+        .unwrap_or(n)
+}
+
+/// Quiet samples at the end of 16-bit PCM.
+fn quiet_tail(pcm: &[u8]) -> usize {
+    let n = pcm.len() / 2;
+    (0..n)
+        .rev()
+        .find(|&i| sample_at(pcm, i).unsigned_abs() > QUIET as u16)
+        .map_or(n, |last| n - 1 - last)
 }
 
 #[cfg(test)]
@@ -626,6 +849,123 @@ mod tests {
             }
         }
         assert_eq!(heard_again, heard);
+    }
+
+    /// 16-bit PCM of these samples.
+    fn pcm(samples: &[i16]) -> Bytes {
+        samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_break_replaces_the_quiet_edges_with_exact_silence() {
+        let (events_tx, events) = mpsc::channel(16);
+        // 100 samples a second: 100 ms is 10 samples.
+        let before = Pace {
+            before_ms: Some(100),
+            after_ms: Some(200),
+            ..Pace::default()
+        };
+        let after = Pace {
+            before_ms: Some(0),
+            ..Pace::default()
+        };
+        let mut session = Session::live(voice(), events, None).with_maps(vec![
+            (0, SpanMap::identity(0..2), before),
+            (3, SpanMap::identity(3..5), after),
+        ]);
+        let word = |samples: Range<u64>| EngineWord {
+            text: 0..2,
+            phonemes: vec![samples.end],
+            samples,
+        };
+        // Quiet (|x| <= 100) edges: 3 samples before, 2 after.
+        let first = pcm(&[0, 50, -100, 900, -800, 700, 20, 0]);
+        let second = pcm(&[5, 1000, 0]);
+        for (span, pcm, words) in [
+            (0..2, first, vec![word(3..6)]),
+            (3..5, second, vec![word(1..2)]),
+        ] {
+            events_tx
+                .send(AudioEvent::Audio { span, pcm, words })
+                .await
+                .unwrap();
+        }
+        events_tx
+            .send(AudioEvent::Done(SynthSummary {
+                samples: 11,
+                skipped_sentences: 0,
+            }))
+            .await
+            .unwrap();
+        let mut audio = Vec::new();
+        let mut words = Vec::new();
+        let summary = loop {
+            match session.next().await {
+                Some(SpeechEvent::Audio(bytes)) => audio.extend_from_slice(&bytes),
+                Some(SpeechEvent::SentenceEnd { words: w, .. }) => words.extend(w),
+                Some(SpeechEvent::Done(summary)) => break summary,
+                other => panic!("{other:?}"),
+            }
+        };
+        let samples: Vec<i16> = audio
+            .chunks(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let mut want = vec![0; 10];
+        want.extend([900, -800, 700]);
+        want.extend([0; 20]);
+        want.extend([1000, 0]);
+        assert_eq!(samples, want);
+        assert_eq!(summary.samples, want.len() as u64);
+        // Words move with their audio: after the leading break, and the
+        // second sentence's after the first and its break.
+        let times: Vec<Range<u64>> = words.iter().map(|w| w.samples.clone()).collect();
+        assert_eq!(times, [10..13, 33..34]);
+    }
+
+    #[tokio::test]
+    async fn ssml_over_time_is_read_document_by_document() {
+        let (events_tx, events) = mpsc::channel(16);
+        let (more, mut sentences) = mpsc::unbounded_channel();
+        let admission = Arc::new(Admission::new(4));
+        let mut session = Session::live(voice(), events, None)
+            .with_input(SentenceStream::new(LIMITS), more, admission)
+            .with_ssml(LIMITS, Rules::Off, 1.0);
+        drop(events_tx);
+        session
+            .push(r#"<speak>One <break time="1s"/> two"#)
+            .unwrap();
+        assert!(sentences.try_recv().is_err(), "the document is not whole");
+        session
+            .push(r#"</speak><speak><prosody rate="50%">Three</prosody>"#)
+            .unwrap();
+        let got: Vec<(String, Option<f32>)> = std::iter::from_fn(|| sentences.try_recv().ok())
+            .map(|s| (s.line, s.length_scale))
+            .collect();
+        assert_eq!(got, [("One".into(), None), ("two".into(), None)]);
+        // Text without <speak> is a document's content; the end reads the rest.
+        session.push("</speak>Four<break/>").unwrap();
+        session.flush().unwrap();
+        session.push(" five <bad").unwrap();
+        let got: Vec<(String, Range<usize>, Option<f32>)> =
+            std::iter::from_fn(|| sentences.try_recv().ok())
+                .map(|s| (s.line, s.span, s.length_scale))
+                .collect();
+        let text = r#"<speak>One <break time="1s"/> two</speak><speak><prosody rate="50%">Three</prosody></speak>Four<break/>"#;
+        let three = text.find("Three").unwrap();
+        let four = text.find("Four").unwrap();
+        assert_eq!(
+            got,
+            [
+                (
+                    "Three".into(),
+                    three..three + 5,
+                    Some(crate::speech::rate_scale(1.0, 50))
+                ),
+                ("Four".into(), four..four + 4, None)
+            ]
+        );
+        assert!(matches!(session.end(), Err(SpeechError::InvalidSsml(_))));
     }
 
     #[tokio::test]

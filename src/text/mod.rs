@@ -10,10 +10,12 @@
 //! reordered. Limits count `char`s, not bytes, and no cut falls inside a UTF-8 character.
 //!
 //! [`stream`] makes the same engine pieces of text that arrives over time, sentence by
-//! sentence as each is complete; [`pieces`] runs whole text through it.
+//! sentence as each is complete; [`pieces`] runs whole text through it. [`ssml`] reads an
+//! SSML document into those same pieces, each with its rate and breaks.
 
 pub mod normalize;
 pub mod spans;
+pub mod ssml;
 pub mod stream;
 
 pub use stream::{pieces, Piece, PieceLimits, SentenceStream};

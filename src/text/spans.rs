@@ -76,6 +76,38 @@ impl SpanMap {
         &self.segments
     }
 
+    /// This map taken one step further back: its original text was itself
+    /// a line made of another text by `outer` (SSML's text content, made of
+    /// the document), so the result maps this line to `outer`'s original.
+    /// Kept text stays offset by offset where `outer` kept it too; anything
+    /// either map rewrote maps as a whole.
+    pub fn through(&self, outer: &SpanMap) -> SpanMap {
+        let mut out = SpanMap::default();
+        for seg in &self.segments {
+            if seg.rewritten {
+                if let Some(original) = outer.original(seg.original.clone()) {
+                    out.rewrite(seg.spoken.clone(), original);
+                }
+                continue;
+            }
+            for o in &outer.segments {
+                let from = seg.original.start.max(o.spoken.start);
+                let to = seg.original.end.min(o.spoken.end);
+                if from >= to {
+                    continue;
+                }
+                let shift = seg.spoken.start;
+                let spoken = (from - seg.original.start + shift)..(to - seg.original.start + shift);
+                if o.rewritten {
+                    out.rewrite(spoken, o.original.clone());
+                } else {
+                    out.keep(spoken, from - o.spoken.start + o.original.start);
+                }
+            }
+        }
+        out
+    }
+
     /// The original bytes a range of the spoken line came from: kept text
     /// offset by offset, a rewrite as a whole. `None` when the range touches
     /// no segment (a space the line added between two pieces, say).
@@ -130,6 +162,36 @@ mod tests {
         // A range across a kept word and a rewrite covers both.
         assert_eq!(map.original(2..10).map(|r| &original[r]), Some("owe $500"));
         assert_eq!(map.segments().len(), 3);
+    }
+
+    #[test]
+    fn a_map_through_another_reaches_the_first_text() {
+        // Document `<s>I owe <say-as interpret-as="cardinal">500</say-as> now</s>`
+        // has the content "I owe five hundred now", which is spoken as is.
+        let doc = r#"<s>I owe <say-as interpret-as="cardinal">500</say-as> now</s>"#;
+        let content = "I owe five hundred now";
+        let mut outer = SpanMap::default();
+        outer.keep(0..6, 3);
+        let said = doc.find("500").unwrap();
+        outer.rewrite(6..18, said..said + 3);
+        let after = doc.find(" now").unwrap();
+        outer.keep(18..22, after);
+        // The normalizer keeps "owe five hundred now" (bytes 2.. of content).
+        let inner = SpanMap::identity(2..22);
+        let map = inner.through(&outer);
+        let original = |r: std::ops::Range<usize>| map.original(r).map(|r| &doc[r]);
+        assert_eq!(&content[2..5], "owe");
+        assert_eq!(original(0..3), Some("owe"));
+        assert_eq!(original(4..8), Some("500"));
+        assert_eq!(original(9..16), Some("500"));
+        assert_eq!(original(17..20), Some("now"));
+        // A rewrite inside maps to the whole of what it covers.
+        let mut inner = SpanMap::default();
+        inner.rewrite(0..5, 0..5);
+        assert_eq!(
+            inner.through(&outer).original(0..5).map(|r| &doc[r]),
+            Some("I owe")
+        );
     }
 
     #[test]

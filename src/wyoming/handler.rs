@@ -121,6 +121,7 @@ fn speech_code(err: &SpeechError) -> &'static str {
         S::TextTooLong(_) => "text_too_long",
         S::NoSpeakableText | S::Synth(SynthError::NoSpeakableText) => "no_speakable_text",
         S::InvalidParameter { .. } => "invalid_parameter",
+        S::InvalidSsml(_) => "invalid_ssml",
         S::Voice(VoiceError::InvalidName(..)) => "invalid_voice_name",
         S::Voice(VoiceError::NotFound { .. }) => "voice_not_found",
         S::Voice(VoiceError::BadConfig { .. }) => "voice_config_invalid",
@@ -421,6 +422,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handler<S> {
             options,
             complete: false,
             normalize: true,
+            ssml: crate::text::ssml::looks_like_ssml(&text),
         });
         tokio::pin!(say);
         let said = loop {

@@ -10,7 +10,10 @@
 //!
 //! Text goes into a [`Speech::open`](crate::speech::Speech::open) session
 //! per context: each sentence reaches the engine as soon as it is complete
-//! or flushed, and its audio comes back as one message. Closing a context
+//! or flushed, and its audio comes back as one message. With
+//! `enable_ssml_parsing=true` the text is SSML, which can only be read a
+//! whole document at a time: it is buffered until a `</speak>`, a flush or
+//! the end ([`Speech::open_ssml`](crate::speech::Speech::open_ssml)). Closing a context
 //! before its audio is done drops its session, which takes its sentences
 //! out of the engine at once.
 //!

@@ -328,6 +328,18 @@ fn with_context(message: &mut Value, context: Option<&str>) {
     }
 }
 
+/// `enable_ssml_parsing`: `true` or `false` (absent: false).
+pub fn ssml_parsing(value: Option<&str>) -> Result<bool, SpeechError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(SpeechError::InvalidParameter {
+            param: "enable_ssml_parsing",
+            message: format!("{other:?} is neither true nor false"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

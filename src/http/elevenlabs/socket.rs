@@ -65,6 +65,8 @@ struct Setup {
     voice: Arc<VoiceInfo>,
     format: Output,
     inactivity: Duration,
+    /// `enable_ssml_parsing=true`: each context's text is SSML.
+    ssml: bool,
 }
 
 /// Serves one socket until it closes.
@@ -137,10 +139,13 @@ async fn setup(state: &AppState, upgrade: &Upgrade) -> Result<Setup, SocketError
         .map(String::as_str)
         .unwrap_or(protocol::DEFAULT_OUTPUT_FORMAT);
     let format = protocol::output_format(format_name, voice.sample_rate)?;
+    let ssml =
+        protocol::ssml_parsing(upgrade.query.get("enable_ssml_parsing").map(String::as_str))?;
     Ok(Setup {
         voice,
         format,
         inactivity: Duration::from_secs(inactivity),
+        ssml,
     })
 }
 
@@ -367,7 +372,12 @@ impl Socket {
             length_scale: speed.filter(|s| *s != 1.0).map(|s| 1.0 / s),
             ..SynthOptions::default()
         };
-        let session = self.state.speech.open(self.setup.voice.clone(), options)?;
+        let speech = &self.state.speech;
+        let voice = self.setup.voice.clone();
+        let session = match self.setup.ssml {
+            true => speech.open_ssml(voice, options, true)?,
+            false => speech.open(voice, options)?,
+        };
         let encoder = encoder_for(self.setup.format, session.sample_rate())?;
         let (input, inbox) = mpsc::unbounded_channel();
         tokio::spawn(speak(

@@ -17,8 +17,8 @@
 
 #[cfg(test)]
 mod golden;
-mod number;
-mod rules;
+pub(crate) mod number;
+pub(crate) mod rules;
 
 use std::ops::Range;
 

@@ -308,7 +308,7 @@ const MONTHS: [&str; 12] = [
 
 /// A month's full name from its name or abbreviation ("Jan", "Sept"),
 /// capitalized as names are.
-fn month(word: &str) -> Option<&'static str> {
+pub(crate) fn month(word: &str) -> Option<&'static str> {
     if !word.starts_with(|c: char| c.is_ascii_uppercase()) || word.len() < 3 {
         return None;
     }
@@ -322,7 +322,7 @@ fn month(word: &str) -> Option<&'static str> {
     })
 }
 
-fn month_number(n: u64) -> Option<&'static str> {
+pub(crate) fn month_number(n: u64) -> Option<&'static str> {
     (1..=12).contains(&n).then(|| MONTHS[n as usize - 1])
 }
 
