@@ -764,7 +764,6 @@ mod tests {
 
     const LIMITS: PieceLimits = PieceLimits {
         max_chars: 150,
-        clause_chars: 100,
         chunk_chars: 5000,
     };
 
