@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::admission::{Admission, Ticket};
 use super::cache::{AudioCache, CacheKey, CachedSentence, CachedSpeech};
 use super::error::{SpeechError, MAX_TEXT_CHARS};
-use super::words::{sentence_words, WordTime};
+use super::words::{sentence_words, SpokenLine, WordTime};
 use crate::engine::EngineWord;
 use crate::scheduler::{AudioEvent, Sentence, SynthError};
 use crate::text::spans::SpanMap;
@@ -34,10 +34,12 @@ pub enum SpeechEvent {
     /// The audio of one sentence is complete; `span` is its place in the
     /// session's text, in bytes, and `words` its written words with when
     /// they are spoken over the session's whole audio (empty when the
-    /// engine did not say).
+    /// engine did not say); `spoken` the line the engine was given and its
+    /// words, timed the same way (`None` when not known).
     SentenceEnd {
         span: Range<usize>,
         words: Vec<WordTime>,
+        spoken: Option<Arc<SpokenLine>>,
     },
     Done(Summary),
     Failed(SpeechError),
@@ -96,9 +98,9 @@ pub struct Session {
     size: (usize, usize),
     queued: VecDeque<SpeechEvent>,
     ended: bool,
-    /// The maps of the sentences sent and not heard back yet, by the start
-    /// of their span, in order.
-    maps: VecDeque<(usize, SpanMap)>,
+    /// The maps and spoken lines of the sentences sent and not heard back
+    /// yet, by the start of their span, in order.
+    maps: VecDeque<(usize, SpanMap, String)>,
     /// Where each sentence's span and words go as its end is read.
     sink: Option<WordSink>,
 }
@@ -152,8 +154,9 @@ impl Session {
         self
     }
 
-    /// The maps of a whole text's sentences (start of span, map), in order.
-    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap)>) -> Session {
+    /// The maps of a whole text's sentences (start of span, map, spoken
+    /// line), in order.
+    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap, String)>) -> Session {
         self.maps = maps.into();
         self
     }
@@ -275,7 +278,8 @@ impl Session {
             return Ok(());
         };
         for piece in pieces {
-            self.maps.push_back((piece.span.start, piece.map));
+            self.maps
+                .push_back((piece.span.start, piece.map, piece.line.clone()));
             let sentence = Sentence {
                 line: piece.line,
                 span: piece.span,
@@ -291,7 +295,9 @@ impl Session {
     /// The next event; `None` after `Done` or `Failed`.
     pub async fn next(&mut self) -> Option<SpeechEvent> {
         let event = self.next_event().await;
-        if let (Some(sink), Some(SpeechEvent::SentenceEnd { span, words })) = (&self.sink, &event) {
+        if let (Some(sink), Some(SpeechEvent::SentenceEnd { span, words, .. })) =
+            (&self.sink, &event)
+        {
             if let Ok(mut sink) = sink.lock() {
                 sink.push((span.clone(), words.clone()));
             }
@@ -340,6 +346,7 @@ impl Session {
                         self.queued.push_back(SpeechEvent::SentenceEnd {
                             span: sentence.span,
                             words: sentence.words,
+                            spoken: sentence.spoken,
                         });
                     }
                     self.samples += pcm.len() as u64 / 2;
@@ -388,17 +395,18 @@ impl Session {
         while self
             .maps
             .front()
-            .is_some_and(|(start, _)| *start < span.start)
+            .is_some_and(|(start, _, _)| *start < span.start)
         {
             self.maps.pop_front();
         }
-        let words = match self.maps.front() {
-            Some((start, map)) if *start == span.start => {
-                let words = sentence_words(&engine_words, map, self.samples);
-                self.maps.pop_front();
-                words
+        let (words, spoken) = match self.maps.front() {
+            Some((start, _, _)) if *start == span.start => {
+                let (_, map, line) = self.maps.pop_front().expect("just seen");
+                let words = sentence_words(&engine_words, &map, self.samples);
+                let spoken = SpokenLine::new(line, &engine_words, self.samples);
+                (words, Some(Arc::new(spoken)))
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), None),
         };
         self.samples += pcm.len() as u64 / 2;
         if let Some((max, seconds)) = self.max_samples {
@@ -419,13 +427,17 @@ impl Session {
                     span: span.clone(),
                     end: tee.pcm.len(),
                     words: words.clone(),
+                    spoken: spoken.clone(),
                 });
             } else {
                 self.tee = None;
             }
         }
-        self.queued
-            .push_back(SpeechEvent::SentenceEnd { span, words });
+        self.queued.push_back(SpeechEvent::SentenceEnd {
+            span,
+            words,
+            spoken,
+        });
         SpeechEvent::Audio(pcm)
     }
 }
@@ -515,7 +527,8 @@ mod tests {
             session.next().await,
             Some(SpeechEvent::SentenceEnd {
                 span: 0..4,
-                words: Vec::new()
+                words: Vec::new(),
+                spoken: None,
             })
         );
         events
@@ -657,11 +670,13 @@ mod tests {
                     span: 0..5,
                     end: 500,
                     words: Vec::new(),
+                    spoken: None,
                 },
                 CachedSentence {
                     span: 6..9,
                     end: 600,
                     words: Vec::new(),
+                    spoken: None,
                 },
             ]),
         };
