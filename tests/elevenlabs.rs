@@ -154,8 +154,17 @@ fn samples(pcm: &[u8]) -> Vec<i16> {
 fn alignment_of(message: &Value, key: &str, length_ms: Option<f64>) -> Vec<(String, u64, u64)> {
     let alignment = &message[key];
     assert!(alignment.is_object(), "no {key} in {message}");
-    let list = |name: &str| alignment[name].as_array().unwrap_or_else(|| panic!("{name}: {message}")).clone();
-    let (chars, starts, durations) = (list("chars"), list("charStartTimesMs"), list("charDurationsMs"));
+    let list = |name: &str| {
+        alignment[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {message}"))
+            .clone()
+    };
+    let (chars, starts, durations) = (
+        list("chars"),
+        list("charStartTimesMs"),
+        list("charDurationsMs"),
+    );
     assert!(!chars.is_empty(), "{message}");
     assert_eq!(chars.len(), starts.len(), "{message}");
     assert_eq!(chars.len(), durations.len(), "{message}");
@@ -170,11 +179,20 @@ fn alignment_of(message: &Value, key: &str, length_ms: Option<f64>) -> Vec<(Stri
             (c, s.as_u64().unwrap(), d.as_u64().unwrap())
         })
         .collect();
-    assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "{key} goes back: {got:?}");
+    assert!(
+        got.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{key} goes back: {got:?}"
+    );
     if let Some(length) = length_ms {
         let (_, start, duration) = got.last().unwrap();
-        assert!((*start as f64) < length, "{key} starts past the audio ({length} ms): {got:?}");
-        assert!(((start + duration) as f64) <= length + 1.0, "{key} ends past the audio ({length} ms): {got:?}");
+        assert!(
+            (*start as f64) < length,
+            "{key} starts past the audio ({length} ms): {got:?}"
+        );
+        assert!(
+            ((start + duration) as f64) <= length + 1.0,
+            "{key} ends past the audio ({length} ms): {got:?}"
+        );
     }
     got
 }
@@ -224,8 +242,15 @@ fn check_alignments(
         }
         offset += length_ms.unwrap_or(0.0);
     }
-    assert_eq!(joined.trim_end(), sent.trim_end(), "the characters are the text sent");
-    assert!(spoken.ends_with(' ') && !spoken.trim().is_empty(), "{spoken:?}");
+    assert_eq!(
+        joined.trim_end(),
+        sent.trim_end(),
+        "the characters are the text sent"
+    );
+    assert!(
+        spoken.ends_with(' ') && !spoken.trim().is_empty(),
+        "{spoken:?}"
+    );
     (words, spoken)
 }
 
@@ -293,29 +318,52 @@ async fn alignment_is_the_engines_word_times() {
     std::fs::write(&config, voice.to_string()).unwrap();
     let server = Server::start(dir.path(), &[("PIPER_AUDIO_CACHE_MB", "0")]);
     let text = "Hello there, this is a test. Dr. Smith paid $500 for it.";
-    let (status, _, body) = post(&server, "/api/tts", json!({"text": text, "timestamps": true})).await;
+    let (status, _, body) = post(
+        &server,
+        "/api/tts",
+        json!({"text": text, "timestamps": true}),
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let timed: Value = serde_json::from_slice(&body).unwrap();
     let expected: Vec<(String, f64)> = timed["words"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| (w["word"].as_str().unwrap().to_string(), w["start"].as_f64().unwrap() * 1000.0))
+        .map(|w| {
+            (
+                w["word"].as_str().unwrap().to_string(),
+                w["start"].as_f64().unwrap() * 1000.0,
+            )
+        })
         .collect();
 
     let mut socket = connect(&server, &format!("{SINGLE}?output_format=pcm_22050")).await;
     send(&mut socket, json!({"text": " "})).await;
     // As an LLM's tokens: cut anywhere.
-    for token in ["Hello there, th", "is is a test. Dr", ". Smith paid $5", "00 for it."] {
+    for token in [
+        "Hello there, th",
+        "is is a test. Dr",
+        ". Smith paid $5",
+        "00 for it.",
+    ] {
         send(&mut socket, json!({"text": token})).await;
     }
     send(&mut socket, json!({"text": ""})).await;
     let heard = hear_all(&mut socket).await;
-    let (words, spoken) = check_alignments(&heard.aligned(None), &format!(" {text}"), Some(22050.0));
-    assert_eq!(words.len(), expected.len(), "{words:?} against {expected:?}");
+    let (words, spoken) =
+        check_alignments(&heard.aligned(None), &format!(" {text}"), Some(22050.0));
+    assert_eq!(
+        words.len(),
+        expected.len(),
+        "{words:?} against {expected:?}"
+    );
     for ((word, at), (written, start)) in words.iter().zip(&expected) {
         assert!(word.contains(written.as_str()), "{word} against {written}");
-        assert!((at - start).abs() <= 1.0, "{word} at {at} ms, /api/tts {start} ms");
+        assert!(
+            (at - start).abs() <= 1.0,
+            "{word} at {at} ms, /api/tts {start} ms"
+        );
     }
     // The spoken line, as the engine was given it.
     assert!(spoken.contains("five hundred dollars"), "{spoken:?}");
@@ -678,7 +726,9 @@ async fn pipecats_multi_stream_sequence_is_served_as_pipecat_expects() {
     let words = check_alignment(messages, heard["sent"].as_str().unwrap(), Some(22050.0));
     assert_eq!(
         words.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(),
-        "Hello, I am a voice agent. How can I help you today?".split(' ').collect::<Vec<_>>()
+        "Hello, I am a voice agent. How can I help you today?"
+            .split(' ')
+            .collect::<Vec<_>>()
     );
     assert!(words.windows(2).all(|w| w[0].1 < w[1].1), "{words:?}");
 }

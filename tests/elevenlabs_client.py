@@ -92,8 +92,9 @@ def sdk(port: int, output_format: str) -> dict:
 async def pipecat(port: int) -> dict:
     """Pipecat's ElevenLabsTTSService, message for message: the socket with
     its query, a context opened with its voice settings, a sentence at a
-    time, flush without text, its 10 s keepalive without a context,
-    close_context at the end of the turn, then close_socket."""
+    time, flush without text, its 10 s keepalive without a context, a
+    flush and close_context at once at the end of the turn, then
+    close_socket."""
     import websockets
     from websockets.asyncio.client import connect
 
@@ -134,13 +135,12 @@ async def pipecat(port: int) -> dict:
         await ws.send(json.dumps({"context_id": turn, "flush": True}))
         await ws.send(json.dumps({"text": ""}))  # the keepalive, without a context
         await say("How can I help you today? ")
+        # The end of the turn, as Pipecat ends it (on_turn_context_completed):
+        # a flush, then close_context at once; the turn's audio is still to
+        # come, and then its isFinal.
         await ws.send(json.dumps({"context_id": turn, "flush": True}))
-        # Wait for both sentences' audio, as the turn plays out.
-        deadline = time.monotonic() + TIMEOUT
-        while heard["audio"].get(turn, 0) < 22050 * 2 * 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
         await ws.send(json.dumps({"context_id": turn, "close_context": True}))
+        deadline = time.monotonic() + TIMEOUT
         while turn not in heard["finals"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await ws.send(json.dumps({"close_socket": True}))

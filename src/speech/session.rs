@@ -528,7 +528,11 @@ mod tests {
             Some(SpeechEvent::SentenceEnd {
                 span: 0..4,
                 words: Vec::new(),
-                spoken: None,
+                // The line the engine was given, though it timed no word.
+                spoken: Some(Arc::new(SpokenLine {
+                    line: "One.".into(),
+                    words: Vec::new(),
+                })),
             })
         );
         events

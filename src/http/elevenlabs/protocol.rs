@@ -499,7 +499,10 @@ mod tests {
         assert_eq!(got.char_durations_ms, [20, 180, 200]);
         // At 22,050 a second, to the nearest millisecond.
         let got = CharAlignment::of_message(&[('x', 22050..22072)], 22050..44100, 22050);
-        assert_eq!((got.char_start_times_ms[0], got.char_durations_ms[0]), (0, 1));
+        assert_eq!(
+            (got.char_start_times_ms[0], got.char_durations_ms[0]),
+            (0, 1)
+        );
     }
 
     #[test]

@@ -65,8 +65,11 @@ enum In {
 struct Context {
     /// Dropping it ends the context's task at once, and so its session.
     input: mpsc::UnboundedSender<In>,
-    /// The input ended (`{"text": ""}` or `close_socket`): its end is awaited.
+    /// The input ended (`{"text": ""}`, `close_socket`, or `close_context`
+    /// after a flush): its end is awaited.
     ending: bool,
+    /// The last message for it was a flush, with no text since.
+    flushed: bool,
 }
 
 /// The socket's settings, read from the upgrade's query and path.
@@ -331,13 +334,27 @@ impl Socket {
                 let id: Arc<str> =
                     Arc::from(message.context_id.as_deref().unwrap_or(DEFAULT_CONTEXT));
                 if message.close_context {
-                    // An interruption when its audio is not done: the
-                    // session drops with the task, and its sentences leave
-                    // the engine at once.
-                    if self.contexts.remove(&id).is_some() {
-                        send(ws, protocol::final_message(Some(&id))).await?;
+                    match self.contexts.get_mut(&id) {
+                        // Right after a flush, the end of a turn (Pipecat
+                        // and LiveKit close each turn so): what was flushed
+                        // is spoken, then `isFinal`.
+                        Some(context) if context.flushed && !context.ending => {
+                            context.ending = true;
+                            let _ = context.input.send(In::End);
+                        }
+                        // Otherwise an interruption (or a second close): the
+                        // session drops with the task, and its sentences
+                        // leave the engine at once.
+                        Some(_) => {
+                            self.contexts.remove(&id);
+                            send(ws, protocol::final_message(Some(&id))).await?;
+                        }
+                        None => {}
                     }
                     return Ok(None);
+                }
+                if self.contexts.get(&id).is_some_and(|c| c.ending) {
+                    return Ok(None); // closed: its last sentences are being spoken
                 }
                 let text = message.text.unwrap_or_default();
                 // `{"text": ""}`, with or without a context: a keepalive.
@@ -353,12 +370,14 @@ impl Socket {
                     }
                     self.open(id.clone(), message.speed, out)?;
                 }
-                let context = &self.contexts[&id];
+                let context = self.contexts.get_mut(&id).expect("just opened");
                 if !text.is_empty() {
                     let _ = context.input.send(In::Text(text));
+                    context.flushed = false;
                 }
                 if message.flush {
                     let _ = context.input.send(In::Flush);
+                    context.flushed = true;
                 }
             }
         }
@@ -394,6 +413,7 @@ impl Socket {
             Context {
                 input,
                 ending: false,
+                flushed: false,
             },
         );
         Ok(())
