@@ -627,13 +627,16 @@ impl Piece {
     }
 }
 
+/// Characters, each with the samples of the context's audio it is spoken over.
+type TimedChars = Vec<(char, Range<u64>)>;
+
 /// A sentence's characters, each with the samples of the context's audio
 /// it is spoken over: as sent, and as spoken (the normalizer's line); and
 /// where the sentence's audio ends. `None` in `chars` when the engine did
 /// not time its words: its audio then goes without alignment.
 #[derive(Debug, Clone, PartialEq)]
 struct SentenceTiming {
-    chars: Option<(Vec<(char, Range<u64>)>, Vec<(char, Range<u64>)>)>,
+    chars: Option<(TimedChars, TimedChars)>,
     end: u64,
 }
 
