@@ -6,7 +6,8 @@
 LiveKit's elevenlabs.TTS streams over ElevenLabs' multi-stream-input
 WebSocket, which piperd serves; `base_url` is the one line that differs from
 an agent written for ElevenLabs. In an agent, pass the same `tts=` to
-`AgentSession`; here the plugin runs alone and writes what it says to a WAV.
+`AgentSession`; here the plugin runs alone, writes what it says to a WAV and
+prints the timed words LiveKit read from piperd's alignment.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ import sys
 import wave
 
 import aiohttp
+from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
 from livekit.plugins import elevenlabs
 
 PIPERD = os.environ.get("PIPERD_URL", "http://127.0.0.1:5050") + "/v1"
@@ -36,12 +38,14 @@ async def main(text: str, out: str) -> None:
         frames = [event.frame async for event in stream]
         await stream.aclose()
     pcm = b"".join(bytes(frame.data) for frame in frames)
+    words = [w for frame in frames for w in frame.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]
     with wave.open(out, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(22050)
         wav.writeframes(pcm)
     print(f"wrote {out}: {len(pcm) / 2 / 22050:.1f} s")
+    print(" ".join(f"{w.strip()}@{w.start_time:.2f}s" for w in words if w.strip()))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Pipecat's ElevenLabsTTSService speaks ElevenLabs' multi-stream-input WebSocket,
 which piperd serves; `url` is the one line that differs from code written for
 ElevenLabs. The voice is an installed voice's name (or an ElevenLabs voice id
 mapped by PIPER_ELEVENLABS_VOICES). This runs the service alone in a tiny
-pipeline and writes what it says to a WAV file.
+pipeline, writes what it says to a WAV file and prints each word with the
+time Pipecat read from piperd's alignment (the words an agent's context
+keeps when the user interrupts).
 """
 
 import asyncio
@@ -15,7 +17,7 @@ import os
 import sys
 import wave
 
-from pipecat.frames.frames import EndFrame, TTSAudioRawFrame, TTSSpeakFrame
+from pipecat.frames.frames import EndFrame, TTSAudioRawFrame, TTSSpeakFrame, TTSTextFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.runner import PipelineRunner
 from pipecat.pipeline.task import PipelineParams, PipelineTask
@@ -29,11 +31,14 @@ class Collect(FrameProcessor):
     def __init__(self):
         super().__init__()
         self.audio = b""
+        self.words = []
 
     async def process_frame(self, frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TTSAudioRawFrame):
             self.audio += frame.audio
+        elif isinstance(frame, TTSTextFrame) and frame.pts is not None:
+            self.words.append((frame.text, frame.pts))
         await self.push_frame(frame, direction)
 
 
@@ -54,6 +59,9 @@ async def main(text: str, out: str) -> None:
         wav.setframerate(22050)
         wav.writeframes(collect.audio)
     print(f"wrote {out}: {len(collect.audio) / 2 / 22050:.1f} s")
+    if collect.words:
+        first = collect.words[0][1]
+        print(" ".join(f"{word}@{(pts - first) / 1e9:.2f}s" for word, pts in collect.words))
 
 
 if __name__ == "__main__":

@@ -508,7 +508,7 @@ async fn speak(speech: &Speech, args: &Args, output: Output, text: &str) -> Resu
                         .map_err(|e| SayError::Output(e.to_string()))?;
                     sink.write(&bytes)?;
                 }
-                SpeechEvent::SentenceEnd { span, words } => {
+                SpeechEvent::SentenceEnd { span, words, .. } => {
                     progress.set(done_chars + crate::text::char_count(&part[..span.end]));
                     if let Some(captions) = captions.as_mut() {
                         captions.add(span, words, at, part_offset);

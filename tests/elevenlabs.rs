@@ -71,6 +71,27 @@ impl Heard {
         pcm
     }
 
+    /// The audio messages (of one context, when given) as the alignment
+    /// checks read them: their audio's size and their alignments.
+    fn aligned(&self, context: Option<&str>) -> Vec<Value> {
+        self.messages
+            .iter()
+            .filter(|m| context.is_none_or(|c| m["contextId"] == c))
+            .filter_map(|m| {
+                let audio = m["audio"].as_str()?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(audio)
+                    .unwrap()
+                    .len();
+                Some(json!({
+                    "bytes": bytes,
+                    "alignment": m["alignment"],
+                    "normalizedAlignment": m["normalizedAlignment"],
+                }))
+            })
+            .collect()
+    }
+
     fn finals(&self) -> Vec<Value> {
         self.messages
             .iter()
@@ -126,6 +147,113 @@ fn samples(pcm: &[u8]) -> Vec<i16> {
         .collect()
 }
 
+/// One message's alignment (`alignment` or `normalizedAlignment`), checked:
+/// characters with times from the message's own start, never going back,
+/// the last one starting within the message's audio (`length_ms`, when the
+/// format tells it).
+fn alignment_of(message: &Value, key: &str, length_ms: Option<f64>) -> Vec<(String, u64, u64)> {
+    let alignment = &message[key];
+    assert!(alignment.is_object(), "no {key} in {message}");
+    let list = |name: &str| {
+        alignment[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {message}"))
+            .clone()
+    };
+    let (chars, starts, durations) = (
+        list("chars"),
+        list("charStartTimesMs"),
+        list("charDurationsMs"),
+    );
+    assert!(!chars.is_empty(), "{message}");
+    assert_eq!(chars.len(), starts.len(), "{message}");
+    assert_eq!(chars.len(), durations.len(), "{message}");
+    let got: Vec<(String, u64, u64)> = chars
+        .iter()
+        .zip(&starts)
+        .zip(&durations)
+        .map(|((c, s), d)| {
+            let c = c.as_str().unwrap().to_string();
+            assert_eq!(c.chars().count(), 1, "{message}");
+            // Durations are whole milliseconds, never negative.
+            (c, s.as_u64().unwrap(), d.as_u64().unwrap())
+        })
+        .collect();
+    assert!(
+        got.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{key} goes back: {got:?}"
+    );
+    if let Some(length) = length_ms {
+        let (_, start, duration) = got.last().unwrap();
+        assert!(
+            (*start as f64) < length,
+            "{key} starts past the audio ({length} ms): {got:?}"
+        );
+        assert!(
+            ((start + duration) as f64) <= length + 1.0,
+            "{key} ends past the audio ({length} ms): {got:?}"
+        );
+    }
+    got
+}
+
+/// Checks a context's audio messages (as [`Heard::aligned`] or
+/// tests/elevenlabs_client.py give them; PCM at `rate`, or another format
+/// when `None`) against the text sent: every one aligned, as sent and as
+/// spoken, except an encoder's tail at the end; the characters joined are
+/// the text sent (to its last sentence's end: spaces after it have no
+/// audio). Returns each word (between spaces) with its start in ms over the
+/// context's audio, as Pipecat reads them.
+fn check_alignment(messages: &[Value], sent: &str, rate: Option<f64>) -> Vec<(String, f64)> {
+    check_alignments(messages, sent, rate).0
+}
+
+/// [`check_alignment`], and the text as spoken (`normalizedAlignment`'s
+/// characters joined).
+fn check_alignments(
+    messages: &[Value],
+    sent: &str,
+    rate: Option<f64>,
+) -> (Vec<(String, f64)>, String) {
+    assert!(!messages.is_empty());
+    let (mut joined, mut spoken) = (String::new(), String::new());
+    let mut words: Vec<(String, f64)> = Vec::new();
+    let mut in_word = false;
+    let mut offset = 0.0;
+    for (n, message) in messages.iter().enumerate() {
+        if rate.is_none() && n == messages.len() - 1 && message["alignment"].is_null() {
+            break; // the encoder's last frames
+        }
+        let length_ms = rate.map(|rate| message["bytes"].as_f64().unwrap() / 2.0 / rate * 1000.0);
+        for (c, start, _) in alignment_of(message, "alignment", length_ms) {
+            joined.push_str(&c);
+            if c == " " {
+                in_word = false;
+            } else if !in_word {
+                in_word = true;
+                words.push((String::new(), offset + start as f64));
+            }
+            if in_word {
+                words.last_mut().unwrap().0.push_str(&c);
+            }
+        }
+        for (c, _, _) in alignment_of(message, "normalizedAlignment", length_ms) {
+            spoken.push_str(&c);
+        }
+        offset += length_ms.unwrap_or(0.0);
+    }
+    assert_eq!(
+        joined.trim_end(),
+        sent.trim_end(),
+        "the characters are the text sent"
+    );
+    assert!(
+        spoken.ends_with(' ') && !spoken.trim().is_empty(),
+        "{spoken:?}"
+    );
+    (words, spoken)
+}
+
 /// A path (or a query to add to one), headers, and a first message.
 type Way<'a> = (&'a str, Vec<(&'static str, &'a str)>, Value);
 
@@ -163,13 +291,83 @@ async fn stream_input_speaks_text_as_it_arrives_and_ends_with_is_final() {
     for message in &heard.messages[..heard.messages.len() - 1] {
         assert!(message["isFinal"].is_null(), "{message}");
         assert!(message.get("contextId").is_none(), "{message}");
-        // Until word timings are measured, no alignment: never an estimate.
-        assert!(message["alignment"].is_null() && message["normalizedAlignment"].is_null());
     }
+    // Every audio message aligned, the init " " and the text as sent.
+    let sent = " Hello there, this is a test. And a second one";
+    let words = check_alignment(&heard.aligned(None), sent, Some(22050.0));
+    let names: Vec<&str> = words.iter().map(|w| w.0.as_str()).collect();
+    assert_eq!(names, sent.split_whitespace().collect::<Vec<_>>());
+    assert!(words.windows(2).all(|w| w[0].1 < w[1].1), "{words:?}");
     let pcm = samples(&heard.audio(None));
     let seconds = pcm.len() as f64 / 22050.0;
     assert!((2.0..15.0).contains(&seconds), "{seconds} s of audio");
     assert!(rms(&pcm) > 300.0, "silent audio");
+}
+
+/// The times sent are the engine's: with the voice's noise off (so that it
+/// makes the same durations every time), each word starts where
+/// `/api/tts` with timestamps says it does, to the rounding of a
+/// millisecond; and the text as spoken is the normalizer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alignment_is_the_engines_word_times() {
+    let dir = voices(&[VOICE]);
+    let config = dir.path().join(format!("{VOICE}.onnx.json"));
+    let mut voice: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    voice["inference"]["noise_scale"] = json!(0.0);
+    voice["inference"]["noise_w"] = json!(0.0);
+    std::fs::write(&config, voice.to_string()).unwrap();
+    let server = Server::start(dir.path(), &[("PIPER_AUDIO_CACHE_MB", "0")]);
+    let text = "Hello there, this is a test. Dr. Smith paid $500 for it.";
+    let (status, _, body) = post(
+        &server,
+        "/api/tts",
+        json!({"text": text, "timestamps": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let timed: Value = serde_json::from_slice(&body).unwrap();
+    let expected: Vec<(String, f64)> = timed["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["word"].as_str().unwrap().to_string(),
+                w["start"].as_f64().unwrap() * 1000.0,
+            )
+        })
+        .collect();
+
+    let mut socket = connect(&server, &format!("{SINGLE}?output_format=pcm_22050")).await;
+    send(&mut socket, json!({"text": " "})).await;
+    // As an LLM's tokens: cut anywhere.
+    for token in [
+        "Hello there, th",
+        "is is a test. Dr",
+        ". Smith paid $5",
+        "00 for it.",
+    ] {
+        send(&mut socket, json!({"text": token})).await;
+    }
+    send(&mut socket, json!({"text": ""})).await;
+    let heard = hear_all(&mut socket).await;
+    let (words, spoken) =
+        check_alignments(&heard.aligned(None), &format!(" {text}"), Some(22050.0));
+    assert_eq!(
+        words.len(),
+        expected.len(),
+        "{words:?} against {expected:?}"
+    );
+    for ((word, at), (written, start)) in words.iter().zip(&expected) {
+        assert!(word.contains(written.as_str()), "{word} against {written}");
+        assert!(
+            (at - start).abs() <= 1.0,
+            "{word} at {at} ms, /api/tts {start} ms"
+        );
+    }
+    // The spoken line, as the engine was given it.
+    assert!(spoken.contains("five hundred dollars"), "{spoken:?}");
+    assert!(!spoken.contains('$'), "{spoken:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,10 +691,19 @@ async fn the_official_sdk_convert_realtime_streams_text_in_and_audio_out() {
     let pcm = client_py(&server, &["sdk", "pcm_22050"]);
     let seconds = pcm["bytes"].as_f64().unwrap() / 2.0 / 22050.0;
     assert!((1.5..15.0).contains(&seconds), "{pcm}");
-    // The SDK's default format: MP3 frames.
+    // What the SDK received with the audio: the alignment of the text it
+    // sent (its init " " and its text_chunker's pieces).
+    let messages = pcm["messages"].as_array().unwrap();
+    let sent = pcm["sent"].as_str().unwrap();
+    let words = check_alignment(messages, sent, Some(22050.0));
+    assert_eq!(words.len(), 8, "{words:?}");
+    assert!(words.windows(2).all(|w| w[0].1 < w[1].1), "{words:?}");
+    // The SDK's default format: MP3 frames, aligned the same way.
     let mp3 = client_py(&server, &["sdk", "mp3_44100_128"]);
     assert!(mp3["bytes"].as_u64().unwrap() > 1000, "{mp3}");
     assert!(mp3["head"].as_str().unwrap().starts_with("ff"), "{mp3}");
+    let messages = mp3["messages"].as_array().unwrap();
+    check_alignment(messages, mp3["sent"].as_str().unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,6 +720,17 @@ async fn pipecats_multi_stream_sequence_is_served_as_pipecat_expects() {
     assert_eq!(heard["finals"], json!([turn]), "{heard}");
     assert_eq!(heard["other"], json!([]), "{heard}");
     assert_eq!(heard["close_code"], 1000, "{heard}");
+    // Each message aligned as Pipecat reads it: its words, in order, each
+    // after the one before over the context's audio.
+    let messages = heard["messages"].as_array().unwrap();
+    let words = check_alignment(messages, heard["sent"].as_str().unwrap(), Some(22050.0));
+    assert_eq!(
+        words.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(),
+        "Hello, I am a voice agent. How can I help you today?"
+            .split(' ')
+            .collect::<Vec<_>>()
+    );
+    assert!(words.windows(2).all(|w| w[0].1 < w[1].1), "{words:?}");
 }
 
 /// First audio of one sentence streamed over stream-input against the same

@@ -4,7 +4,9 @@
     elevenlabs_client.py PORT pipecat         Pipecat's multi-stream-input sequence (websockets)
     elevenlabs_client.py PORT sse             the official openai SDK, stream_format="sse"
 
-Each prints one JSON object of what it heard. Every wait is bounded.
+Each prints one JSON object of what it heard (the ElevenLabs ones: every
+text sent and every audio message's size and alignments, for the checks in
+tests/elevenlabs.rs). Every wait is bounded.
 """
 
 import asyncio
@@ -18,8 +20,47 @@ VOICE = "en_US-joe-medium"
 TIMEOUT = 120
 
 
+def heard_audio(msg: dict, audio: bytes) -> dict:
+    """What the checks need of an audio message: its size and alignments."""
+    return {
+        "bytes": len(audio),
+        "alignment": msg.get("alignment"),
+        "normalizedAlignment": msg.get("normalizedAlignment"),
+    }
+
+
 def sdk(port: int, output_format: str) -> dict:
+    import elevenlabs.realtime_tts as realtime
     from elevenlabs.client import ElevenLabs
+
+    # The SDK yields only audio; its socket is watched to see the rest of
+    # each message (the alignment) and the text it sent.
+    sent, messages = [], []
+
+    class Watched:
+        def __init__(self, socket):
+            self.socket = socket
+
+        def __enter__(self):
+            self.socket.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.socket.__exit__(*exc)
+
+        def send(self, message):
+            sent.append(json.loads(message).get("text", ""))
+            return self.socket.send(message)
+
+        def recv(self, *args):
+            message = self.socket.recv(*args)
+            msg = json.loads(message)
+            if msg.get("audio"):
+                messages.append(heard_audio(msg, base64.b64decode(msg["audio"])))
+            return message
+
+    connect = realtime.connect
+    realtime.connect = lambda *args, **kwargs: Watched(connect(*args, **kwargs))
 
     client = ElevenLabs(api_key="unused", base_url=f"http://127.0.0.1:{port}")
     # The SDK always speaks wss:// to its base URL; piperd here is plain ws.
@@ -39,14 +80,21 @@ def sdk(port: int, output_format: str) -> dict:
         if first is None:
             first = time.monotonic() - started
         audio += chunk
-    return {"bytes": len(audio), "head": audio[:4].hex(), "first_audio_s": first}
+    return {
+        "bytes": len(audio),
+        "head": audio[:4].hex(),
+        "first_audio_s": first,
+        "sent": "".join(sent),
+        "messages": messages,
+    }
 
 
 async def pipecat(port: int) -> dict:
     """Pipecat's ElevenLabsTTSService, message for message: the socket with
     its query, a context opened with its voice settings, a sentence at a
-    time, flush without text, its 10 s keepalive without a context,
-    close_context at the end of the turn, then close_socket."""
+    time, flush without text, its 10 s keepalive without a context, a
+    flush and close_context at once at the end of the turn, then
+    close_socket."""
     import websockets
     from websockets.asyncio.client import connect
 
@@ -55,7 +103,7 @@ async def pipecat(port: int) -> dict:
         "?model_id=eleven_turbo_v2_5&output_format=pcm_22050&auto_mode=true"
         "&enable_ssml_parsing=false&enable_logging=true&apply_text_normalization=auto"
     )
-    heard = {"audio": {}, "finals": [], "other": [], "close_code": None}
+    heard = {"audio": {}, "finals": [], "other": [], "close_code": None, "messages": [], "sent": ""}
     async with connect(url, max_size=16 * 1024 * 1024, additional_headers={"xi-api-key": "unused"}) as ws:
         turn = str(uuid.uuid4())
 
@@ -69,27 +117,30 @@ async def pipecat(port: int) -> dict:
                 if msg.get("audio"):
                     audio = base64.b64decode(msg["audio"])
                     heard["audio"][context] = heard["audio"].get(context, 0) + len(audio)
-                    # Alignment is null until word timings are measured.
-                    if msg.get("alignment") is not None or msg.get("normalizedAlignment") is not None:
-                        heard["other"].append(msg)
+                    heard["messages"].append(heard_audio(msg, audio))
                     if msg.get("context_id") != context:
                         heard["other"].append(msg)
                 else:
                     heard["other"].append(msg)
 
         receiver = asyncio.create_task(receive())
+
+        async def say(text: str) -> None:
+            heard["sent"] += text
+            await ws.send(json.dumps({"text": text, "context_id": turn}))
+
         await ws.send(json.dumps({"text": " ", "context_id": turn, "voice_settings": {"stability": 0.5, "similarity_boost": 0.75, "speed": 1.0}}))
-        await ws.send(json.dumps({"text": "Hello, I am a voice agent. ", "context_id": turn}))
+        heard["sent"] += " "
+        await say("Hello, I am a voice agent. ")
         await ws.send(json.dumps({"context_id": turn, "flush": True}))
         await ws.send(json.dumps({"text": ""}))  # the keepalive, without a context
-        await ws.send(json.dumps({"text": "How can I help you today? ", "context_id": turn}))
+        await say("How can I help you today? ")
+        # The end of the turn, as Pipecat ends it (on_turn_context_completed):
+        # a flush, then close_context at once; the turn's audio is still to
+        # come, and then its isFinal.
         await ws.send(json.dumps({"context_id": turn, "flush": True}))
-        # Wait for both sentences' audio, as the turn plays out.
-        deadline = time.monotonic() + TIMEOUT
-        while heard["audio"].get(turn, 0) < 22050 * 2 * 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)
         await ws.send(json.dumps({"context_id": turn, "close_context": True}))
+        deadline = time.monotonic() + TIMEOUT
         while turn not in heard["finals"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await ws.send(json.dumps({"close_socket": True}))

@@ -17,7 +17,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::words::WordTime;
+use super::words::{SpokenLine, WordTime};
 use bytes::Bytes;
 use dashmap::DashMap;
 use metrics::{counter, gauge};
@@ -51,6 +51,8 @@ pub struct CachedSentence {
     pub end: usize,
     /// Its words, timed over the whole audio, as they were first said.
     pub words: Vec<WordTime>,
+    /// Its spoken line and that line's words, the same way.
+    pub spoken: Option<Arc<SpokenLine>>,
 }
 
 impl CachedSpeech {

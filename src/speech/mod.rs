@@ -37,7 +37,7 @@ pub use crate::scheduler::SynthError;
 pub use error::{ErrorKind, SpeechError, MAX_TEXT_CHARS};
 pub use request::{Speaker, VoiceOptions};
 pub use session::{Session, SpeechEvent, Summary, WordSink};
-pub use words::{char_times, CharTime, WordTime};
+pub use words::{char_samples, char_times, CharTime, SpokenLine, WordTime};
 
 use crate::config::Config;
 use crate::engine::SynthOptions;
@@ -310,7 +310,7 @@ impl Speech {
         let sentences = pieces
             .into_iter()
             .map(|(p, pace)| {
-                maps.push((p.span.start, p.map, pace));
+                maps.push((p.span.start, p.map, p.line.clone(), pace));
                 Sentence {
                     line: p.line,
                     span: p.span,

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::admission::{Admission, Ticket};
 use super::cache::{AudioCache, CacheKey, CachedSentence, CachedSpeech};
 use super::error::{SpeechError, MAX_TEXT_CHARS};
-use super::words::{sentence_words, WordTime};
+use super::words::{sentence_words, SpokenLine, WordTime};
 use crate::engine::EngineWord;
 use crate::scheduler::{AudioEvent, Sentence, SynthError};
 use crate::text::normalize::Rules;
@@ -36,10 +36,12 @@ pub enum SpeechEvent {
     /// The audio of one sentence is complete; `span` is its place in the
     /// session's text, in bytes, and `words` its written words with when
     /// they are spoken over the session's whole audio (empty when the
-    /// engine did not say).
+    /// engine did not say); `spoken` the line the engine was given and its
+    /// words, timed the same way (`None` when not known).
     SentenceEnd {
         span: Range<usize>,
         words: Vec<WordTime>,
+        spoken: Option<Arc<SpokenLine>>,
     },
     Done(Summary),
     Failed(SpeechError),
@@ -158,9 +160,9 @@ pub struct Session {
     size: (usize, usize),
     queued: VecDeque<SpeechEvent>,
     ended: bool,
-    /// The maps and paces of the sentences sent and not heard back yet, by
-    /// the start of their span, in order.
-    maps: VecDeque<(usize, SpanMap, Pace)>,
+    /// The maps, spoken lines and paces of the sentences sent and not heard
+    /// back yet, by the start of their span, in order.
+    maps: VecDeque<(usize, SpanMap, String, Pace)>,
     /// Samples the session added (breaks) less those it took away (the
     /// quiet edges a break replaces), for the summary.
     added: i64,
@@ -228,8 +230,9 @@ impl Session {
         self
     }
 
-    /// The maps of a whole text's sentences (start of span, map, pace), in order.
-    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap, Pace)>) -> Session {
+    /// The maps of a whole text's sentences (start of span, map, spoken
+    /// line, pace), in order.
+    pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap, String, Pace)>) -> Session {
         self.maps = maps.into();
         self
     }
@@ -387,7 +390,8 @@ impl Session {
         let scale = input.ssml.as_ref().map_or(1.0, |ssml| ssml.scale);
         for (piece, pace) in pieces {
             self.paced |= pace.before_ms.is_some() || pace.after_ms.is_some();
-            self.maps.push_back((piece.span.start, piece.map, pace));
+            self.maps
+                .push_back((piece.span.start, piece.map, piece.line.clone(), pace));
             let sentence = Sentence {
                 line: piece.line,
                 span: piece.span,
@@ -404,7 +408,9 @@ impl Session {
     /// The next event; `None` after `Done` or `Failed`.
     pub async fn next(&mut self) -> Option<SpeechEvent> {
         let event = self.next_event().await;
-        if let (Some(sink), Some(SpeechEvent::SentenceEnd { span, words })) = (&self.sink, &event) {
+        if let (Some(sink), Some(SpeechEvent::SentenceEnd { span, words, .. })) =
+            (&self.sink, &event)
+        {
             if let Ok(mut sink) = sink.lock() {
                 sink.push((span.clone(), words.clone()));
             }
@@ -458,6 +464,7 @@ impl Session {
                         self.queued.push_back(SpeechEvent::SentenceEnd {
                             span: sentence.span,
                             words: sentence.words,
+                            spoken: sentence.spoken,
                         });
                     }
                     self.samples += pcm.len() as u64 / 2;
@@ -518,16 +525,16 @@ impl Session {
         while self
             .maps
             .front()
-            .is_some_and(|(start, _, _)| *start < span.start)
+            .is_some_and(|(start, _, _, _)| *start < span.start)
         {
-            if let Some((_, _, pace)) = self.maps.pop_front() {
+            if let Some((_, _, _, pace)) = self.maps.pop_front() {
                 skipped_after = pace.after_ms.or(skipped_after);
             }
         }
         let (map, mut pace) = match self.maps.front() {
-            Some((start, _, _)) if *start == span.start => {
-                let (_, map, pace) = self.maps.pop_front().expect("front is there");
-                (Some(map), pace)
+            Some((start, _, _, _)) if *start == span.start => {
+                let (_, map, line, pace) = self.maps.pop_front().expect("front is there");
+                (Some((map, line)), pace)
             }
             _ => (None, Pace::default()),
         };
@@ -535,8 +542,8 @@ impl Session {
             pace.after_ms = skipped_after;
         }
         let (pcm, shift) = self.breaks(pcm, pace);
-        let words = match map {
-            Some(map) => {
+        let (words, spoken) = match map {
+            Some((map, line)) => {
                 let len = self.samples - start + pcm.len() as u64 / 2;
                 let moved: Vec<EngineWord> = engine_words
                     .into_iter()
@@ -546,9 +553,10 @@ impl Session {
                         text: w.text,
                     })
                     .collect();
-                sentence_words(&moved, &map, start)
+                let spoken = SpokenLine::new(line, &moved, start);
+                (sentence_words(&moved, &map, start), Some(Arc::new(spoken)))
             }
-            None => Vec::new(),
+            None => (Vec::new(), None),
         };
         let event = self.part(pcm);
         self.sentence_start = None;
@@ -557,14 +565,19 @@ impl Session {
                 span: span.clone(),
                 end: tee.pcm.len(),
                 words: words.clone(),
+                spoken: spoken.clone(),
             });
         }
+        let end = SpeechEvent::SentenceEnd {
+            span,
+            words,
+            spoken,
+        };
         if matches!(&event, SpeechEvent::Audio(pcm) if pcm.is_empty()) {
-            return SpeechEvent::SentenceEnd { span, words };
+            return end;
         }
         if matches!(event, SpeechEvent::Audio(_)) {
-            self.queued
-                .push_back(SpeechEvent::SentenceEnd { span, words });
+            self.queued.push_back(end);
         }
         event
     }
@@ -761,7 +774,12 @@ mod tests {
             session.next().await,
             Some(SpeechEvent::SentenceEnd {
                 span: 0..4,
-                words: Vec::new()
+                words: Vec::new(),
+                // The line the engine was given, though it timed no word.
+                spoken: Some(Arc::new(SpokenLine {
+                    line: "One.".into(),
+                    words: Vec::new(),
+                })),
             })
         );
         events
@@ -870,8 +888,8 @@ mod tests {
             ..Pace::default()
         };
         let mut session = Session::live(voice(), events, None).with_maps(vec![
-            (0, SpanMap::identity(0..2), before),
-            (3, SpanMap::identity(3..5), after),
+            (0, SpanMap::identity(0..2), "Hi".to_string(), before),
+            (3, SpanMap::identity(3..5), "Yo".to_string(), after),
         ]);
         let word = |samples: Range<u64>| EngineWord {
             text: 0..2,
@@ -1020,11 +1038,13 @@ mod tests {
                     span: 0..5,
                     end: 500,
                     words: Vec::new(),
+                    spoken: None,
                 },
                 CachedSentence {
                     span: 6..9,
                     end: 600,
                     words: Vec::new(),
+                    spoken: None,
                 },
             ]),
         };

@@ -70,6 +70,24 @@ pub fn sentence_words(engine: &[EngineWord], map: &SpanMap, offset: u64) -> Vec<
     out
 }
 
+/// A sentence as the engine was given it: its spoken line (the text after
+/// the normalizer's rewrite, "five hundred dollars" for "$500") and its
+/// words in bytes of that line, timed like the written words over the
+/// session's whole audio. ElevenLabs' `normalizedAlignment` is made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpokenLine {
+    pub line: String,
+    pub words: Vec<WordTime>,
+}
+
+impl SpokenLine {
+    /// The engine's words of `line`, moved `offset` samples on.
+    pub fn new(line: String, engine: &[EngineWord], offset: u64) -> SpokenLine {
+        let words = sentence_words(engine, &SpanMap::identity(0..line.len()), offset);
+        SpokenLine { line, words }
+    }
+}
+
 /// One character of a text and when it is spoken, in milliseconds from the
 /// start of the session's audio (the shape of ElevenLabs' `alignment`:
 /// `chars`, `charStartTimesMs`, `charDurationsMs`).
@@ -107,6 +125,29 @@ pub fn char_times(
     audio: Range<u64>,
     rate: u32,
 ) -> Vec<CharTime> {
+    let ms = |samples: u64| (samples as f64 * 1000.0 / f64::from(rate.max(1))).round() as u64;
+    char_samples(text, span, words, audio)
+        .into_iter()
+        .map(|(ch, samples)| {
+            let start = ms(samples.start);
+            CharTime {
+                ch,
+                start_ms: start,
+                duration_ms: ms(samples.end).saturating_sub(start),
+            }
+        })
+        .collect()
+}
+
+/// [`char_times`] in samples: every character of `text[span]` with the
+/// samples it is spoken over (from the start of the session's audio). The
+/// ranges follow each other without gaps or overlaps.
+pub fn char_samples(
+    text: &str,
+    span: Range<usize>,
+    words: &[WordTime],
+    audio: Range<u64>,
+) -> Vec<(char, Range<u64>)> {
     let sentence = &text[span.clone()];
     let chars: Vec<(usize, char)> = sentence
         .char_indices()
@@ -133,18 +174,10 @@ pub fn char_times(
         place_word(&mut bounds, gap_to, end, word, until);
         gap_from = (end, bounds[end]);
     }
-    let ms = |samples: u64| (samples as f64 * 1000.0 / f64::from(rate.max(1))).round() as u64;
     chars
         .iter()
         .enumerate()
-        .map(|(k, &(_, ch))| {
-            let start = ms(bounds[k]);
-            CharTime {
-                ch,
-                start_ms: start,
-                duration_ms: ms(bounds[k + 1]).saturating_sub(start),
-            }
-        })
+        .map(|(k, &(_, ch))| (ch, bounds[k]..bounds[k + 1]))
         .collect()
 }
 

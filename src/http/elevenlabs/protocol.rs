@@ -9,6 +9,8 @@
 //! spellings, since clients read one or the other (Pipecat `contextId`,
 //! others `context_id`).
 
+use std::ops::Range;
+
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
@@ -60,7 +62,7 @@ pub enum SocketError {
     MessageTooLarge,
     #[error("more than {MAX_CONTEXTS} contexts open on one socket; close one first")]
     TooManyContexts,
-    #[error("unsupported output_format {0:?}; supported here: pcm_<the voice's sample rate>, mp3_22050_32, mp3_44100_<32|64|96|128|192>, opus_48000_<32|64|96|128|192>")]
+    #[error("unsupported output_format {0:?}; supported here: pcm_<8000|16000|22050|24000|44100|48000>, ulaw_8000, alaw_8000, mp3_22050_32, mp3_44100_<32|64|96|128|192>, opus_48000_<32|64|96|128|192>")]
     UnsupportedFormat(String),
     #[error("missing or invalid API key (xi-api-key header, authorization query parameter, or the first message)")]
     Unauthorized,
@@ -286,6 +288,33 @@ pub struct CharAlignment {
 }
 
 impl CharAlignment {
+    /// The alignment of one message whose audio is `message` (samples of
+    /// the context's audio at `rate` a second), from `chars`: the characters
+    /// that start in it, each with the samples it is spoken over. Times are
+    /// rounded to the millisecond from the message's start; a duration stops
+    /// at the message's end (the rest of the character is the next
+    /// message's audio).
+    pub fn of_message(chars: &[(char, Range<u64>)], message: Range<u64>, rate: u32) -> Self {
+        let ms = |sample: u64| {
+            let from_start = sample.clamp(message.start, message.end) - message.start;
+            (from_start as f64 * 1000.0 / f64::from(rate.max(1))).round() as u64
+        };
+        let mut alignment = CharAlignment {
+            chars: Vec::with_capacity(chars.len()),
+            char_start_times_ms: Vec::with_capacity(chars.len()),
+            char_durations_ms: Vec::with_capacity(chars.len()),
+        };
+        for (ch, samples) in chars {
+            let start = ms(samples.start);
+            alignment.chars.push(ch.to_string());
+            alignment.char_start_times_ms.push(start);
+            alignment
+                .char_durations_ms
+                .push(ms(samples.end).saturating_sub(start));
+        }
+        alignment
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "chars": self.chars,
@@ -469,6 +498,23 @@ mod tests {
         assert_eq!(last["isFinal"], true);
         assert!(last["audio"].is_null());
         assert_eq!(last["contextId"], "c");
+    }
+
+    #[test]
+    fn a_message_aligns_its_characters_from_its_own_start() {
+        // 1000 samples a second: samples are milliseconds. The message is
+        // samples 500..900; "c" goes on past its end.
+        let chars = [('a', 500..520), ('b', 520..700), ('c', 700..950)];
+        let got = CharAlignment::of_message(&chars, 500..900, 1000);
+        assert_eq!(got.chars, ["a", "b", "c"]);
+        assert_eq!(got.char_start_times_ms, [0, 20, 200]);
+        assert_eq!(got.char_durations_ms, [20, 180, 200]);
+        // At 22,050 a second, to the nearest millisecond.
+        let got = CharAlignment::of_message(&[('x', 22050..22072)], 22050..44100, 22050);
+        assert_eq!(
+            (got.char_start_times_ms[0], got.char_durations_ms[0]),
+            (0, 1)
+        );
     }
 
     #[test]

@@ -6,8 +6,15 @@
 //! another (bounded, so a client that reads slowly slows its contexts, not
 //! the server's memory). Closing a context drops its input: its task ends
 //! at once, dropping its session, and the scheduler takes its sentences back.
+//!
+//! Every audio message carries the timing of the characters whose audio
+//! starts in it, measured by the engine (never estimated): a context holds
+//! a sentence's audio in its [`PendingSentence`] until the sentence's words
+//! are timed, then sends it cut at character starts, about a second a
+//! message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +31,7 @@ use crate::engine::SynthOptions;
 use crate::http::{observe, AppState, RequestCtx};
 use crate::metrics as m;
 use crate::speech::encode::{encoder_for, Output};
-use crate::speech::{Session, SpeechError, SpeechEvent};
+use crate::speech::{char_samples, Session, SpeechError, SpeechEvent, SpokenLine, WordTime};
 use crate::voices::VoiceInfo;
 
 /// How long the last messages (an error, a close) may take to go out.
@@ -35,12 +42,14 @@ const DEFAULT_CONTEXT: &str = "default";
 
 /// What a context's task tells the socket.
 enum Out {
-    /// Encoded audio, with the per-character timing of the text it speaks
-    /// when known (`None` until word timings are measured by the core).
+    /// Encoded audio, with the timing of the characters that start in it,
+    /// of the text as sent and as spoken (`None` when the engine did not
+    /// time the sentence's words).
     Audio {
         context: Arc<str>,
         bytes: Bytes,
         alignment: Option<protocol::CharAlignment>,
+        normalized: Option<protocol::CharAlignment>,
     },
     Final(Arc<str>),
     Failed(Arc<str>, SpeechError),
@@ -56,8 +65,11 @@ enum In {
 struct Context {
     /// Dropping it ends the context's task at once, and so its session.
     input: mpsc::UnboundedSender<In>,
-    /// The input ended (`{"text": ""}` or `close_socket`): its end is awaited.
+    /// The input ended (`{"text": ""}`, `close_socket`, or `close_context`
+    /// after a flush): its end is awaited.
     ending: bool,
+    /// The last message for it was a flush, with no text since.
+    flushed: bool,
 }
 
 /// The socket's settings, read from the upgrade's query and path.
@@ -233,6 +245,7 @@ impl Socket {
                 context,
                 bytes,
                 alignment,
+                normalized,
             } => {
                 if !self.contexts.contains_key(&context) {
                     return Ok(None); // closed meanwhile
@@ -240,7 +253,7 @@ impl Socket {
                 let text = protocol::audio_message(
                     &bytes,
                     alignment.as_ref(),
-                    None,
+                    normalized.as_ref(),
                     label(&context).as_deref(),
                 );
                 send(ws, text).await?;
@@ -326,13 +339,27 @@ impl Socket {
                 let id: Arc<str> =
                     Arc::from(message.context_id.as_deref().unwrap_or(DEFAULT_CONTEXT));
                 if message.close_context {
-                    // An interruption when its audio is not done: the
-                    // session drops with the task, and its sentences leave
-                    // the engine at once.
-                    if self.contexts.remove(&id).is_some() {
-                        send(ws, protocol::final_message(Some(&id))).await?;
+                    match self.contexts.get_mut(&id) {
+                        // Right after a flush, the end of a turn (Pipecat
+                        // and LiveKit close each turn so): what was flushed
+                        // is spoken, then `isFinal`.
+                        Some(context) if context.flushed && !context.ending => {
+                            context.ending = true;
+                            let _ = context.input.send(In::End);
+                        }
+                        // Otherwise an interruption (or a second close): the
+                        // session drops with the task, and its sentences
+                        // leave the engine at once.
+                        Some(_) => {
+                            self.contexts.remove(&id);
+                            send(ws, protocol::final_message(Some(&id))).await?;
+                        }
+                        None => {}
                     }
                     return Ok(None);
+                }
+                if self.contexts.get(&id).is_some_and(|c| c.ending) {
+                    return Ok(None); // closed: its last sentences are being spoken
                 }
                 let text = message.text.unwrap_or_default();
                 // `{"text": ""}`, with or without a context: a keepalive.
@@ -348,12 +375,14 @@ impl Socket {
                     }
                     self.open(id.clone(), message.speed, out)?;
                 }
-                let context = &self.contexts[&id];
+                let context = self.contexts.get_mut(&id).expect("just opened");
                 if !text.is_empty() {
                     let _ = context.input.send(In::Text(text));
+                    context.flushed = false;
                 }
                 if message.flush {
                     let _ = context.input.send(In::Flush);
+                    context.flushed = true;
                 }
             }
         }
@@ -394,6 +423,7 @@ impl Socket {
             Context {
                 input,
                 ending: false,
+                flushed: false,
             },
         );
         Ok(())
@@ -457,7 +487,8 @@ fn read_error(err: warp::Error) -> Result<(), SocketError> {
     Ok(())
 }
 
-/// A context's task: text into its session, its audio out, encoded.
+/// A context's task: text into its session, its audio out, encoded and
+/// aligned.
 async fn speak(
     mut session: Session,
     mut encoder: Box<dyn Encoder>,
@@ -468,7 +499,11 @@ async fn speak(
     format: AudioFormat,
 ) {
     let started = Instant::now();
-    let mut chars = 0usize;
+    let rate = session.sample_rate();
+    // The text as sent, and how much of it the messages sent have aligned.
+    let mut text = String::new();
+    let mut aligned = 0usize;
+    let mut pending = PendingSentence::default();
     let mut first_audio_ms = None;
     let outcome = loop {
         tokio::select! {
@@ -476,9 +511,9 @@ async fn speak(
             biased;
             input = inbox.recv() => {
                 let pushed = match input {
-                    Some(In::Text(text)) => {
-                        chars += crate::text::char_count(&text);
-                        session.push(&text)
+                    Some(In::Text(more)) => {
+                        text.push_str(&more);
+                        session.push(&more)
                     }
                     Some(In::Flush) => session.flush(),
                     Some(In::End) => session.end(),
@@ -489,49 +524,443 @@ async fn speak(
                     break "failed";
                 }
             }
-            event = session.next() => match event {
-                Some(SpeechEvent::Audio(pcm)) => {
-                    first_audio_ms.get_or_insert(started.elapsed().as_millis() as u64);
-                    let bytes = match encoder.push(&pcm) {
-                        Ok(bytes) => bytes,
-                        Err(err) => {
-                            let err = SpeechError::Internal(err.to_string());
-                            let _ = out.send(Out::Failed(id.clone(), err)).await;
-                            break "failed";
+            event = session.next() => {
+                let pieces = match event {
+                    Some(SpeechEvent::Audio(pcm)) => {
+                        pending.push(&pcm);
+                        pending.ready(rate)
+                    }
+                    Some(SpeechEvent::SentenceEnd { span, words, spoken }) => {
+                        let audio = pending.held();
+                        let timing =
+                            SentenceTiming::new(&text, &mut aligned, span, &words, spoken.as_deref(), audio);
+                        pending.timed(timing);
+                        pending.ready(rate)
+                    }
+                    Some(SpeechEvent::Done(_)) => {
+                        // Audio no sentence end followed (none is expected)
+                        // goes without timing, then the encoder's tail.
+                        let mut pieces = pending.drain();
+                        match encoder.finish() {
+                            Ok(tail) if !tail.is_empty() => pieces.push(Piece::encoded(tail)),
+                            _ => {}
                         }
-                    };
-                    if !bytes.is_empty() {
-                        // Word timings (issue "Word timestamps") fill this:
-                        // never an estimate.
-                        let audio = Out::Audio { context: id.clone(), bytes, alignment: None };
-                        if out.send(audio).await.is_err() {
+                        if !emit(&out, &id, encoder.as_mut(), pieces, &mut first_audio_ms, started).await {
                             break "closed";
                         }
+                        let _ = out.send(Out::Final(id.clone())).await;
+                        break "done";
                     }
-                }
-                Some(SpeechEvent::SentenceEnd { .. }) => {}
-                Some(SpeechEvent::Done(_)) => {
-                    if let Ok(tail) = encoder.finish() {
-                        if !tail.is_empty() {
-                            let audio = Out::Audio { context: id.clone(), bytes: tail, alignment: None };
-                            let _ = out.send(audio).await;
-                        }
+                    Some(SpeechEvent::Failed(err)) => {
+                        let _ = out.send(Out::Failed(id.clone(), err)).await;
+                        break "failed";
                     }
-                    let _ = out.send(Out::Final(id.clone())).await;
-                    break "done";
+                    None => break "done",
+                };
+                if !emit(&out, &id, encoder.as_mut(), pieces, &mut first_audio_ms, started).await {
+                    break "closed";
                 }
-                Some(SpeechEvent::Failed(err)) => {
-                    let _ = out.send(Out::Failed(id.clone(), err)).await;
-                    break "failed";
-                }
-                None => break "done",
             }
         }
     };
     counter!(m::ELEVENLABS_CONTEXTS, "outcome" => outcome).increment(1);
     tracing::info!(
         request_id = %ctx.id, frontend = "elevenlabs", context = %id, voice = %session.voice().name,
-        chars, format = %format, outcome, first_audio_ms,
+        chars = crate::text::char_count(&text), format = %format, outcome, first_audio_ms,
         ms = started.elapsed().as_millis() as u64, "speech streamed"
     );
+}
+
+/// Encodes and sends a context's messages; `false` once the socket is gone.
+async fn emit(
+    out: &mpsc::Sender<Out>,
+    id: &Arc<str>,
+    encoder: &mut dyn Encoder,
+    pieces: Vec<Piece>,
+    first_audio_ms: &mut Option<u64>,
+    started: Instant,
+) -> bool {
+    for piece in pieces {
+        let bytes = match piece.pcm {
+            Audio::Pcm(pcm) => match encoder.push(&pcm) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    let err = SpeechError::Internal(err.to_string());
+                    let _ = out.send(Out::Failed(id.clone(), err)).await;
+                    return false;
+                }
+            },
+            Audio::Encoded(bytes) => bytes,
+        };
+        // An encoder may hold a short piece back: its timing still goes,
+        // with no audio, so that a client's clock stays with the audio.
+        if bytes.is_empty() && piece.alignment.is_none() {
+            continue;
+        }
+        first_audio_ms.get_or_insert(started.elapsed().as_millis() as u64);
+        let audio = Out::Audio {
+            context: id.clone(),
+            bytes,
+            alignment: piece.alignment,
+            normalized: piece.normalized,
+        };
+        if out.send(audio).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Audio of one message yet to be sent: voice PCM to encode, or bytes the
+/// encoder already made.
+#[derive(Debug, PartialEq)]
+enum Audio {
+    Pcm(Bytes),
+    Encoded(Bytes),
+}
+
+/// One message's audio and the characters that start in it.
+#[derive(Debug, PartialEq)]
+struct Piece {
+    pcm: Audio,
+    alignment: Option<protocol::CharAlignment>,
+    normalized: Option<protocol::CharAlignment>,
+}
+
+impl Piece {
+    fn encoded(bytes: Bytes) -> Piece {
+        Piece {
+            pcm: Audio::Encoded(bytes),
+            alignment: None,
+            normalized: None,
+        }
+    }
+}
+
+/// Characters, each with the samples of the context's audio it is spoken over.
+type TimedChars = Vec<(char, Range<u64>)>;
+
+/// A sentence's characters, each with the samples of the context's audio
+/// it is spoken over: as sent, and as spoken (the normalizer's line); and
+/// where the sentence's audio ends. `None` in `chars` when the engine did
+/// not time its words: its audio then goes without alignment.
+#[derive(Debug, Clone, PartialEq)]
+struct SentenceTiming {
+    chars: Option<(TimedChars, TimedChars)>,
+    end: u64,
+}
+
+impl SentenceTiming {
+    /// The timing of the sentence at `span` of `text` (the context's text
+    /// as sent), whose audio is `audio`. Its characters are those from
+    /// `aligned` (the end of what earlier messages aligned: the init `" "`,
+    /// spaces between sentences, and sentences the engine found nothing to
+    /// say in) to the end of the spaces after it, so that the characters of
+    /// a context's messages join into the text sent. The spoken line ends
+    /// in one space, as ElevenLabs' normalized text does, so that a client
+    /// that reads words between spaces sees each sentence's last word end.
+    fn new(
+        text: &str,
+        aligned: &mut usize,
+        span: Range<usize>,
+        words: &[WordTime],
+        spoken: Option<&SpokenLine>,
+        audio: Range<u64>,
+    ) -> SentenceTiming {
+        let end = audio.end;
+        let (Some(spoken), false) = (spoken, words.is_empty()) else {
+            return SentenceTiming { chars: None, end };
+        };
+        let Some(span_end) = text.get(span.clone()).map(|_| span.end) else {
+            return SentenceTiming { chars: None, end };
+        };
+        let from = (*aligned).min(span.start);
+        let after = &text[span_end..];
+        let to = span_end + (after.len() - after.trim_start().len());
+        *aligned = to;
+        let sent = char_samples(text, from..to, words, audio.clone());
+        let line = format!("{} ", spoken.line);
+        let said = char_samples(&line, 0..line.len(), &spoken.words, audio);
+        SentenceTiming {
+            chars: Some((sent, said)),
+            end,
+        }
+    }
+}
+
+/// About this much audio goes in one message, cut at a character's start.
+const MESSAGE_SECONDS: u64 = 1;
+
+/// A context's audio not sent yet, held until the characters it speaks are
+/// timed. Today a sentence's words are timed once its audio is all made
+/// ([`SpeechEvent::SentenceEnd`]), so the whole sentence waits here; when
+/// timing comes before the audio, [`PendingSentence::ready`] sends each
+/// piece as soon as its audio is made. Dropping it (a closed context) drops
+/// what it holds.
+#[derive(Debug, Default)]
+struct PendingSentence {
+    /// Voice PCM held, from sample `start` of the context's audio.
+    pcm: Vec<u8>,
+    start: u64,
+    /// The timed characters not sent yet (as sent, as spoken), in order.
+    sent: VecDeque<(char, Range<u64>)>,
+    said: VecDeque<(char, Range<u64>)>,
+    /// Where the timed sentence's audio ends, and whether it is aligned.
+    end: Option<(u64, bool)>,
+}
+
+impl PendingSentence {
+    fn push(&mut self, pcm: &[u8]) {
+        self.pcm.extend_from_slice(pcm);
+    }
+
+    /// The samples of the context's audio held.
+    fn held(&self) -> Range<u64> {
+        self.start..self.start + self.pcm.len() as u64 / 2
+    }
+
+    /// The characters of the sentence being made, and where its audio ends.
+    fn timed(&mut self, timing: SentenceTiming) {
+        let aligned = timing.chars.is_some();
+        if let Some((sent, said)) = timing.chars {
+            self.sent.extend(sent);
+            self.said.extend(said);
+        }
+        self.end = Some((timing.end, aligned));
+    }
+
+    /// The messages that can go: pieces of about [`MESSAGE_SECONDS`] of the
+    /// timed sentence, cut where a character starts, as far as its audio is
+    /// held; the rest of it once its audio is all there.
+    fn ready(&mut self, rate: u32) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        let Some((end, aligned)) = self.end else {
+            return pieces;
+        };
+        if end <= self.start {
+            // A sentence with no audio: nothing to send its characters with.
+            self.sent.clear();
+            self.said.clear();
+            self.end = None;
+            return pieces;
+        }
+        let least = u64::from(rate) * MESSAGE_SECONDS;
+        loop {
+            let held = self.held();
+            if held.is_empty() {
+                break;
+            }
+            // The first character to start a second or more after this
+            // message's start, if its audio is held and it is not the end.
+            let cut = self
+                .sent
+                .iter()
+                .map(|(_, samples)| samples.start)
+                .find(|&at| at >= held.start + least)
+                .filter(|&at| at < end && at <= held.end);
+            let to = match cut {
+                Some(at) => at,
+                None if held.end >= end => end.min(held.end),
+                None => break,
+            };
+            let last = to >= end;
+            let take = |chars: &mut VecDeque<(char, Range<u64>)>| -> Vec<(char, Range<u64>)> {
+                let count = if last {
+                    chars.len()
+                } else {
+                    chars.iter().take_while(|(_, s)| s.start < to).count()
+                };
+                chars.drain(..count).collect()
+            };
+            let (sent, said) = (take(&mut self.sent), take(&mut self.said));
+            let message = held.start..to;
+            let align = |chars: &[(char, Range<u64>)]| {
+                aligned.then(|| protocol::CharAlignment::of_message(chars, message.clone(), rate))
+            };
+            let bytes = ((to - held.start) * 2) as usize;
+            let pcm = Bytes::from(self.pcm.drain(..bytes).collect::<Vec<u8>>());
+            pieces.push(Piece {
+                pcm: Audio::Pcm(pcm),
+                alignment: align(&sent),
+                normalized: align(&said),
+            });
+            self.start = to;
+            if last {
+                self.end = None;
+                break;
+            }
+        }
+        pieces
+    }
+
+    /// Everything held, untimed (the session ended without timing it).
+    fn drain(&mut self) -> Vec<Piece> {
+        self.sent.clear();
+        self.said.clear();
+        self.end = None;
+        if self.pcm.is_empty() {
+            return Vec::new();
+        }
+        self.start += self.pcm.len() as u64 / 2;
+        vec![Piece {
+            pcm: Audio::Pcm(Bytes::from(std::mem::take(&mut self.pcm))),
+            alignment: None,
+            normalized: None,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1000 samples a second: samples are milliseconds.
+    const RATE: u32 = 1000;
+
+    fn word(text: Range<usize>, samples: Range<u64>) -> WordTime {
+        WordTime {
+            text,
+            phonemes: vec![samples.end],
+            samples,
+        }
+    }
+
+    fn alignment(piece: &Piece) -> (String, Vec<u64>, Vec<u64>) {
+        let a = piece.alignment.as_ref().expect("aligned");
+        (
+            a.chars.concat(),
+            a.char_start_times_ms.clone(),
+            a.char_durations_ms.clone(),
+        )
+    }
+
+    fn pcm_ms(piece: &Piece) -> u64 {
+        match &piece.pcm {
+            Audio::Pcm(pcm) => pcm.len() as u64 / 2,
+            Audio::Encoded(_) => panic!("encoded"),
+        }
+    }
+
+    #[test]
+    fn characters_join_into_the_text_sent_and_spaces_go_with_their_sentence() {
+        // The init " ", then two sentences; "Hi" spoken at 100..300 of the
+        // first sentence's 500 samples.
+        let text = " Hi there. Bye now.  ";
+        let mut aligned = 0;
+        let spoken = SpokenLine {
+            line: "Hi there.".into(),
+            words: vec![word(0..2, 100..300), word(3..8, 300..450)],
+        };
+        let words = [word(1..3, 100..300), word(4..9, 300..450)];
+        let first = SentenceTiming::new(text, &mut aligned, 1..10, &words, Some(&spoken), 0..500);
+        let (sent, said) = first.chars.clone().unwrap();
+        let chars = |c: &[(char, Range<u64>)]| c.iter().map(|(ch, _)| *ch).collect::<String>();
+        // From the start (the init " ") to the space after the sentence.
+        assert_eq!(chars(&sent), " Hi there. ");
+        assert_eq!(aligned, 11);
+        assert_eq!(chars(&said), "Hi there. ");
+        // The space before "Hi" shares the pause before it; "H" starts with the word.
+        assert_eq!(sent[0].1, 0..100);
+        assert_eq!(sent[1].1.start, 100);
+        // Characters tile the sentence's audio, as sent and as spoken.
+        for chars in [&sent, &said] {
+            assert_eq!(chars.last().unwrap().1.end, 500);
+            assert!(chars.windows(2).all(|w| w[0].1.end == w[1].1.start));
+        }
+        let words = [word(11..14, 600..700), word(15..18, 700..800)];
+        let spoken = SpokenLine {
+            line: "Bye now.".into(),
+            words: vec![word(0..3, 600..700), word(4..7, 700..800)],
+        };
+        let second =
+            SentenceTiming::new(text, &mut aligned, 11..19, &words, Some(&spoken), 500..900);
+        let (sent, _) = second.chars.unwrap();
+        assert_eq!(chars(&sent), "Bye now.  ");
+        assert_eq!(aligned, text.len());
+        // Words the engine did not time: no alignment, never an estimate.
+        let mut at = 0;
+        let untimed = SentenceTiming::new(text, &mut at, 1..10, &[], None, 0..500);
+        assert_eq!(untimed.chars, None);
+        assert_eq!(at, 0);
+    }
+
+    #[test]
+    fn a_sentence_waits_for_its_timing_then_goes_in_pieces_cut_at_characters() {
+        let mut pending = PendingSentence::default();
+        // 2.5 s of audio, not timed yet: nothing goes.
+        pending.push(&vec![0; 2 * 2500]);
+        assert!(pending.ready(RATE).is_empty());
+        let text = "One two three four.";
+        let words = [
+            word(0..3, 0..700),
+            word(4..7, 700..1200),
+            word(8..13, 1200..2100),
+            word(14..18, 2100..2400),
+        ];
+        let spoken = SpokenLine {
+            line: text.into(),
+            words: words.to_vec(),
+        };
+        let mut aligned = 0;
+        let timing = SentenceTiming::new(
+            text,
+            &mut aligned,
+            0..text.len(),
+            &words,
+            Some(&spoken),
+            pending.held(),
+        );
+        pending.timed(timing);
+        let pieces = pending.ready(RATE);
+        // Cut at the first character starting a second or more into each
+        // piece: "t" of "two" is at 700, " " before "three" at 1200.
+        let lengths: Vec<u64> = pieces.iter().map(pcm_ms).collect();
+        assert_eq!(lengths.iter().sum::<u64>(), 2500);
+        assert!(lengths.len() >= 2, "{lengths:?}");
+        let mut joined = String::new();
+        let mut offset = 0;
+        for (piece, length) in pieces.iter().zip(&lengths) {
+            let (chars, starts, durations) = alignment(piece);
+            joined += &chars;
+            // Times from the piece's own start: non-decreasing, within it.
+            assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+            assert!(starts.last().unwrap() < length, "{starts:?} {length}");
+            // Each piece's characters tile it (the first from its start,
+            // since every cut is a character's start).
+            assert_eq!(starts.last().unwrap() + durations.last().unwrap(), *length);
+            if offset > 0 {
+                assert_eq!(starts[0], 0);
+            }
+            offset += length;
+            assert_eq!(
+                piece.normalized.as_ref().unwrap().chars.concat().trim_end(),
+                chars.trim_end()
+            );
+        }
+        assert_eq!(joined, text);
+        assert!(pending.held().is_empty());
+        // The next sentence's audio starts where this one ended.
+        pending.push(&[0; 20]);
+        assert_eq!(pending.held(), 2500..2510);
+        assert!(pending.ready(RATE).is_empty());
+    }
+
+    #[test]
+    fn untimed_audio_goes_without_alignment_and_a_closed_context_drops_it() {
+        let mut pending = PendingSentence::default();
+        pending.push(&[1, 0, 2, 0]);
+        pending.timed(SentenceTiming {
+            chars: None,
+            end: 2,
+        });
+        let pieces = pending.ready(RATE);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].alignment, None);
+        assert_eq!(pieces[0].pcm, Audio::Pcm(Bytes::from_static(&[1, 0, 2, 0])));
+        // Held audio whose timing never comes goes out as is at the end.
+        pending.push(&[3, 0]);
+        let rest = pending.drain();
+        assert_eq!(rest[0].pcm, Audio::Pcm(Bytes::from_static(&[3, 0])));
+        assert!(pending.drain().is_empty());
+    }
 }
