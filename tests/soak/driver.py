@@ -403,9 +403,15 @@ class Soak:
                 for i in range(0, len(words), 3):
                     await ws.send(json.dumps({"text": " ".join(words[i : i + 3]) + " ", "context_id": "main"}))
                 await ws.send(json.dumps({"context_id": "main", "flush": True}))
-                interrupted = False
-                while not ({"main", "barge"} <= finals):
-                    message = await asyncio.wait_for(ws.recv(), BOUND)
+                # Barge in on the other context at its first audio; once it
+                # is over, close_socket: the rest of main is spoken, then
+                # main's isFinal and the close (1000).
+                interrupted = closing = False
+                while True:
+                    try:
+                        message = await asyncio.wait_for(ws.recv(), BOUND)
+                    except websockets.ConnectionClosedOK:
+                        break
                     msg = json.loads(message)
                     context = msg.get("contextId")
                     if "error" in msg:
@@ -413,9 +419,6 @@ class Soak:
                         break
                     if msg.get("isFinal") is True:
                         finals.add(context)
-                        if finals == {"main"} and not interrupted:
-                            interrupted = True
-                            await ws.send(json.dumps({"context_id": "barge", "close_context": True}))
                     elif msg.get("audio"):
                         outcome.audio()
                         audio[context].extend(base64.b64decode(msg["audio"]))
@@ -425,18 +428,16 @@ class Soak:
                         if context == "barge" and not interrupted:
                             interrupted = True
                             await ws.send(json.dumps({"context_id": "barge", "close_context": True}))
-                if error is None:
-                    await ws.send(json.dumps({"close_socket": True}))
-                    try:
-                        while True:
-                            await asyncio.wait_for(ws.recv(), BOUND)
-                    except websockets.ConnectionClosedOK:
-                        pass
-                else:
+                    if "barge" in finals and not closing:
+                        closing = True
+                        await ws.send(json.dumps({"close_socket": True}))
+                if error is not None:
                     try:
                         await asyncio.wait_for(ws.wait_closed(), BOUND)
                     except asyncio.TimeoutError:
                         pass
+                elif ws.close_code != 1000 or finals != {"main", "barge"}:
+                    return outcome.end("lost", f"closed {ws.close_code} with finals {sorted(finals)}")
         except asyncio.TimeoutError:
             return outcome.end("lost", "no message within the bound")
         except (websockets.WebSocketException, OSError) as err:
@@ -570,8 +571,9 @@ class Soak:
             finally:
                 self.in_flight -= 1
 
-    def engines(self):
-        """Live engine processes of this server (by the voices folder)."""
+    def engines(self, children_only=False):
+        """Live engine processes of this server (by the voices folder; with
+        `children_only`, only those whose parent is the server)."""
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
@@ -580,8 +582,10 @@ class Soak:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     cmdline = f.read().decode(errors="replace")
                 with open(f"/proc/{entry}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
             except OSError:
+                continue
+            if children_only and int(ppid) != self.args.pid:
                 continue
             if self.args.voices_dir in cmdline and state != "Z":
                 found.append(int(entry))
@@ -595,7 +599,7 @@ class Soak:
             await self.gate.wait()
             if time.monotonic() >= self.deadline:
                 return
-            engines = self.engines()
+            engines = self.engines(children_only=True)
             if engines:
                 pid = self.rng.choice(engines)
                 os.kill(pid, signal.SIGKILL)

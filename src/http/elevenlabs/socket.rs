@@ -8,6 +8,7 @@
 //! at once, dropping its session, and the scheduler takes its sentences back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ struct Context {
     input: mpsc::UnboundedSender<In>,
     /// The input ended (`{"text": ""}` or `close_socket`): its end is awaited.
     ending: bool,
+    /// Set by the context's task while its sentences are being synthesized:
+    /// the socket is not idle then, however long the engine takes.
+    owing: Arc<AtomicBool>,
 }
 
 /// The socket's settings, read from the upgrade's query and path.
@@ -209,6 +213,12 @@ impl Socket {
                     }
                 }
                 _ = tokio::time::sleep_until(idle_until) => {
+                    // Speech still owed to the client (a busy engine, a long
+                    // queue) is not the client's silence.
+                    if self.contexts.values().any(|c| c.owing.load(Ordering::Relaxed)) {
+                        last_heard = Instant::now();
+                        continue;
+                    }
                     return Err(SocketError::InputTimeout(self.setup.inactivity.as_secs()));
                 }
             }
@@ -370,6 +380,7 @@ impl Socket {
         let session = self.state.speech.open(self.setup.voice.clone(), options)?;
         let encoder = encoder_for(self.setup.format, session.sample_rate())?;
         let (input, inbox) = mpsc::unbounded_channel();
+        let owing = Arc::new(AtomicBool::new(false));
         tokio::spawn(speak(
             session,
             encoder,
@@ -378,12 +389,14 @@ impl Socket {
             id.clone(),
             self.ctx.clone(),
             self.setup.format.format,
+            owing.clone(),
         ));
         self.contexts.insert(
             id,
             Context {
                 input,
                 ending: false,
+                owing,
             },
         );
         Ok(())
@@ -448,6 +461,7 @@ fn read_error(err: warp::Error) -> Result<(), SocketError> {
 }
 
 /// A context's task: text into its session, its audio out, encoded.
+#[allow(clippy::too_many_arguments)] // what the socket gives each context's task
 async fn speak(
     mut session: Session,
     mut encoder: Box<dyn Encoder>,
@@ -456,11 +470,13 @@ async fn speak(
     id: Arc<str>,
     ctx: RequestCtx,
     format: AudioFormat,
+    owing: Arc<AtomicBool>,
 ) {
     let started = Instant::now();
     let mut chars = 0usize;
     let mut first_audio_ms = None;
     let outcome = loop {
+        owing.store(session.owes_speech(), Ordering::Relaxed);
         tokio::select! {
             // Input first: a closed context stops before more audio is made.
             biased;
