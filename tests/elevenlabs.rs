@@ -787,3 +787,30 @@ async fn measure_first_audio_against_api_tts() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("median first audio: /api/tts {h:.0} ms, stream-input {w:.0} ms, ratio {:.2}; loadavg {load}", w / h);
 }
+
+/// Found by the soak: a client waiting for speech it asked for, while the
+/// engine starts or is busy, is not idle. With `inactivity_timeout=1` and a
+/// voice whose process is not started yet (loading it takes longer than a
+/// second), the flushed text is spoken whole; only the silence after it,
+/// with nothing owed, closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_owed_speech_is_not_inactivity() {
+    let dir = voices(&[VOICE]);
+    let server = Server::start(dir.path(), &[]);
+    let mut socket = connect(
+        &server,
+        &format!("{SINGLE}?output_format=pcm_22050&inactivity_timeout=1"),
+    )
+    .await;
+    send(&mut socket, json!({"text": " "})).await;
+    let text = "The engine takes its time to load the voice before this sentence. \
+                Then a second sentence follows it, and a third one after that.";
+    send(&mut socket, json!({"text": text, "flush": true})).await;
+    let heard = hear_all(&mut socket).await;
+    let pcm = samples(&heard.audio(None));
+    let seconds = pcm.len() as f64 / 22050.0;
+    // All three sentences, then the timeout once nothing was owed.
+    assert!(seconds > 5.0, "{seconds} s of audio: {heard:?}");
+    assert_eq!(heard.error()["error"], "input_timeout_exceeded");
+    assert_eq!(heard.close.as_ref().map(|c| c.0), Some(1008), "{heard:?}");
+}

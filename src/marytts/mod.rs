@@ -41,6 +41,7 @@ use warp::{Filter, Rejection};
 
 use crate::audio::AudioFormat;
 use crate::metrics as m;
+use crate::scheduler::SynthError;
 use crate::speech::encode::{encode_complete, Output};
 use crate::speech::{ErrorKind, Speech, SpeechError, Utterance, VoiceOptions};
 pub use form::{MaryRequest, RequestError};
@@ -157,6 +158,24 @@ impl From<SpeechError> for Failure {
             (_, ErrorKind::Busy | ErrorKind::ShuttingDown) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "busy")
             }
+            // The engine's failures keep the statuses of the other APIs, so
+            // a client or a load balancer tells a slow or crashed engine
+            // (worth a retry) from a fault of the server.
+            (SpeechError::Synth(SynthError::EngineTimeout), _) => {
+                (StatusCode::GATEWAY_TIMEOUT, "engine_timeout")
+            }
+            (SpeechError::Synth(SynthError::EngineCrashed(_)), _) => {
+                (StatusCode::BAD_GATEWAY, "engine_crashed")
+            }
+            (SpeechError::Synth(SynthError::EngineBadOutput(_)), _) => {
+                (StatusCode::BAD_GATEWAY, "engine_bad_output")
+            }
+            (
+                SpeechError::Synth(
+                    SynthError::VoiceUnavailable { .. } | SynthError::EngineUnavailable(_),
+                ),
+                _,
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable"),
             (_, ErrorKind::Engine) => (StatusCode::INTERNAL_SERVER_ERROR, "engine"),
         };
         Failure {
@@ -412,4 +431,36 @@ where
             BodyError::TooLarge => RequestError::TooLarge,
             BodyError::Unreadable(e) => RequestError::Unreadable(e.to_string()),
         })
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    /// Found by the soak: an engine that timed out under load was a 500,
+    /// which reads as a fault of the server rather than a busy engine.
+    #[test]
+    fn engine_failures_keep_the_statuses_of_the_other_apis() {
+        let status = |err: SynthError| Failure::from(SpeechError::Synth(err)).status;
+        assert_eq!(
+            status(SynthError::EngineTimeout),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            status(SynthError::EngineCrashed("killed".into())),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status(SynthError::EngineBadOutput("garbled".into())),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            status(SynthError::EngineUnavailable("no python".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            Failure::from(SpeechError::Internal("bug".into())).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

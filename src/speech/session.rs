@@ -374,6 +374,12 @@ impl Session {
         self.input.is_some()
     }
 
+    /// Whether sentences went to the engine that have not come back yet:
+    /// the client is owed speech, so its silence is not idleness.
+    pub fn owes_speech(&self) -> bool {
+        !self.maps.is_empty()
+    }
+
     fn send(&mut self, pieces: Vec<(Piece, Pace)>) -> Result<(), SpeechError> {
         if pieces.is_empty() {
             return Ok(());

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,9 @@ struct Context {
     ending: bool,
     /// The last message for it was a flush, with no text since.
     flushed: bool,
+    /// Set by the context's task while its sentences are being synthesized:
+    /// the socket is not idle then, however long the engine takes.
+    owing: Arc<AtomicBool>,
 }
 
 /// The socket's settings, read from the upgrade's query and path.
@@ -226,6 +230,12 @@ impl Socket {
                     }
                 }
                 _ = tokio::time::sleep_until(idle_until) => {
+                    // Speech still owed to the client (a busy engine, a long
+                    // queue) is not the client's silence.
+                    if self.contexts.values().any(|c| c.owing.load(Ordering::Relaxed)) {
+                        last_heard = Instant::now();
+                        continue;
+                    }
                     return Err(SocketError::InputTimeout(self.setup.inactivity.as_secs()));
                 }
             }
@@ -409,6 +419,7 @@ impl Socket {
         };
         let encoder = encoder_for(self.setup.format, session.sample_rate())?;
         let (input, inbox) = mpsc::unbounded_channel();
+        let owing = Arc::new(AtomicBool::new(false));
         tokio::spawn(speak(
             session,
             encoder,
@@ -417,6 +428,7 @@ impl Socket {
             id.clone(),
             self.ctx.clone(),
             self.setup.format.format,
+            owing.clone(),
         ));
         self.contexts.insert(
             id,
@@ -424,6 +436,7 @@ impl Socket {
                 input,
                 ending: false,
                 flushed: false,
+                owing,
             },
         );
         Ok(())
@@ -489,6 +502,7 @@ fn read_error(err: warp::Error) -> Result<(), SocketError> {
 
 /// A context's task: text into its session, its audio out, encoded and
 /// aligned.
+#[allow(clippy::too_many_arguments)] // what the socket gives each context's task
 async fn speak(
     mut session: Session,
     mut encoder: Box<dyn Encoder>,
@@ -497,6 +511,7 @@ async fn speak(
     id: Arc<str>,
     ctx: RequestCtx,
     format: AudioFormat,
+    owing: Arc<AtomicBool>,
 ) {
     let started = Instant::now();
     let rate = session.sample_rate();
@@ -506,6 +521,7 @@ async fn speak(
     let mut pending = PendingSentence::default();
     let mut first_audio_ms = None;
     let outcome = loop {
+        owing.store(session.owes_speech(), Ordering::Relaxed);
         tokio::select! {
             // Input first: a closed context stops before more audio is made.
             biased;
