@@ -103,6 +103,9 @@ impl SpanMap {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -16,6 +16,8 @@
 //! it). Phoneme input (`[[ h ə l ˈoʊ ]]`) is copied untouched for the engine.
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod golden;
 mod number;
 mod rules;
@@ -61,6 +63,9 @@ pub fn spoken_line(piece: &str, origin: usize, rules: Rules) -> (String, SpanMap
     let mut i = 0;
     while i < tokens.len() {
         let token = &tokens[i];
+        // Tokens are cut at whitespace, but phoneme input ends at its "]]":
+        // a word right after it stays joined to it, as written.
+        out.space = i > 0 && tokens[i - 1].post.end < token.pre.start;
         let found = match rules {
             Rules::English if !token.verbatim => rules::rewrite(piece, &tokens, i),
             _ => None,
@@ -83,7 +88,6 @@ pub fn spoken_line(piece: &str, origin: usize, rules: Rules) -> (String, SpanMap
                 i += 1;
             }
         }
-        out.space = true;
     }
     (out.line, out.map)
 }
