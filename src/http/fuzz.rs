@@ -381,6 +381,8 @@ fn a_body_that_is_not_json_is_invalid_json_whatever_its_fields() {
         b"{\"text\":0.0",
         b"0\0",
         b"{\"text\": 5} x",
+        b"{\"text\": \"a\", \"x\": \"\xff\"}",
+        b"{\"voice_model\":0.0,\"\xc3\":null}",
     ] {
         let err = TtsRequest::plan(body).unwrap_err();
         assert_eq!(err.status_and_code().1, "invalid_json", "{err}");

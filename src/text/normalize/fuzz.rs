@@ -154,6 +154,8 @@ proptest! {
 #[test]
 fn a_word_joined_to_phonemes_stays_joined() {
     let piece = "[[ h ə ]]$500 and [[ x ]] end";
+    // And phoneme input stays on one line (found by fuzzing too).
+    assert_eq!(spoken_line("[[\nh  ə]]", 0, Rules::Off).0, "[[ h ə]]");
     assert_eq!(spoken_line(piece, 0, Rules::Off).0, engine_line(piece));
     assert_eq!(
         spoken_line(piece, 0, Rules::English).0,

@@ -83,6 +83,18 @@ pub fn spoken_line(piece: &str, origin: usize, rules: Rules) -> (String, SpanMap
                 out.keep(found.end_byte.max(last.core.end)..last.post.end);
                 i = found.end_token;
             }
+            // Phoneme input goes on as written, but on one line: its
+            // newlines and whitespace runs become single spaces, as the
+            // engine line makes them.
+            None if token.verbatim => {
+                let line = super::engine_line(&piece[token.core.clone()]);
+                if line == piece[token.core.clone()] {
+                    out.keep(token.core.clone());
+                } else {
+                    out.say(&line, token.core.clone());
+                }
+                i += 1;
+            }
             None => {
                 out.keep(token.pre.start..token.post.end);
                 i += 1;
