@@ -22,6 +22,8 @@ pub const HEADER_LEN: usize = 12;
 /// Largest payload accepted: one sentence of audio is far below this, so a
 /// bigger length means the stream is garbage, not a long utterance.
 pub const MAX_PAYLOAD: u32 = 64 << 20;
+/// What a payload's buffer starts at; it grows as the bytes come.
+const PAYLOAD_STEP: usize = 256 << 10;
 
 /// Synthesis options, as the engine receives them (absent: the voice's own).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -274,16 +276,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > MAX_PAYLOAD {
         return Err(ProtocolError::Oversized(len));
     }
-    let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ProtocolError::Truncated
-        } else {
-            ProtocolError::Io(e.to_string())
-        }
-    })?;
+    // Memory for what arrives, not for what the header promises: a garbled
+    // length costs no more than the bytes that came.
+    let mut payload = Vec::with_capacity((len as usize).min(PAYLOAD_STEP));
+    let read = (&mut *reader)
+        .take(u64::from(len))
+        .read_to_end(&mut payload)
+        .await
+        .map_err(|e| ProtocolError::Io(e.to_string()))?;
+    if read < len as usize {
+        return Err(ProtocolError::Truncated);
+    }
     decode(kind, id, payload).map(Some)
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

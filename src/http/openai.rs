@@ -51,41 +51,23 @@ pub struct SpeechRequest {
     pub instructions: Option<String>,
 }
 
-/// Which installed voice a request means: a voice name in `voice`, an
-/// OpenAI voice name through the table, or a voice-file name in `model`.
-fn choose_voice(
-    state: &AppState,
-    names: &[String],
-    model: &str,
-    voice: &str,
-) -> Result<String, ApiError> {
-    let model_is_voice = !OPENAI_MODELS.contains(&model);
-    let voice_lower = voice.to_ascii_lowercase();
-    if OPENAI_VOICES.contains(&voice_lower.as_str()) {
-        if let Some(mapped) = state.config().openai_voices.get(&voice_lower) {
-            return Ok(mapped.clone());
-        }
-        if model_is_voice {
-            return Ok(model.strip_suffix(".onnx").unwrap_or(model).to_string());
-        }
-        return names.first().cloned().ok_or_else(|| {
-            SpeechError::from(voices::VoiceError::NotFound {
-                name: voice.to_string(),
-                available: Vec::new(),
-            })
-            .into()
-        });
-    }
-    Ok(voice.to_string())
+/// A `POST /v1/audio/speech` body, read and checked as far as it can be
+/// without its voice.
+#[derive(Debug)]
+pub struct SpeechPlan {
+    pub request: SpeechRequest,
+    pub output: Output,
+    /// 0.25 to 4.
+    pub speed: f32,
+    /// Server-Sent Events rather than the audio itself.
+    pub sse: bool,
 }
 
-/// `POST /v1/audio/speech`: always streamed, as OpenAI streams it; as
-/// Server-Sent Events with `stream_format: "sse"`.
-pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Response, Infallible> {
-    let route = "/v1/audio/speech";
-    let result = async {
-        let request: SpeechRequest = parse_json(&body)?;
-        let names = state.speech.voice_names().await;
+impl SpeechRequest {
+    /// The request a body holds, or the client's error; `names` are the
+    /// installed voices, which `model` may name.
+    pub fn plan(body: &[u8], names: &[String]) -> Result<SpeechPlan, ApiError> {
+        let request: SpeechRequest = parse_json(body)?;
         let model_known = OPENAI_MODELS.contains(&request.model.as_str())
             || voices::validate_name(&request.model)
                 .is_ok_and(|name| names.iter().any(|v| v == name));
@@ -124,6 +106,55 @@ pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Res
             }
         };
         crate::speech::Speech::check_text(&request.input)?;
+        Ok(SpeechPlan {
+            request,
+            output,
+            speed,
+            sse,
+        })
+    }
+}
+
+/// Which installed voice a request means: a voice name in `voice`, an
+/// OpenAI voice name through the table, or a voice-file name in `model`.
+fn choose_voice(
+    state: &AppState,
+    names: &[String],
+    model: &str,
+    voice: &str,
+) -> Result<String, ApiError> {
+    let model_is_voice = !OPENAI_MODELS.contains(&model);
+    let voice_lower = voice.to_ascii_lowercase();
+    if OPENAI_VOICES.contains(&voice_lower.as_str()) {
+        if let Some(mapped) = state.config().openai_voices.get(&voice_lower) {
+            return Ok(mapped.clone());
+        }
+        if model_is_voice {
+            return Ok(model.strip_suffix(".onnx").unwrap_or(model).to_string());
+        }
+        return names.first().cloned().ok_or_else(|| {
+            SpeechError::from(voices::VoiceError::NotFound {
+                name: voice.to_string(),
+                available: Vec::new(),
+            })
+            .into()
+        });
+    }
+    Ok(voice.to_string())
+}
+
+/// `POST /v1/audio/speech`: always streamed, as OpenAI streams it; as
+/// Server-Sent Events with `stream_format: "sse"`.
+pub async fn speech(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Response, Infallible> {
+    let route = "/v1/audio/speech";
+    let result = async {
+        let names = state.speech.voice_names().await;
+        let SpeechPlan {
+            request,
+            output,
+            speed,
+            sse,
+        } = SpeechRequest::plan(&body, &names)?;
         let name = choose_voice(&state, &names, &request.model, &request.voice)?;
         let voice = state.speech.voice(Some(&name)).await?;
         let options = SynthOptions {

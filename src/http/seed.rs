@@ -62,6 +62,87 @@ fn yes() -> bool {
     true
 }
 
+/// A `POST /api/tts` body, read and checked as far as it can be without
+/// its voice.
+#[derive(Debug)]
+pub struct TtsPlan {
+    pub request: TtsRequest,
+    pub output: Output,
+    pub captions: Option<CaptionFormat>,
+    /// Words' times in the answer (asked for, or implied by captions).
+    pub timestamps: bool,
+    /// In their ranges; the speaker is checked against the voice.
+    pub options: VoiceOptions,
+}
+
+impl TtsRequest {
+    /// The request a body holds, or the client's error: what the body says
+    /// is checked before any voice is looked up.
+    pub fn plan(body: &[u8]) -> Result<TtsPlan, ApiError> {
+        let request: TtsRequest = parse_json(body)?;
+        let format = format_named(request.response_format.as_deref(), AudioFormat::Wav)?;
+        let captions =
+            match request.captions.as_deref() {
+                None => None,
+                Some(name) => Some(CaptionFormat::parse(name).ok_or_else(|| {
+                    SpeechError::InvalidParameter {
+                        param: "captions",
+                        message: format!("captions must be \"vtt\" or \"srt\", not {name:?}"),
+                    }
+                })?),
+            };
+        if captions.is_some() && request.stream {
+            return Err(SpeechError::InvalidParameter {
+                param: "captions",
+                message: "captions come with a complete answer, not a stream: \
+                    a streamed answer's objects carry the words"
+                    .into(),
+            }
+            .into());
+        }
+        let timestamps = request.timestamps || captions.is_some();
+        let output = Output::new(format, request.sample_rate)?;
+        let options = VoiceOptions {
+            speaker: request.speaker.clone(),
+            length_scale: request.length_scale,
+            noise_scale: request.noise_scale,
+            noise_w_scale: request.noise_w_scale,
+            sentence_silence: request.sentence_silence,
+            volume: request.volume,
+        };
+        // Ranges first: a bad option is reported whatever the voice.
+        options.check_ranges()?;
+        crate::speech::Speech::check_text(&request.text)?;
+        Ok(TtsPlan {
+            request,
+            output,
+            captions,
+            timestamps,
+            options,
+        })
+    }
+}
+
+impl PhonemesRequest {
+    /// The request a body holds, its text checked.
+    pub fn from_body(body: &[u8]) -> Result<PhonemesRequest, ApiError> {
+        let request: PhonemesRequest = parse_json(body)?;
+        crate::speech::Speech::check_text(&request.text)?;
+        Ok(request)
+    }
+}
+
+impl WarmupRequest {
+    /// The request a body holds; an empty body warms the default voice.
+    pub fn from_body(body: &[u8]) -> Result<WarmupRequest, ApiError> {
+        if body.iter().all(|b| b.is_ascii_whitespace()) {
+            Ok(WarmupRequest { voice_model: None })
+        } else {
+            parse_json(body)
+        }
+    }
+}
+
 /// Body of `POST /api/phonemes`.
 #[derive(Debug, Deserialize)]
 pub struct PhonemesRequest {
@@ -93,40 +174,13 @@ pub fn format_named(name: Option<&str>, default: AudioFormat) -> Result<AudioFor
 pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Response, Infallible> {
     let route = "/api/tts";
     let result = async {
-        let request: TtsRequest = parse_json(&body)?;
-        let format = format_named(request.response_format.as_deref(), AudioFormat::Wav)?;
-        let captions =
-            match request.captions.as_deref() {
-                None => None,
-                Some(name) => Some(CaptionFormat::parse(name).ok_or_else(|| {
-                    SpeechError::InvalidParameter {
-                        param: "captions",
-                        message: format!("captions must be \"vtt\" or \"srt\", not {name:?}"),
-                    }
-                })?),
-            };
-        if captions.is_some() && request.stream {
-            return Err(SpeechError::InvalidParameter {
-                param: "captions",
-                message: "captions come with a complete answer, not a stream: \
-                    a streamed answer's objects carry the words"
-                    .into(),
-            }
-            .into());
-        }
-        let timestamps = request.timestamps || captions.is_some();
-        let output = Output::new(format, request.sample_rate)?;
-        let options = VoiceOptions {
-            speaker: request.speaker,
-            length_scale: request.length_scale,
-            noise_scale: request.noise_scale,
-            noise_w_scale: request.noise_w_scale,
-            sentence_silence: request.sentence_silence,
-            volume: request.volume,
-        };
-        // Ranges first: a bad option is reported whatever the voice.
-        options.check_ranges()?;
-        crate::speech::Speech::check_text(&request.text)?;
+        let TtsPlan {
+            request,
+            output,
+            captions,
+            timestamps,
+            options,
+        } = TtsRequest::plan(&body)?;
         let speech = &state.speech;
         let voice = speech.voice(request.voice_model.as_deref()).await?;
         let options = options.resolve(&voice)?;
@@ -175,11 +229,7 @@ pub async fn tts(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Respon
 /// `POST /api/warmup`.
 pub async fn warmup(state: AppState, ctx: RequestCtx, body: Bytes) -> Result<Response, Infallible> {
     let result = async {
-        let request: WarmupRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
-            WarmupRequest { voice_model: None }
-        } else {
-            parse_json(&body)?
-        };
+        let request = WarmupRequest::from_body(&body)?;
         let voice = state.speech.voice(request.voice_model.as_deref()).await?;
         let name = voice.name.clone();
         let info = state.speech.warmup(voice).await?;
@@ -203,8 +253,7 @@ pub async fn phonemes(
     body: Bytes,
 ) -> Result<Response, Infallible> {
     let result = async {
-        let request: PhonemesRequest = parse_json(&body)?;
-        crate::speech::Speech::check_text(&request.text)?;
+        let request = PhonemesRequest::from_body(&body)?;
         let voice = state.speech.voice(request.voice_model.as_deref()).await?;
         let name = voice.name.clone();
         let sentences = state

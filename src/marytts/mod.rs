@@ -24,6 +24,8 @@
 //! on a port of their own.
 
 mod form;
+#[cfg(test)]
+mod fuzz;
 
 use crate::body::BodyError;
 use std::convert::Infallible;
@@ -220,6 +222,13 @@ fn reply_error(
     );
     let mut response =
         warp::reply::with_status(format!("{}\n", failure.message), failure.status).into_response();
+    if failure.code == "body_too_large" {
+        // The rest of the body is never read and the connection closes
+        // after this answer: clients must not send their next request on it.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=UTF-8"),

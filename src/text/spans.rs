@@ -135,6 +135,9 @@ impl SpanMap {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

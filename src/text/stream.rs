@@ -298,6 +298,9 @@ pub fn pieces_with(text: &str, limits: PieceLimits, rules: Rules) -> Vec<Piece> 
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::super::tests::{random_text, Lcg};
     use super::super::{engine_line, split_chunks, split_units};

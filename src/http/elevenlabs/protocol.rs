@@ -135,9 +135,10 @@ pub fn output_format(name: &str, voice_rate: u32) -> Result<Output, SocketError>
     let unsupported = || SocketError::UnsupportedFormat(name.to_string());
     let mut parts = name.split('_');
     let codec = parts.next().unwrap_or_default();
+    // Digits as ElevenLabs writes them: no sign, no leading zero.
     let rate: u32 = parts
         .next()
-        .and_then(|r| r.parse().ok())
+        .and_then(|r| r.parse().ok().filter(|n: &u32| n.to_string() == r))
         .ok_or_else(unsupported)?;
     let bitrate = parts.next();
     if parts.next().is_some() {
@@ -417,6 +418,10 @@ mod tests {
             "wav",
             "",
             "mp3_44100_128_x",
+            // Found by fuzzing: a rate is read as written.
+            "pcm_+16000",
+            "pcm_016000",
+            "ulaw_+8000",
         ] {
             assert_eq!(
                 output_format(refused, 22050),

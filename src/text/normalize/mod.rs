@@ -16,6 +16,8 @@
 //! it). Phoneme input (`[[ h ə l ˈoʊ ]]`) is copied untouched for the engine.
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod golden;
 pub(crate) mod number;
 pub(crate) mod rules;
@@ -61,6 +63,9 @@ pub fn spoken_line(piece: &str, origin: usize, rules: Rules) -> (String, SpanMap
     let mut i = 0;
     while i < tokens.len() {
         let token = &tokens[i];
+        // Tokens are cut at whitespace, but phoneme input ends at its "]]":
+        // a word right after it stays joined to it, as written.
+        out.space = i > 0 && tokens[i - 1].post.end < token.pre.start;
         let found = match rules {
             Rules::English if !token.verbatim => rules::rewrite(piece, &tokens, i),
             _ => None,
@@ -78,12 +83,23 @@ pub fn spoken_line(piece: &str, origin: usize, rules: Rules) -> (String, SpanMap
                 out.keep(found.end_byte.max(last.core.end)..last.post.end);
                 i = found.end_token;
             }
+            // Phoneme input goes on as written, but on one line: its
+            // newlines and whitespace runs become single spaces, as the
+            // engine line makes them.
+            None if token.verbatim => {
+                let line = super::engine_line(&piece[token.core.clone()]);
+                if line == piece[token.core.clone()] {
+                    out.keep(token.core.clone());
+                } else {
+                    out.say(&line, token.core.clone());
+                }
+                i += 1;
+            }
             None => {
                 out.keep(token.pre.start..token.post.end);
                 i += 1;
             }
         }
-        out.space = true;
     }
     (out.line, out.map)
 }
