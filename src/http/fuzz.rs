@@ -150,7 +150,6 @@ proptest! {
     #![proptest_config(config(1024, 0))]
 
     #[test]
-    #[ignore = "found: serde reads a struct from a JSON array ([\"Hi.\"] is a body; [null,null] an invalid_json); to fix"]
     fn fuzz_tts_bodies_are_requests_or_client_errors(body in bodies(TTS_FIELDS)) {
         match TtsRequest::plan(&body) {
             Err(err) => check_client_error(&err, &body)?,
@@ -175,7 +174,6 @@ proptest! {
     }
 
     #[test]
-    #[ignore = "found: serde reads a struct from a JSON array ([\"A\"] names voice A); to fix"]
     fn fuzz_warmup_bodies_are_requests_or_client_errors(body in bodies(&["voice_model"])) {
         match WarmupRequest::from_body(&body) {
             // An empty body is the default voice's warm-up, not JSON.

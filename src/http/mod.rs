@@ -107,20 +107,20 @@ fn boot_tag() -> u32 {
 }
 
 /// Parses a JSON body, telling syntax errors from wrong fields. JSON is
-/// UTF-8 (the reader would skip an unknown field's bytes unchecked), and
-/// the reader stops at the first wrong field, so a body that is not JSON
-/// at all (cut short, say, after a field of the wrong type) is read once
-/// more to say so: such a body is `invalid_json`, whatever its fields.
+/// UTF-8 (the reader would skip an unknown field's bytes unchecked), and a
+/// body that is not JSON at all (cut short, say, after a field of the wrong
+/// type) is `invalid_json`, whatever its fields; a body that is JSON but not
+/// an object (serde would read a struct from an array: `["Hi."]`) or has
+/// wrong fields is `invalid_request`.
 pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| ApiError::InvalidJson(format!("the body is not UTF-8: {e}")))?;
-    serde_json::from_str(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(_) => ApiError::InvalidRequest(e.to_string()),
-                Err(syntax) => ApiError::InvalidJson(syntax.to_string()),
-            }
-        }
-        _ => ApiError::InvalidJson(e.to_string()),
-    })
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".to_string(),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
