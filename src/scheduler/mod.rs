@@ -60,6 +60,9 @@ pub struct SynthJob {
     pub options: SynthOptions,
     pub received: Instant,
     pub events: mpsc::Sender<AudioEvent>,
+    /// A complete answer: no audio before each sentence's end (see
+    /// `Planner::hold_parts`).
+    pub complete: bool,
 }
 
 impl SynthJob {
@@ -87,6 +90,7 @@ impl SynthJob {
             options,
             received: Instant::now(),
             events,
+            complete: false,
         };
         (job, rx)
     }

@@ -255,6 +255,10 @@ struct Job {
     room: usize,
     /// Its client left.
     gone: bool,
+    /// Its client takes a complete answer: the engine's parts of a sentence
+    /// are held until the sentence ends, so that a sentence lost with an
+    /// engine can still be said again (it has not been heard).
+    hold_parts: bool,
 }
 
 impl Job {
@@ -304,6 +308,14 @@ impl Planner {
             resume_armed: false,
             next_id: 1,
             progress: 0,
+        }
+    }
+
+    /// The job's client takes a complete answer: its sentences' audio goes
+    /// out whole, so a crash never fails it for audio already heard.
+    pub fn hold_parts(&mut self, id: JobId) {
+        if let Some(job) = self.job_mut(id) {
+            job.hold_parts = true;
         }
     }
 
@@ -383,6 +395,7 @@ impl Planner {
             held: BTreeMap::new(),
             room: 0,
             gone: false,
+            hold_parts: false,
         };
         let at = self.jobs.iter().take_while(|j| !j.started).count();
         self.jobs.insert(at, job);
@@ -495,7 +508,11 @@ impl Planner {
         let Some(job) = self.job_mut(job_id) else {
             return Ok(Vec::new());
         };
-        if job.gone || job.next_to_deliver != seq || job.room <= owed + ROOM_FOR_OUTCOME {
+        if job.gone
+            || job.hold_parts
+            || job.next_to_deliver != seq
+            || job.room <= owed + ROOM_FOR_OUTCOME
+        {
             return Ok(Vec::new());
         }
         job.room -= 1;
@@ -1779,5 +1796,27 @@ mod tests {
         b.p.sentence_done(id, false).unwrap();
         assert!(b.p.progress() > after_audio, "an end is progress");
         assert!(!b.p.is_in_engine(id));
+    }
+
+    #[test]
+    fn a_complete_answer_hears_each_sentence_whole_so_a_crash_can_say_it_again() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1"]);
+        b.p.hold_parts(1);
+        let sent = b.pump();
+        let a0 = id_of(&sent, "a0");
+        // The sentence being said: its parts wait for its end all the same.
+        assert!(b
+            .p
+            .audio(a0, Bytes::from_static(&[1, 0]))
+            .unwrap()
+            .is_empty());
+        // Lost with the engine, it is not failed: nothing of it was heard.
+        let out = b.lost(None, "killed");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Fail { .. })),
+            "{out:?}"
+        );
+        assert_eq!(b.p.jobs(), 1);
     }
 }

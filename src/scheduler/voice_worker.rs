@@ -329,6 +329,9 @@ impl WorkerState {
         );
         self.planner
             .add_job(id, job.sentences, job.options, input_open);
+        if job.complete {
+            self.planner.hold_parts(id);
+        }
         self.work_arrived(myself);
         self.pump(myself);
     }

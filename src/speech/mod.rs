@@ -318,7 +318,8 @@ impl Speech {
                 }
             })
             .collect();
-        let (job, events) = SynthJob::whole(voice.clone(), sentences, options);
+        let (mut job, events) = SynthJob::whole(voice.clone(), sentences, options);
+        job.complete = complete;
         let mut session = Session::live(voice, events, Some(ticket))
             .with_size(chars, chunks)
             .with_maps(maps);

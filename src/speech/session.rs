@@ -233,6 +233,9 @@ impl Session {
     /// The maps of a whole text's sentences (start of span, map, spoken
     /// line, pace), in order.
     pub(super) fn with_maps(mut self, maps: Vec<(usize, SpanMap, String, Pace)>) -> Session {
+        self.paced = maps
+            .iter()
+            .any(|(_, _, _, pace)| pace.before_ms.is_some() || pace.after_ms.is_some());
         self.maps = maps.into();
         self
     }
