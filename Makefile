@@ -46,7 +46,7 @@ run: setup
 # before the suite, so that no test's engine start timeout pays for it.
 test: setup
 	$(BUILD)
-	echo "Ready." | target/release/piperd say -o /dev/null
+	echo "Ready." | target/release/piperd say > /dev/null
 	cargo test --release --no-fail-fast -- --test-threads=2
 
 # Every front-end at once through the real clients, with engines killed and

@@ -245,10 +245,13 @@ pub fn parts(text: &str, max: usize) -> Vec<&str> {
     out
 }
 
-/// Where the audio goes: standard output, or a temporary file renamed to
-/// its name once complete (dropped, it deletes itself).
+/// Where the audio goes: standard output, a device or pipe written as it
+/// is (`-o /dev/null`: renaming a file over it would replace the device),
+/// or a temporary file renamed to its name once complete (dropped, it
+/// deletes itself).
 enum Sink {
     Stdout(std::io::Stdout),
+    Device(std::fs::File),
     File {
         temp: tempfile::NamedTempFile,
         path: PathBuf,
@@ -260,6 +263,9 @@ impl Sink {
         let Some(path) = output else {
             return Ok(Sink::Stdout(std::io::stdout()));
         };
+        if let Some(device) = open_if_not_a_file(path)? {
+            return Ok(Sink::Device(device));
+        }
         Ok(Sink::File {
             temp: temp_beside(path)?,
             path: path.to_path_buf(),
@@ -269,6 +275,7 @@ impl Sink {
     fn write(&mut self, bytes: &[u8]) -> Result<(), SayError> {
         let result = match self {
             Sink::Stdout(out) => out.write_all(bytes),
+            Sink::Device(device) => device.write_all(bytes),
             Sink::File { temp, .. } => temp.write_all(bytes),
         };
         result.map_err(|e| SayError::Output(format!("cannot write the audio: {e}")))
@@ -280,6 +287,7 @@ impl Sink {
         let io = |e: std::io::Error| SayError::Output(format!("cannot write the audio: {e}"));
         match self {
             Sink::Stdout(mut out) => out.flush().map_err(io),
+            Sink::Device(mut device) => device.flush().map_err(io),
             Sink::File { mut temp, path } => {
                 use std::io::{Seek, SeekFrom};
                 let file = temp.as_file_mut();
@@ -295,6 +303,20 @@ impl Sink {
                 Ok(())
             }
         }
+    }
+}
+
+/// `path` opened for writing when it exists and is not a regular file (a
+/// device such as /dev/null, a FIFO): such a path is written, never
+/// replaced.
+fn open_if_not_a_file(path: &Path) -> Result<Option<std::fs::File>, SayError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map(Some)
+            .map_err(|e| SayError::Output(format!("cannot write {}: {e}", path.display()))),
+        _ => Ok(None),
     }
 }
 
@@ -324,6 +346,13 @@ impl Captions {
     /// Opens the temporary file at once, so that a folder one cannot write
     /// in is reported before any speech is made.
     fn open(path: &Path, format: CaptionFormat) -> Result<Captions, SayError> {
+        if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+            // A device or pipe would be replaced by the rename.
+            return Err(SayError::Output(format!(
+                "captions go to a regular file, and {} is not one",
+                path.display()
+            )));
+        }
         Ok(Captions {
             temp: temp_beside(path)?,
             path: path.to_path_buf(),
@@ -644,5 +673,17 @@ mod tests {
         let long = "word ".repeat(1000);
         assert_eq!(parts(&long, 333).concat(), long);
         assert!(parts(&long, 333).iter().all(|p| p.chars().count() <= 333));
+    }
+
+    #[test]
+    fn a_device_is_written_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let mut sink = Sink::open(Some(Path::new("/dev/null"))).unwrap();
+        assert!(matches!(sink, Sink::Device(_)));
+        sink.write(b"RIFF").unwrap();
+        sink.finish(crate::audio::AudioFormat::Wav).unwrap();
+        let kind = std::fs::metadata("/dev/null").unwrap().file_type();
+        assert!(kind.is_char_device(), "/dev/null was replaced");
+        assert!(Captions::open(Path::new("/dev/null"), CaptionFormat::Vtt).is_err());
     }
 }
