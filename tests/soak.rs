@@ -30,6 +30,8 @@ fn soak_every_front_end_with_engine_kills_and_a_replaced_voice() {
         .tempdir()
         .unwrap();
     let wyoming = free_port().to_string();
+    // `SOAK_PIPER_LOG=info,piperd=debug` to see each request's sentences.
+    let log_filter = std::env::var("SOAK_PIPER_LOG").unwrap_or_else(|_| "info".into());
     let mut server = Server::start(
         dir.path(),
         &[
@@ -42,7 +44,7 @@ fn soak_every_front_end_with_engine_kills_and_a_replaced_voice() {
             // A small cache fills during the warm-up, so it does not read as
             // growth of the server's memory afterwards.
             ("PIPER_AUDIO_CACHE_MB", "4"),
-            ("PIPER_LOG", "info"),
+            ("PIPER_LOG", log_filter.as_str()),
         ],
     );
     let decoder = root().join("target/release/examples/soak-decode");
@@ -51,6 +53,7 @@ fn soak_every_front_end_with_engine_kills_and_a_replaced_voice() {
         "{} is missing: build with `cargo build --release --bins --examples --tests`",
         decoder.display()
     );
+    let frontends = std::env::var("SOAK_FRONTENDS").unwrap_or_default();
     let mut driver = Command::new(python())
         .arg(root().join("tests/soak/driver.py"))
         .args(["--base", &server.base])
@@ -61,6 +64,11 @@ fn soak_every_front_end_with_engine_kills_and_a_replaced_voice() {
         .args(["--voices", &VOICES.join(",")])
         .args(["--decoder", decoder.to_str().unwrap()])
         .args(["--seconds", &seconds])
+        .args(if frontends.is_empty() {
+            vec![]
+        } else {
+            vec!["--frontends", frontends.as_str()]
+        })
         .stdout(Stdio::piped())
         .spawn()
         .expect("the driver starts");
@@ -74,6 +82,10 @@ fn soak_every_front_end_with_engine_kills_and_a_replaced_voice() {
         last = line;
     }
     let status = driver.wait().unwrap();
+    // The server's log, for the losses the driver printed (by request id).
+    let log_path = root().join("target/soak-server.log");
+    let _ = std::fs::write(&log_path, server.log());
+    println!("server log: {}", log_path.display());
 
     // The driver stopped the server with SIGTERM: it exits 0, engines gone.
     assert_eq!(

@@ -36,6 +36,7 @@ only when L, M and K are 0 and RSS and descriptors stayed flat.
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import random
@@ -48,6 +49,16 @@ import threading
 import time
 
 import httpx
+
+try:
+    # The openai SDK sends its requests with httpx2, a fork of httpx whose
+    # errors are not httpx's: a stream it reads that is cut raises
+    # httpx2.RemoteProtocolError, not an APIConnectionError.
+    import httpx2
+
+    TRANSPORT_ERRORS = (httpx.HTTPError, httpx2.HTTPError)
+except ImportError:  # an SDK on httpx itself
+    TRANSPORT_ERRORS = (httpx.HTTPError,)
 
 # Every wait of a request is bounded by this: past it, the request is lost.
 BOUND = 120.0
@@ -102,6 +113,9 @@ def text_of(rng):
     return " ".join(rng.sample(SENTENCES, rng.randint(1, 3)))
 
 
+REQUEST_IDS = itertools.count(1)
+
+
 class Outcome:
     def __init__(self, frontend, voice, text):
         self.frontend = frontend
@@ -112,6 +126,9 @@ class Outcome:
         self.first_audio = None
         self.kind = None  # ok, hangup, documented, lost, malformed
         self.detail = ""
+        # Sent as X-Request-Id where the front-end takes it, so a loss can
+        # be found in the server's log (target/soak-server.log).
+        self.rid = f"soak-{next(REQUEST_IDS)}"
 
     def audio(self):
         if self.first_audio is None:
@@ -149,6 +166,10 @@ class Decoder:
 class Soak:
     def __init__(self, args):
         self.args = args
+        self.frontends = [f for f in args.frontends.split(",") if f]
+        unknown = set(self.frontends) - set(FRONTENDS)
+        if unknown or not self.frontends:
+            raise SystemExit(f"--frontends: unknown {sorted(unknown)}; choose from {FRONTENDS}")
         self.base = args.base
         self.port = int(args.base.rsplit(":", 1)[1])
         self.voices = args.voices.split(",")
@@ -231,7 +252,8 @@ class Soak:
 
         async def fetch():
             async with httpx.AsyncClient(timeout=BOUND) as client:
-                async with client.stream("POST", f"{self.base}/api/tts", json=body) as r:
+                headers = {"X-Request-Id": outcome.rid}
+                async with client.stream("POST", f"{self.base}/api/tts", json=body, headers=headers) as r:
                     if r.status_code != 200:
                         return self.http_error(outcome, r.status_code, await r.aread())
                     async for chunk in r.aiter_bytes():
@@ -264,7 +286,8 @@ class Soak:
             body["captions"] = self.rng.choice(["vtt", "srt"])
         async with httpx.AsyncClient(timeout=BOUND) as client:
             try:
-                async with client.stream("POST", f"{self.base}/api/tts", json=body) as r:
+                headers = {"X-Request-Id": outcome.rid}
+                async with client.stream("POST", f"{self.base}/api/tts", json=body, headers=headers) as r:
                     if r.status_code != 200:
                         return self.http_error(outcome, r.status_code, await r.aread())
                     lines = []
@@ -347,7 +370,12 @@ class Soak:
         done = None
         try:
             async with client.audio.speech.with_streaming_response.create(
-                model="tts-1", voice=outcome.voice, input=outcome.text, response_format=fmt, **extra
+                model="tts-1",
+                voice=outcome.voice,
+                input=outcome.text,
+                response_format=fmt,
+                extra_headers={"X-Request-Id": outcome.rid},
+                **extra,
             ) as response:
                 if kind == "openai-sse":
                     async for line in response.iter_lines():
@@ -369,7 +397,7 @@ class Soak:
                             return outcome.end("hangup")
         except APIStatusError as err:
             return self.http_error(outcome, err.status_code, err.response.content)
-        except (APIConnectionError, httpx.HTTPError) as err:
+        except (APIConnectionError, *TRANSPORT_ERRORS) as err:
             return self.cut(outcome, err)
         finally:
             await client.close()
@@ -555,7 +583,10 @@ class Soak:
             outcome.end("lost", f"{type(err).__name__}: {err}")
         if outcome.kind in ("lost", "malformed"):
             at = outcome.started - self.t0
-            print(f"  {outcome.kind}: {frontend} {voice} at {at:.1f} s: {outcome.detail}", flush=True)
+            print(
+                f"  {outcome.kind}: {frontend} {voice} at {at:.1f} s ({outcome.rid}): {outcome.detail}",
+                flush=True,
+            )
         self.outcomes.append(outcome)
         if replaced and outcome.voice == replaced[0] and outcome.started > replaced[1]:
             self.after_replace.append(outcome.kind)
@@ -567,7 +598,7 @@ class Soak:
                 break
             self.in_flight += 1
             try:
-                await self.one(self.rng.choice(FRONTENDS))
+                await self.one(self.rng.choice(self.frontends))
             finally:
                 self.in_flight -= 1
 
@@ -707,7 +738,7 @@ class Soak:
         p("")
         p("| front-end | requests | ok | hung up | documented errors | lost | malformed | first audio p50 | p99 |")
         p("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
-        for frontend in FRONTENDS:
+        for frontend in self.frontends:
             these = [o for o in self.outcomes if o.frontend == frontend]
             count = lambda kind: sum(1 for o in these if o.kind == kind)
             documented = {}
@@ -763,6 +794,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--frontends", default=",".join(FRONTENDS), help="comma-separated subset to draw from")
     args = parser.parse_args()
     print(f"soak: {args.seconds:.0f} s, seed {args.seed}", flush=True)
     soak = Soak(args)
