@@ -55,8 +55,16 @@ pub struct Request<'a> {
     /// engine's default, every core).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
+    /// Whether a listener may be waiting for its start: small first decoder
+    /// chunks (absent: true).
+    #[serde(skip_serializing_if = "is_true")]
+    pub first: bool,
     #[serde(flatten)]
     pub options: &'a SynthOptions,
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl Request<'_> {
@@ -445,6 +453,7 @@ mod tests {
             id: 3,
             text: "Hi \"there\"",
             threads: None,
+            first: true,
             options: &options,
         }
         .to_line();
@@ -456,10 +465,14 @@ mod tests {
             id: 5,
             text: "Hi",
             threads: Some(1),
+            first: false,
             options: &SynthOptions::default(),
         }
         .to_line();
-        assert_eq!(shared, b"{\"id\":5,\"text\":\"Hi\",\"threads\":1}\n");
+        assert_eq!(
+            shared,
+            b"{\"id\":5,\"text\":\"Hi\",\"threads\":1,\"first\":false}\n"
+        );
         assert_eq!(cancel_line(4), b"{\"cancel\":4}\n");
     }
 }

@@ -101,7 +101,9 @@ pub struct EngineCaps {
 pub enum Action {
     /// Write the sentence to the engine, on `threads` onnxruntime threads
     /// (`None`: every core), holding `turns` of the turns held; it has hung
-    /// if it is not done after `deadline`.
+    /// if it is not done after `deadline`. `first`: a listener may be
+    /// waiting for its start (small first decoder chunks); otherwise audio
+    /// of the job plays before it, and large chunks spend less on margins.
     Send {
         id: SentenceId,
         job: JobId,
@@ -110,6 +112,7 @@ pub enum Action {
         threads: Option<u32>,
         turns: usize,
         deadline: Duration,
+        first: bool,
     },
     /// Ask the engine to drop the sentence: `preempted` for a newcomer's
     /// sake, else because its client left.
@@ -757,6 +760,11 @@ impl Planner {
         };
         let allowance = hang_allowance(chars(&sentence.text), &options);
         let ahead: Duration = self.running.iter().map(|r| r.allowance).sum();
+        // Waited on: nothing of the job is before it, and the job has not
+        // been heard yet, or takes its text over time (and may have run
+        // dry). A complete answer is heard whole: only its end is waited on.
+        let before = job.held.len() + self.running.iter().filter(|r| r.job == job.id).count();
+        let first = !job.hold_parts && before == 0 && (!job.spoke || job.input_open);
         out.push(Action::Send {
             id,
             job: job.id,
@@ -765,6 +773,7 @@ impl Planner {
             threads,
             turns,
             deadline: self.limits.hang_base + ahead + allowance,
+            first,
         });
         self.running.push(Running {
             id,
@@ -1661,6 +1670,45 @@ mod tests {
         let out = b.p.input_ended(1);
         let err = SynthError::NoSpeakableText;
         assert_eq!(out, [Action::Fail { job: 1, err }]);
+    }
+
+    /// (text, first) of each sentence sent.
+    fn firsts(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { text, first, .. } => Some((text.clone(), *first)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_a_sentence_a_listener_may_wait_on_is_sent_as_first() {
+        let mut b = Bench::new(2);
+        b.job(1, &["One.", "Two.", "Three."]);
+        let sent = b.pump();
+        assert_eq!(firsts(&sent), [("One.".to_string(), true)]);
+        // Heard: the rest plays after its audio, side by side.
+        let out = b.done(id_of(&sent, "One."));
+        assert!(!out.is_empty());
+        let sent = b.pump();
+        assert_eq!(
+            firsts(&sent),
+            [("Two.".to_string(), false), ("Three.".to_string(), false)]
+        );
+        // Text over time: a sentence after the job ran dry may be waited on.
+        let mut b = Bench::new(2);
+        open_job(&mut b, 3, &["Early."]);
+        let early = id_of(&b.pump(), "Early.");
+        b.done(early);
+        assert!(b.p.more_text(3, line("Late.")));
+        assert_eq!(firsts(&b.pump()), [("Late.".to_string(), true)]);
+        // A complete answer: nobody hears its start before its end.
+        let mut b = Bench::new(2);
+        b.job(4, &["Whole."]);
+        b.p.hold_parts(4);
+        assert_eq!(firsts(&b.pump()), [("Whole.".to_string(), false)]);
     }
 
     #[test]

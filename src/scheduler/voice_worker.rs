@@ -642,6 +642,7 @@ impl WorkerState {
                     threads,
                     turns,
                     deadline,
+                    first,
                 } => {
                     let Some(engine) = &self.engine else {
                         // The planner sends only to a ready engine; the
@@ -666,6 +667,7 @@ impl WorkerState {
                         ?threads,
                         turns,
                         running,
+                        first,
                         "sentence sent"
                     );
                     engine.send(
@@ -673,6 +675,7 @@ impl WorkerState {
                             id,
                             text: &text,
                             threads,
+                            first,
                             options: &options,
                         }
                         .to_line(),
