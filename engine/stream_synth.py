@@ -404,8 +404,9 @@ class StreamVoice:
         than one MAX_CHUNK chunk does alone, which bounds the decoder's
         memory as before (each chunk at most `parallel_chunk`, but at least
         PARALLEL_CHUNK_LEAST: margins cost work); a sentence of at least
-        SPLIT_LEAST frames per worker is cut into at least `workers` chunks,
-        all of about one size, so that every core has a share.
+        SPLIT_LEAST frames per worker is cut into a multiple of `workers`
+        chunks, all of about one size, so that every core has a share to the
+        end.
         `first`: the first chunk is the schedule's first (decoded alone, on
         every core); each next is the largest that the first free worker,
         taking ONE_CORE_SLOWER times the every-core cost, ends before
@@ -436,8 +437,9 @@ class StreamVoice:
             frames -= start
         if frames > 0:
             pieces = math.ceil(frames / largest)
-            if pieces < workers and frames >= workers * SPLIT_LEAST:
-                pieces = workers
+            if frames >= workers * SPLIT_LEAST:
+                # A multiple of the workers: no core idles beside the last.
+                pieces = math.ceil(pieces / workers) * workers
             size = math.ceil(frames / pieces)
             chunks += [size] * (frames // size) + ([frames % size] if frames % size else [])
         return chunks
