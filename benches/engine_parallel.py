@@ -4,10 +4,12 @@ sentence, and the engine's peak memory.
 
     .venv/bin/python benches/engine_parallel.py [--engine DIR] [--cache DIR]
         [--rounds 3] [--window 8] [--repeats 5] [--skip throughput,first,rss,cold]
+        [--side-by-side]
 
 No piperd is needed: the engine program (DIR/piper_worker.py, default this
 checkout's engine/) is run with PIPER_ENGINE_PARALLEL=2, PIPER_ENGINE_THREADS=1,
-as piperd runs it on a 2-core machine.
+as piperd runs it on a 2-core machine (and PIPER_ENGINE_SIDE_BY_SIDE=1 with
+--side-by-side).
 
 - throughput: audio seconds per wall second of a concurrency-1 loop: distinct
   1-3 sentence texts (the generator of benches/piperd.rs's throughput section,
@@ -43,6 +45,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(ROOT, ".venv/bin/python")
 MODEL = os.path.join(ROOT, "voices/en_US-joe-medium.onnx")
 HEADER = struct.Struct("<2sBBII")
+# --side-by-side: the engine decodes a request's chunks side by side.
+SIDE_BY_SIDE = False
 
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 from frames import SENTENCES, long_sentence  # noqa: E402
@@ -201,7 +205,8 @@ def vm_hwm_mib(pid):
 class Engine:
     def __init__(self, engine_dir, cache_dir):
         env = dict(os.environ, PIPER_ENGINE_PARALLEL="2", PIPER_ENGINE_THREADS="1",
-                   PIPER_ENGINE_CACHE_DIR=cache_dir)
+                   PIPER_ENGINE_CACHE_DIR=cache_dir,
+                   PIPER_ENGINE_SIDE_BY_SIDE="1" if SIDE_BY_SIDE else "")
         self.proc = subprocess.Popen(
             [PYTHON, "-u", os.path.join(engine_dir, "piper_worker.py"), MODEL, MODEL + ".json"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
@@ -391,9 +396,13 @@ def main():
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip", default="")
+    parser.add_argument("--side-by-side", action="store_true")
     args = parser.parse_args()
+    global SIDE_BY_SIDE
+    SIDE_BY_SIDE = args.side_by_side
     skip = set(args.skip.split(",")) - {""}
-    print(f"engine {args.engine}, cache {args.cache}, {os.cpu_count()} cores, load {load():.2f}",
+    print(f"engine {args.engine}, side by side {SIDE_BY_SIDE}, cache {args.cache}, "
+          f"{os.cpu_count()} cores, load {load():.2f}",
           flush=True)
     for name, step in (("cold", cold), ("throughput", throughput), ("first", first_audio),
                        ("rss", rss)):

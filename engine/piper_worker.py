@@ -19,17 +19,17 @@ Up to PIPER_ENGINE_PARALLEL requests are synthesized at once, on threads
 that share the loaded voice. A request runs on every core unless it names
 its own count: piperd gives a sentence alone every core, and sentences side
 by side one core each, because two syntheses on every core each fight over
-the cores. On every core, the frontend runs on onnxruntime's default threads,
-but the decoder chunks (after the first of a `first` sentence) are decoded
-side by side on the decoder's one-thread session, one chunk per core at a
-time, and sent in order (stream_synth's `synthesize`): onnxruntime makes
-more of the cores with single-threaded runs side by side than with one run
-on all of them. One onnxruntime session exists per thread count asked for,
-made on first use, except PIPER_ENGINE_THREADS (the count piperd asks for
-when sentences share the cores) and the decoder's one-thread session, made
-ahead (after the ready frame). All of them share one memory arena, so the
-engine's memory follows what it synthesizes at once, not how many sessions
-it has.
+the cores. With PIPER_ENGINE_SIDE_BY_SIDE=1, a request on every core runs
+its frontend on onnxruntime's default threads, but decodes its decoder
+chunks (after the first of a `first` sentence) side by side on the
+decoder's one-thread session, one chunk per core at a time, sent in order
+(stream_synth's `synthesize`); off by default, since on 2 cores it measured
+no faster than one decoder run on both. One onnxruntime session exists per
+thread count asked for, made on first use, except PIPER_ENGINE_THREADS (the
+count piperd asks for when sentences share the cores) and, side by side,
+the decoder's one-thread session, made ahead (after the ready frame). All of
+them share one memory arena, so the engine's memory follows what it
+synthesizes at once, not how many sessions it has.
 
 The program ends as soon as stdin closes, even in the middle of an utterance,
 so that it can never outlive the server that feeds it.
@@ -50,6 +50,11 @@ HEADER = struct.Struct("<2sBBII")
 MAGIC = b"PD"
 READY, AUDIO, WORDS, DONE, ERROR, CANCELLED = (ord(k) for k in "RAWDXC")
 OPTION_KEYS = ("speaker_id", "length_scale", "noise_scale", "noise_w_scale", "volume")
+# PIPER_ENGINE_SIDE_BY_SIDE=1: a request on every core decodes its decoder
+# chunks side by side on one-thread runs (see the module's docstring). Off by
+# default: on 2 cores it measured no faster (the decoder makes 1.65 times
+# one core's speed of two threads, and the chunks' margins cost the rest).
+SIDE_BY_SIDE = os.environ.get("PIPER_ENGINE_SIDE_BY_SIDE", "") == "1"
 
 _out = sys.stdout.buffer
 _out_lock = threading.Lock()
@@ -633,7 +638,7 @@ def synthesize(engine, request, run_options):
         if engine.stream is not None:
             side_by_side = None
             cores = os.cpu_count() or 1
-            if threads == 0 and cores > 1:
+            if SIDE_BY_SIDE and threads == 0 and cores > 1:
                 # Every core: the decoder chunks on one thread each, side by side.
                 side_by_side = (cores, engine.decoder.runner(1, run_options))
             pieces = stream_sentences(
@@ -718,8 +723,9 @@ def whole_sentences(voice, text, options):
 
 
 def prepare(engine, threads):
-    """Makes the sessions on `threads` threads (0: none), and the decoder's
-    on one thread that a sentence alone on every core decodes on."""
+    """Makes the sessions on `threads` threads (0: none), and with
+    SIDE_BY_SIDE the decoder's on one thread that a sentence alone on every
+    core decodes on."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
@@ -728,7 +734,7 @@ def prepare(engine, threads):
         if threads > 0:
             for sessions in engine.sessions:
                 sessions.session(threads)
-        if engine.decoder is not None and (os.cpu_count() or 1) > 1:
+        if SIDE_BY_SIDE and engine.decoder is not None and (os.cpu_count() or 1) > 1:
             engine.decoder.session(1)
     except Exception as err:  # a request that asks for it reports the error
         log(f"cannot prepare a session on {threads} threads: {err}")
