@@ -16,12 +16,18 @@ protocol is documented in docs/engine-protocol.md; in short:
   stderr  human-readable logs, kept by piperd for error reports.
 
 Up to PIPER_ENGINE_PARALLEL requests are synthesized at once, on threads
-that share the loaded voice. A request runs on onnxruntime's default threads
-(every core) unless it names its own count: piperd gives a sentence alone
-every core, and sentences side by side one core each, because two syntheses
-on every core each fight over the cores. One onnxruntime session exists per
+that share the loaded voice. A request runs on every core unless it names
+its own count: piperd gives a sentence alone every core, and sentences side
+by side one core each, because two syntheses on every core each fight over
+the cores. With PIPER_ENGINE_SIDE_BY_SIDE=1, a request on every core runs
+its frontend on onnxruntime's default threads, but decodes its decoder
+chunks (after the first of a `first` sentence) side by side on the
+decoder's one-thread session, one chunk per core at a time, sent in order
+(stream_synth's `synthesize`); off by default, since on 2 cores it measured
+no faster than one decoder run on both. One onnxruntime session exists per
 thread count asked for, made on first use, except PIPER_ENGINE_THREADS (the
-count piperd asks for when sentences share the cores), made ahead. All of
+count piperd asks for when sentences share the cores) and, side by side,
+the decoder's one-thread session, made ahead (after the ready frame). All of
 them share one memory arena, so the engine's memory follows what it
 synthesizes at once, not how many sessions it has.
 
@@ -44,6 +50,11 @@ HEADER = struct.Struct("<2sBBII")
 MAGIC = b"PD"
 READY, AUDIO, WORDS, DONE, ERROR, CANCELLED = (ord(k) for k in "RAWDXC")
 OPTION_KEYS = ("speaker_id", "length_scale", "noise_scale", "noise_w_scale", "volume")
+# PIPER_ENGINE_SIDE_BY_SIDE=1: a request on every core decodes its decoder
+# chunks side by side on one-thread runs (see the module's docstring). Off by
+# default: on 2 cores it measured no faster (the decoder makes 1.65 times
+# one core's speed of two threads, and the chunks' margins cost the rest).
+SIDE_BY_SIDE = os.environ.get("PIPER_ENGINE_SIDE_BY_SIDE", "") == "1"
 
 _out = sys.stdout.buffer
 _out_lock = threading.Lock()
@@ -270,6 +281,13 @@ class Sessions:
         with self._lock:
             return self._by_threads.setdefault(threads, made)
 
+    def runner(self, threads, run_options):
+        """`run(feed)` on the session of `threads` threads with these run
+        options, for threads other than the request's own (its decoder runs
+        side by side): onnxruntime allows concurrent runs of one session."""
+        session = self.session(threads)
+        return lambda feed: session.run(None, feed, run_options)
+
     def run(self, output_names, input_feed, run_options=None):
         session = self.session(getattr(_local, "threads", 0) or 0)
         return session.run(output_names, input_feed, getattr(_local, "run_options", None))
@@ -305,12 +323,15 @@ class Engine:
     """The loaded voice: Piper's voice (phonemes, config, and the whole-
     sentence path) and, when its graph splits, the chunked path."""
 
-    def __init__(self, voice, stream, sessions):
+    def __init__(self, voice, stream, sessions, decoder=None):
         self.voice = voice
         # None: the graph could not be split; sentences are synthesized whole.
         self.stream = stream
         # Every Sessions of the voice, to make a thread count's ahead of use.
         self.sessions = sessions
+        # The chunked path's decoder Sessions, whose one-thread session
+        # decodes a sentence alone on every core side by side.
+        self.decoder = decoder
 
 
 def load_voice(model_path, config_path):
@@ -328,7 +349,7 @@ def load_voice(model_path, config_path):
         # is loaded, so its memory is not spent.
         voice = PiperVoice(session=frontend, config=config)
         stream = stream_synth.StreamVoice(voice, graph, frontend, decoder, cache, log)
-        return Engine(voice, stream, [frontend, decoder])
+        return Engine(voice, stream, [frontend, decoder], decoder)
     except Exception as err:  # any graph piper can run must still speak
         log(
             f"warning: cannot split {model_path} for chunked synthesis "
@@ -615,7 +636,14 @@ def synthesize(engine, request, run_options):
     alignments = []
     try:
         if engine.stream is not None:
-            pieces = stream_sentences(engine.stream, text, options, first, run_options)
+            side_by_side = None
+            cores = os.cpu_count() or 1
+            if SIDE_BY_SIDE and threads == 0 and cores > 1:
+                # Every core: the decoder chunks on one thread each, side by side.
+                side_by_side = (cores, engine.decoder.runner(1, run_options))
+            pieces = stream_sentences(
+                engine.stream, text, options, first, run_options, side_by_side
+            )
         else:
             pieces = whole_sentences(engine.voice, text, options)
         for pcm, sentence_ends, sentence_alignments in pieces:
@@ -665,7 +693,7 @@ def phonemize(voice, request_id, text):
     send_json(DONE, request_id, {"samples": len(payload) // 2})
 
 
-def stream_sentences(stream, text, options, first, run_options):
+def stream_sentences(stream, text, options, first, run_options, side_by_side=None):
     """(pcm, ends a sentence) per decoder chunk, sentence by sentence."""
 
     def check():
@@ -674,7 +702,7 @@ def stream_sentences(stream, text, options, first, run_options):
 
     for phonemes in stream.sentences(text):
         aligned = None
-        for kind, value in stream.synthesize(phonemes, options, first, check):
+        for kind, value in stream.synthesize(phonemes, options, first, check, side_by_side):
             if kind == "audio":
                 yield value, False, None
             elif kind == "alignments":
@@ -695,13 +723,19 @@ def whole_sentences(voice, text, options):
 
 
 def prepare(engine, threads):
+    """Makes the sessions on `threads` threads (0: none), and with
+    SIDE_BY_SIDE the decoder's on one thread that a sentence alone on every
+    core decodes on."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):
         pass
     try:
-        for sessions in engine.sessions:
-            sessions.session(threads)
+        if threads > 0:
+            for sessions in engine.sessions:
+                sessions.session(threads)
+        if SIDE_BY_SIDE and engine.decoder is not None and (os.cpu_count() or 1) > 1:
+            engine.decoder.session(1)
     except Exception as err:  # a request that asks for it reports the error
         log(f"cannot prepare a session on {threads} threads: {err}")
 
@@ -776,8 +810,7 @@ def main():
     # on a low-priority thread, so it costs neither the cold start nor the
     # first requests; a request that needs it before then waits for it.
     shared = int(os.environ.get("PIPER_ENGINE_THREADS", "0") or 0)
-    if shared > 0:
-        threading.Thread(target=prepare, args=(engine, shared), daemon=True).start()
+    threading.Thread(target=prepare, args=(engine, shared), daemon=True).start()
     # onnxruntime releases the GIL while it runs, and piper serializes its
     # phonemizer, so the threads share one loaded model.
     for _ in range(parallel - 1):

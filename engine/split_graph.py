@@ -29,12 +29,24 @@ with the hop length it gives the samples each phoneme id spans.
 
 The two graphs are stored under the cache folder, keyed by the model file's
 SHA-256, never beside the voice: the voices folder may be read-only.
+
+The split runs in a short-lived child process (this module run by the same
+interpreter, `split MODEL FOLDER`), which writes the two graphs and
+split.json into the folder: the `onnx` package holds the whole model and its
+shape inference at once (the engine's peak memory on a first start was the
+split's, about 420 MiB, above what synthesis ever needs), and a child's
+memory is given back when it ends. The child reads its stdin until it
+closes and then exits: the engine keeps that pipe open while it waits, so
+the child cannot outlive the engine, even one killed with SIGKILL.
 """
 
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 
 # Bump when what is stored changes meaning: older entries are then ignored.
 CACHE_VERSION = 2
@@ -293,22 +305,115 @@ class Cache:
         _write_atomically(self._path(name), data)
 
 
+def _source():
+    """This module's source, to run it as the child: piperd's engine prelude
+    keeps it as `__source__` (its modules come from no file); otherwise it is
+    read from the module's file."""
+    source = globals().get("__source__")
+    if source is None:
+        with open(__file__, "r", encoding="utf-8") as source_file:
+            source = source_file.read()
+    return source
+
+
+# Exit status of the child for a graph without the seam (see `CannotSplit`).
+CANNOT_SPLIT = 3
+
+
+def split_in_child(model_path, folder):
+    """Splits the model in a child process, which writes the two graphs and
+    split.json into `folder`. Raises `CannotSplit` for a graph without the
+    seam, RuntimeError when the child fails otherwise."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _source(), "split", str(model_path), folder],
+        stdin=subprocess.PIPE,
+        # Its output goes to the engine's log: the engine's stdout is the protocol's.
+        stdout=sys.stderr.fileno(),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Its stdin stays open until it ends: it exits once that closes.
+        errors = child.stderr.read()
+        child.wait()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        child.stdin.close()
+        child.stderr.close()
+    if errors:
+        sys.stderr.write(errors.decode("utf-8", "replace"))
+        sys.stderr.flush()
+    message = errors.decode("utf-8", "replace").strip().splitlines()
+    message = message[-1] if message else f"exit status {child.returncode}"
+    if child.returncode == CANNOT_SPLIT:
+        raise CannotSplit(message)
+    if child.returncode != 0:
+        raise RuntimeError(f"the split failed: {message}")
+
+
+def _exit_when_stdin_closes():
+    """The child's watch on its parent: stdin closes when the engine ends."""
+    # The raw descriptor: a buffered reader's lock would stop the exit.
+    while os.read(0, 4096):
+        pass
+    os._exit(1)
+
+
+def child_main(args):
+    """`split MODEL FOLDER`: the child's side of `split_in_child`."""
+    threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
+    model_path, folder = args
+    try:
+        graph = split(model_path)
+    except CannotSplit as err:
+        sys.stderr.write(f"{err}\n")
+        return CANNOT_SPLIT
+    cache = Cache(os.path.dirname(folder), "")
+    cache.folder = folder
+    cache.store_split(graph)
+    return 0
+
+
 def cache_root():
     """PIPER_ENGINE_CACHE_DIR as piperd passes it; empty means no cache."""
     return os.environ.get("PIPER_ENGINE_CACHE_DIR", "")
 
 
 def load_or_split(model_path, log):
-    """The voice's split graph and its cache, splitting on first use.
-    A cache that cannot be written only costs the split at every start."""
+    """The voice's split graph and its cache, splitting on first use (in a
+    child process, see `split_in_child`). A cache that cannot be written
+    only costs the split at every start: the graphs are then made in a
+    temporary folder and kept in memory."""
     cache = Cache(cache_root(), model_hash(model_path))
     graph = cache.load_split()
     if graph is not None:
         return graph, cache
-    graph = split(model_path)
-    try:
-        cache.store_split(graph)
-    except OSError as err:
-        log(f"cannot store the split graph in {cache.folder}: {err}; it is made again at each start")
-        cache.folder = None
-    return cache.load_split() or graph, cache
+    if cache.folder:
+        try:
+            os.makedirs(cache.folder, exist_ok=True)
+            if not os.access(cache.folder, os.W_OK):
+                raise PermissionError("not writable")
+        except OSError as err:
+            log(f"cannot store the split graph in {cache.folder}: {err}; it is made again at each start")
+            cache.folder = None
+    if cache.folder:
+        split_in_child(model_path, cache.folder)
+        graph = cache.load_split()
+        if graph is None:
+            raise RuntimeError(f"the split left no graphs in {cache.folder}")
+        return graph, cache
+    with tempfile.TemporaryDirectory(prefix="piperd-split-") as folder:
+        split_in_child(model_path, folder)
+        with open(os.path.join(folder, "split.json"), "r", encoding="utf-8") as meta_file:
+            meta = json.load(meta_file)
+        graphs = []
+        for name in ("frontend.onnx", "decoder.onnx"):
+            with open(os.path.join(folder, name), "rb") as graph_file:
+                graphs.append(graph_file.read())
+    return SplitGraph(graphs[0], graphs[1], meta), cache
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["split"]:
+    sys.exit(child_main(sys.argv[2:]))

@@ -20,9 +20,22 @@ What is calibrated once per voice, and stored beside its split graph:
   loudness never jumps between sentences or chunks; a sample that would
   pass LIMIT_KNEE is bent softly below full scale, sample by sample, so the
   limiter cannot differ between chunks either.
+
+Asked to (`synthesize`'s `side_by_side`, which the engine passes with
+PIPER_ENGINE_SIDE_BY_SIDE=1), a sentence that has every core decodes its
+chunks side by side, one single-threaded decoder run per core (onnxruntime makes more of the cores
+that way than with one run on all of them; concurrent runs of one session
+are allowed and release the GIL), and yields them in order, each as soon as
+it and all before it are done (`synthesize`, `parallel_chunks`). Those
+chunks are cut for that: large enough that margins cost little, small
+enough that the chunks decoded at once take no more frames than one chunk
+alone did, and at least one per core. Decoded by the same session, a chunk
+is the same audio whether it runs alone or beside others.
 """
 
+import concurrent.futures
 import itertools
+import math
 import time
 
 import numpy as np
@@ -60,6 +73,18 @@ CHUNK_GROWTH = 1.5
 MAX_CHUNK = 512
 # Decode times are taken as this much longer than measured.
 SCHEDULE_SAFETY = 1.25
+# Frames of a chunk decoded beside others on one core, at least as a bound:
+# each costs its margins (see `parallel_chunks`).
+PARALLEL_CHUNK_LEAST = 128
+# A sentence is cut for the workers side by side only with at least this
+# many frames for each: below, the margins cost more than a core gains.
+SPLIT_LEAST = 128
+# A decode on one thread is taken as this many times its cost on every core
+# (measured on 2 cores: 1.6 to 1.9 for 100 to 1,000 frames).
+ONE_CORE_SLOWER = 1.75
+# A `first` sentence's first chunk is decoded alone on every core, before
+# the chunks side by side: it is what the listener waits for.
+FIRST_CHUNK_ON_EVERY_CORE = True
 
 
 def limit(audio):
@@ -168,6 +193,9 @@ class StreamVoice:
         self.calibration = found or self._calibrate()
         self.first_schedule = self.schedule(first=True)
         self.later_schedule = self.schedule(first=False)
+        # Threads of the decoder runs side by side, made on first use.
+        self._pool = None
+        self._pool_workers = 0
 
     def describe(self):
         """For the ready frame."""
@@ -225,8 +253,10 @@ class StreamVoice:
             z_p = m + draw * np.exp(logs) * np.float32(scale)
         return [z_p, np.ones((1, 1, frames), dtype=np.float32)]
 
-    def decode(self, seam, start, end, left=None, right=None):
-        """Audio of frames [start, end), decoded with margins around them."""
+    def decode(self, seam, start, end, left=None, right=None, run=None):
+        """Audio of frames [start, end), decoded with margins around them,
+        by `run(feed)` (default: the decoder session of the calling thread's
+        request)."""
         left = self.calibration.left if left is None else left
         right = self.calibration.right if right is None else right
         z_p, mask = seam[0], seam[1]
@@ -235,7 +265,11 @@ class StreamVoice:
         feed = {self.seam[0]: z_p[:, :, lo:hi], self.seam[1]: mask[:, :, lo:hi]}
         if len(self.seam) == 3:
             feed[self.seam[2]] = seam[2]
-        audio = self.decoder_session.run(None, feed)[0].reshape(-1)
+        if run is None:
+            outputs = self.decoder_session.run(None, feed)
+        else:
+            outputs = run(feed)
+        audio = outputs[0].reshape(-1)
         offset = (start - lo) * self.hop
         return audio[offset : offset + (end - start) * self.hop]
 
@@ -358,33 +392,139 @@ class StreamVoice:
             chunks.append(n)
         return chunks
 
+    def parallel_chunk(self, workers):
+        """Frames of the largest chunk decoded beside `workers - 1` others."""
+        margins = self.calibration.left + self.calibration.right
+        return max(PARALLEL_CHUNK_LEAST, (MAX_CHUNK + margins) // workers - margins)
+
+    def parallel_chunks(self, frames, first, workers):
+        """Frames of each chunk of a sentence of `frames` frames decoded on
+        `workers` single-threaded runs side by side (see `synthesize`).
+
+        The chunks decoded at once, margins included, take no more frames
+        than one MAX_CHUNK chunk does alone, which bounds the decoder's
+        memory as before (each chunk at most `parallel_chunk`, but at least
+        PARALLEL_CHUNK_LEAST: margins cost work); a sentence of at least
+        SPLIT_LEAST frames per worker is cut into a multiple of `workers`
+        chunks, all of about one size, so that every core has a share to the
+        end.
+        `first`: the first chunk is the schedule's first (decoded alone, on
+        every core); each next is the largest that the first free worker,
+        taking ONE_CORE_SLOWER times the every-core cost, ends before
+        playback reaches it, but at least CHUNK_GROWTH times the one before
+        (as `schedule`); once one would be the largest, the rest is cut as
+        above."""
+        c = self.calibration
+        frame_s = self.hop / self.config.sample_rate
+        margins = c.left + c.right
+        largest = self.parallel_chunk(workers)
+        chunks = []
+        if first:
+            head = min(frames, self.first_schedule[0])
+            chunks.append(head)
+            head_s = (c.alpha + c.beta * (head + c.right)) * SCHEDULE_SAFETY
+            free = [head_s] * workers
+            start = head
+            while start < frames:
+                at = min(free)
+                ends_by = (head_s + start * frame_s - at) / SCHEDULE_SAFETY
+                fits = int((ends_by / ONE_CORE_SLOWER - c.alpha) / c.beta) - margins
+                if fits >= largest:
+                    break
+                n = min(frames - start, max(math.ceil(chunks[-1] * CHUNK_GROWTH), fits))
+                free[free.index(at)] = at + (c.alpha + c.beta * (n + margins)) * ONE_CORE_SLOWER
+                chunks.append(n)
+                start += n
+            frames -= start
+        if frames > 0:
+            pieces = math.ceil(frames / largest)
+            if frames >= workers * SPLIT_LEAST:
+                # A multiple of the workers: no core idles beside the last.
+                pieces = math.ceil(pieces / workers) * workers
+            size = math.ceil(frames / pieces)
+            chunks += [size] * (frames // size) + ([frames % size] if frames % size else [])
+        return chunks
+
     # -- synthesis ---------------------------------------------------------
 
     def sentences(self, text):
         """Phonemes of each sentence espeak finds in the text."""
         return [p for p in self.voice.phonemize(text) if p]
 
-    def synthesize(self, phonemes, options, first=True, check=None):
+    def synthesize(self, phonemes, options, first=True, check=None, side_by_side=None):
         """Yields ("alignments", list or None) once, then ("audio", pcm) per
-        chunk of one sentence. `check()` runs between chunks (it raises to
-        stop early)."""
+        chunk of one sentence, in order. `check()` runs between chunks (it
+        raises to stop early).
+
+        `side_by_side` (a sentence that has every core to itself): None, or
+        (workers, run), where `run(feed)` is a decoder run on one thread that
+        `workers` threads may call at once. onnxruntime makes more of each
+        core that way than with one run on every core. The chunks (after the
+        first of a `first` sentence, which is decoded alone on every core: it
+        is the listener's wait) are then decoded by `workers` threads, at
+        most `workers` chunks at a time, each sent as soon as it and every
+        chunk before it are done. An exception in a worker is raised here."""
         ids = self.voice.phonemes_to_ids(phonemes)
         seam, w_ceil = self.frontend(ids, options)
         samples = (w_ceil.reshape(-1) * self.hop).astype(np.int64)
         yield "alignments", phoneme_alignments(self.config, phonemes, ids, samples)
         gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
         frames = seam[0].shape[2]
-        schedule = self.first_schedule if first else self.later_schedule
+
+        def pcm(start, end, run=None):
+            return to_int16_bytes(limit(self.decode(seam, start, end, run=run) * gain))
+
+        if side_by_side is None or side_by_side[0] < 2:
+            schedule = self.first_schedule if first else self.later_schedule
+            sizes = itertools.chain(schedule, itertools.repeat(schedule[-1]))
+            chunks = []
+            while sum(chunks) < frames:
+                chunks.append(min(next(sizes), frames - sum(chunks)))
+            head, rest = chunks, []
+        else:
+            workers, run = side_by_side
+            chunks = self.parallel_chunks(frames, first, workers)
+            head, rest = (chunks[:1], chunks[1:]) if first and FIRST_CHUNK_ON_EVERY_CORE else ([], chunks)
+            if len(rest) == 1:
+                # One chunk alone: every core for it.
+                head, rest = chunks, []
         start = 0
-        for step in itertools.count():
-            if start >= frames:
-                break
+        for size in head:
             if check is not None:
                 check()
-            end = min(frames, start + schedule[min(step, len(schedule) - 1)])
-            audio = limit(self.decode(seam, start, end) * gain)
-            yield "audio", to_int16_bytes(audio)
-            start = end
+            yield "audio", pcm(start, start + size)
+            start += size
+        if rest:
+            yield from self._side_by_side(pcm, start, rest, workers, run, check)
+
+    def _side_by_side(self, pcm, start, sizes, workers, run, check):
+        """`pcm(start, end, run)` of each chunk, on `workers` threads, in order."""
+        if self._pool is None or self._pool_workers < workers:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="decode"
+            )
+            self._pool_workers = workers
+        bounds = []
+        for size in sizes:
+            bounds.append((start, start + size))
+            start += size
+        waiting = []
+        try:
+            for index in range(len(bounds)):
+                # At most `workers` of this sentence's chunks at once: the
+                # decoder's memory grows with the chunks in flight.
+                while len(waiting) < workers and index + len(waiting) < len(bounds):
+                    a, b = bounds[index + len(waiting)]
+                    waiting.append(self._pool.submit(pcm, a, b, run))
+                if check is not None:
+                    check()
+                yield "audio", waiting.pop(0).result()
+        finally:
+            # Cancelled, failed or closed early: no more of its chunks start,
+            # and the sentence's work ends here (a terminated run ends at once).
+            for future in waiting:
+                future.cancel()
+            concurrent.futures.wait(waiting)
 
 
 def _pick(value, default):

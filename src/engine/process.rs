@@ -28,7 +28,8 @@ const ENGINE_SOURCES: [(&str, &str); 3] = [
 /// The engine program shipped inside the binary, run with `python -c`, so the
 /// server needs no file of its own next to it and leaves none behind: a
 /// prelude puts each module of [`ENGINE_SOURCES`] in `sys.modules` from its
-/// source, then the program runs as `__main__`.
+/// source (kept as its `__source__`: split_graph runs itself in a child
+/// process from it), then the program runs as `__main__`.
 pub fn builtin_program() -> &'static str {
     static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PROGRAM.get_or_init(|| {
@@ -37,6 +38,7 @@ pub fn builtin_program() -> &'static str {
              def _piperd_module(name, source):\n\
              \x20   module = types.ModuleType(name)\n\
              \x20   module.__file__ = '<piperd engine: ' + name + '.py>'\n\
+             \x20   module.__source__ = source\n\
              \x20   sys.modules[name] = module\n\
              \x20   exec(compile(source, module.__file__, 'exec'), module.__dict__)\n",
         );
