@@ -49,130 +49,12 @@ HEADER = struct.Struct("<2sBBII")
 SIDE_BY_SIDE = False
 
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from frames import SENTENCES, long_sentence  # noqa: E402
+from frames import SENTENCES, long_sentence, peak_rss_mib  # noqa: E402
 
 # -- the throughput texts of benches/piperd.rs ------------------------------
 
-MASK = (1 << 64) - 1
-
-
-class Rng:
-    """splitmix64, as benches/piperd.rs's `Rng`."""
-
-    def __init__(self, seed):
-        self.state = ((seed * 0x2545F4914F6CDD1D) & MASK) ^ 0x9E3779B97F4A7C15
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-        return z ^ (z >> 31)
-
-    def below(self, n):
-        return self.next() % n
-
-    def pick(self, items):
-        return items[self.below(len(items))]
-
-
-WORDS = {
-    "name": ["Margaret", "Tomas", "Aisha", "Peter", "Lucia", "Henrik", "Naomi", "Oliver",
-             "Grace", "Samuel"],
-    "city": ["Lisbon", "Bristol", "Toronto", "Dublin", "Oslo", "Melbourne", "Boston",
-             "Edinburgh", "Denver"],
-    "thing": ["gate", "window", "cupboard", "garage", "lantern", "boathouse", "piano", "wagon",
-              "cabinet"],
-    "adj": ["cold", "quiet", "windy", "late", "early", "foggy", "crowded", "narrow", "bright"],
-    "day": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-    "street": ["Mill", "Church", "Harbour", "Station", "Market", "Bridge", "Elm"],
-    "color": ["green", "red", "yellow", "grey", "blue", "white"],
-    "plant": ["tomatoes", "roses", "ferns", "herbs", "lemon trees", "tulips"],
-}
-MEDIUM_TEMPLATES = [
-    "The {thing} on {street} Street was painted {color} in {year}.",
-    "She counted the boxes twice: {n} in the hall, {m} in the kitchen, and {k} more hidden under the stairs.",
-    "Rain again!",
-    "Why would anyone leave the {thing} open on such a {adj} night?",
-    "The library closes at {k}, but the reading room stays open until {m} for members.",
-    "{name} said the price of a ticket to {city} had risen to {n} dollars and {m} cents since {day}.",
-    "Please remember to water the {plant} on {day}.",
-    "According to the report, about {n} percent of the parcels sent to {city} in {year} were never delivered.",
-    "Is it true that {name} walked all the way from {city} in {k} days?",
-    "Nobody answered.",
-    "The {adj} wind from the sea rattled the windows of the {color} house on {street} Street.",
-    "{name} and {name} met at the {adj} station in {city} on a {day} in {year}.",
-]
-LONG_OPENERS = [
-    "In the spring of {year} the council of {city} decided",
-    "Nobody expected the morning train from {city} to arrive so early",
-    "After the storm had passed over the hills above {city}",
-    "When {name} finally opened the letter from the harbour office",
-    "For {n} years the {color} {thing} had stood in the square",
-]
-LONG_CLAUSES = [
-    ", after a long and sometimes bitter debate that lasted well past midnight",
-    ", least of all the station master, who was still eating breakfast when the whistle blew",
-    " and the passengers began to climb down onto the wet platform with their umbrellas and bags",
-    ", using the same quarry and the same methods as the builders of {year}",
-    ", while {n} children waited outside in the rain for the doors to open",
-    " because nobody could remember where the keys to the {thing} had been left",
-    ", although the forecast for {day} had promised clear skies and a gentle breeze",
-    " so that the old {thing} could be repaired before the winter markets began",
-    ", and {name} wrote down every word of it in a small {color} notebook",
-]
-
-
-def fill(template, rng):
-    out, rest = "", template
-    while "{" in rest:
-        open_at = rest.index("{")
-        close = rest.index("}", open_at)
-        out += rest[:open_at]
-        slot = rest[open_at + 1 : close]
-        if slot in WORDS:
-            word = rng.pick(WORDS[slot])
-        else:
-            word = str({"n": lambda: 2 + rng.below(60), "m": lambda: 2 + rng.below(30),
-                        "k": lambda: 2 + rng.below(12), "year": lambda: 1890 + rng.below(130)}[slot]())
-        out += word
-        rest = rest[close + 1 :]
-    return out + rest
-
-
-def long_prose_sentence(rng):
-    target = 200 + rng.below(180)
-    out = fill(rng.pick(LONG_OPENERS), rng)
-    for _ in range(40):
-        if len(out) >= target:
-            break
-        clause = fill(rng.pick(LONG_CLAUSES), rng)
-        if len(out) + len(clause) + 1 > 400:
-            if len(out) >= 200:
-                break
-            continue
-        out += clause
-    return out + "."
-
-
-def prose(seed, max_chars):
-    rng = Rng(seed)
-    out = ""
-    in_paragraph, paragraph_len, misses = 0, 3 + rng.below(5), 0
-    while misses < 20:
-        if rng.below(5) == 0:
-            sentence = long_prose_sentence(rng)
-        else:
-            sentence = fill(rng.pick(MEDIUM_TEMPLATES), rng)
-        sep = "" if not out else ("\n\n" if in_paragraph == paragraph_len else " ")
-        if len(out) + len(sep) + len(sentence) > max_chars:
-            misses += 1
-            continue
-        if sep == "\n\n":
-            in_paragraph, paragraph_len = 0, 3 + rng.below(5)
-        out += sep + sentence
-        in_paragraph += 1
-    return out
+# The generator is peers.py's (splitmix64, as benches/piperd.rs's `Rng`).
+from peers import Rng, prose  # noqa: E402
 
 
 def throughput_texts(count=2000):
@@ -193,13 +75,6 @@ def throughput_texts(count=2000):
 def load():
     return os.getloadavg()[0]
 
-
-def vm_hwm_mib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 class Engine:
@@ -363,11 +238,11 @@ def rss(args):
     piece = first_piece(long_sentence(1260))
     engine = Engine(args.engine, args.cache)
     try:
-        ready = vm_hwm_mib(engine.proc.pid)
+        ready = peak_rss_mib(engine.proc.pid)
         engine.request(piece)
-        every = vm_hwm_mib(engine.proc.pid)
+        every = peak_rss_mib(engine.proc.pid)
         engine.request(piece, threads=1)
-        both = vm_hwm_mib(engine.proc.pid)
+        both = peak_rss_mib(engine.proc.pid)
         print(f"rss: {len(piece)}-character piece: VmHWM after ready {ready:.0f} MiB, "
               f"on every core {every:.0f} MiB, then on 1 thread {both:.0f} MiB, "
               f"load {load():.2f}", flush=True)
@@ -381,7 +256,7 @@ def cold(args):
         engine = Engine(args.engine, cache)
         took = time.perf_counter() - began
         try:
-            peak = vm_hwm_mib(engine.proc.pid)
+            peak = peak_rss_mib(engine.proc.pid)
             print(f"cold start (empty cache): ready in {took:.1f} s, VmHWM {peak:.0f} MiB, "
                   f"chunked {engine.ready.get('chunked')}, load {load():.2f}", flush=True)
         finally:
