@@ -251,25 +251,18 @@ fn request_ctx() -> impl Filter<Extract = (RequestCtx,), Error = Rejection> + Cl
 /// `content_length_limit`, chunked uploads (no Content-Length) work too.
 fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
-        .and_then(|len: Option<u64>| async move {
-            match len {
-                Some(len) if len > MAX_BODY_BYTES as u64 => {
-                    Err(warp::reject::custom(ApiError::BodyTooLarge))
-                }
-                _ => Ok(()),
-            }
-        })
-        .untuple_one()
         .and(warp::body::stream())
-        .and_then(|stream| async move { collect(stream).await.map_err(warp::reject::custom) })
+        .and_then(|len: Option<u64>, stream| async move {
+            collect(stream, len).await.map_err(warp::reject::custom)
+        })
 }
 
-async fn collect<S, B>(stream: S) -> Result<Bytes, ApiError>
+async fn collect<S, B>(stream: S, declared: Option<u64>) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    crate::body::read_bounded(stream, MAX_BODY_BYTES)
+    crate::body::read_bounded(stream, declared, MAX_BODY_BYTES)
         .await
         .map_err(|err| match err {
             BodyError::TooLarge => ApiError::BodyTooLarge,

@@ -421,20 +421,15 @@ async fn recover(rejection: Rejection) -> Result<Response, Rejection> {
 fn body() -> impl Filter<Extract = (Result<Bytes, RequestError>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .then(|len: Option<u64>, stream| async move {
-            if len.is_some_and(|len| len > MAX_REQUEST_BYTES as u64) {
-                return Err(RequestError::TooLarge);
-            }
-            collect(stream).await
-        })
+        .then(|len: Option<u64>, stream| collect(stream, len))
 }
 
-async fn collect<S, B>(stream: S) -> Result<Bytes, RequestError>
+async fn collect<S, B>(stream: S, declared: Option<u64>) -> Result<Bytes, RequestError>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    crate::body::read_bounded(stream, MAX_REQUEST_BYTES)
+    crate::body::read_bounded(stream, declared, MAX_REQUEST_BYTES)
         .await
         .map_err(|err| match err {
             BodyError::TooLarge => RequestError::TooLarge,
