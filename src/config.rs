@@ -162,8 +162,8 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ),
     (
         "PIPER_ENGINE_CHARS_AT_ONCE",
-        "1400",
-        "most characters one engine synthesizes at once, over sentences side by side (bounds the frontend's memory, which grows with a whole sentence)",
+        "700",
+        "most characters one engine synthesizes at once, over sentences side by side (bounds the frontend's memory, which grows with a whole sentence; a sentence at the hard limit runs alone)",
     ),
     (
         "PIPER_CHUNK_SIZE",
@@ -395,7 +395,7 @@ impl Config {
             // memory no longer grows with a sentence; the frontend's still
             // does (quadratically), and this bounds it for sentences side
             // by side: two whole sentences at the hard limit always fit.
-            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 1400)?,
+            engine_chars_at_once: env.positive("PIPER_ENGINE_CHARS_AT_ONCE", 700)?,
             chunk_size: env.positive("PIPER_CHUNK_SIZE", 5000)?,
             // The hard limit: the frontend sees a whole sentence, and its
             // work and memory grow with the square of its phoneme ids. 700
