@@ -192,7 +192,6 @@ class StreamVoice:
         found = Calibration.from_dict(cache.load_json("calibration.json") or {})
         self.calibration = found or self._calibrate()
         self.first_schedule = self.schedule(first=True)
-        self.later_schedule = self.schedule(first=False)
         # Threads of the decoder runs side by side, made on first use.
         self._pool = None
         self._pool_workers = 0
@@ -392,6 +391,59 @@ class StreamVoice:
             chunks.append(n)
         return chunks
 
+    def plan(self, frames, first):
+        """Frames of each chunk of a sentence of `frames` frames.
+
+        Not `first`: MAX_CHUNK chunks. `first`: the schedule's chunks, except
+        that the first chunk may grow up to FIRST_CHUNK_MAX when that spares a
+        chunk. The schedule is made for sentences of any length, so its last
+        chunk is often a short tail that costs a whole chunk's margins: a
+        260-frame sentence is 12 + 198 + 50 frames, and 128 frames of margins
+        (half again its work); 19 + 241 keeps playback ahead just the same
+        (each chunk still fits in the audio before it) for 64 frames of
+        margins, and its first audio comes 7 frames of decode later."""
+        if not first:
+            return self._follow(frames, MAX_CHUNK)
+        least = self.first_schedule[0]
+        if frames <= least + self.calibration.right:
+            # One chunk of it all costs no more than the first one would with
+            # its right margin: no later first audio, no margins.
+            return [frames]
+        best = None
+        for head in range(least, max(least, FIRST_CHUNK_MAX) + 1):
+            chunks = self._follow(frames, head)
+            if best is None or len(chunks) < len(best):
+                best = chunks
+            if len(best) == 1:
+                break
+        return best
+
+    def _follow(self, frames, head):
+        """A first chunk of `head` frames, then each the largest whose decode
+        (SCHEDULE_SAFETY times its measured cost, margins included) fits in
+        the audio made before it, at least CHUNK_GROWTH times the one before
+        and at most MAX_CHUNK, as `schedule` makes them; the last is the rest
+        of the sentence once it fits (it has no right margin)."""
+        c = self.calibration
+        frame_s = self.hop / self.config.sample_rate
+        margins = c.left + c.right
+        chunks = [min(head, frames)]
+        buffered = chunks[0] * frame_s
+        start = chunks[0]
+        while start < frames:
+            rest = frames - start
+            fits = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
+            grown = int(np.ceil(chunks[-1] * CHUNK_GROWTH))
+            n = min(MAX_CHUNK, max(grown, fits))
+            if rest <= min(MAX_CHUNK, max(grown, fits + c.right)):
+                n = rest
+            n = min(n, rest)
+            cost = c.alpha + c.beta * (n + c.left + (c.right if n < rest else 0))
+            buffered = max(0.0, buffered - cost * SCHEDULE_SAFETY) + n * frame_s
+            chunks.append(n)
+            start += n
+        return chunks
+
     def parallel_chunk(self, workers):
         """Frames of the largest chunk decoded beside `workers - 1` others."""
         margins = self.calibration.left + self.calibration.right
@@ -475,12 +527,7 @@ class StreamVoice:
             return to_int16_bytes(limit(self.decode(seam, start, end, run=run) * gain))
 
         if side_by_side is None or side_by_side[0] < 2:
-            schedule = self.first_schedule if first else self.later_schedule
-            sizes = itertools.chain(schedule, itertools.repeat(schedule[-1]))
-            chunks = []
-            while sum(chunks) < frames:
-                chunks.append(min(next(sizes), frames - sum(chunks)))
-            head, rest = chunks, []
+            head, rest = self.plan(frames, first), []
         else:
             workers, run = side_by_side
             chunks = self.parallel_chunks(frames, first, workers)

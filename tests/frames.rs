@@ -246,3 +246,82 @@ async fn a_voice_whose_graph_cannot_be_split_speaks_whole_sentences_with_a_warni
         "whole-sentence audio differs from piper's by {worst}"
     );
 }
+
+/// The engine's chunk plan (`StreamVoice.plan` in engine/stream_synth.py),
+/// for sentences of 1 to 2,000 frames on two measured calibrations: every
+/// frame decoded once, playback never runs dry under the measured decode
+/// cost, never more chunks than the fixed schedule, and a short sentence
+/// that a listener waits on no longer pays a third chunk's margins for a
+/// short tail (found measuring Wyoming's total time against wyoming-piper).
+#[test]
+fn the_chunk_plan_keeps_playback_ahead_and_spends_fewer_margins() {
+    let script = r#"
+import sys, itertools
+sys.path.insert(0, sys.argv[1])
+import stream_synth as ss
+
+class Config:
+    sample_rate = 22050
+
+def voice(alpha, beta):
+    v = ss.StreamVoice.__new__(ss.StreamVoice)
+    v.hop, v.config = 256, Config()
+    v.calibration = ss.Calibration(32, 32, alpha, beta, 1.0, {})
+    v.first_schedule = v.schedule(True)
+    return v
+
+def fixed(v, frames):
+    sizes = itertools.chain(v.first_schedule, itertools.repeat(v.first_schedule[-1]))
+    chunks = []
+    while sum(chunks) < frames:
+        chunks.append(min(next(sizes), frames - sum(chunks)))
+    return chunks
+
+frame_s = 256 / 22050
+spared = {}
+for alpha, beta in [(0.0053, 0.0006), (0.0, 0.00042)]:
+    v = voice(alpha, beta)
+    c = v.calibration
+    for frames in range(1, 2001):
+        for first in (True, False):
+            plan = v.plan(frames, first)
+            assert sum(plan) == frames and min(plan) > 0, (frames, first, plan)
+            if not first:
+                assert all(n == ss.MAX_CHUNK for n in plan[:-1]), plan
+                continue
+            # A first chunk beyond the cap only as the whole of a sentence
+            # that costs no more than the first chunk with its margin.
+            assert plan[0] <= max(v.first_schedule[0], ss.FIRST_CHUNK_MAX) or (
+                plan == [frames] and frames <= v.first_schedule[0] + c.right), plan
+            assert len(plan) <= len(fixed(v, frames)), (frames, plan, fixed(v, frames))
+            # Decode at the measured cost; each chunk is done before the
+            # audio of those before it has played.
+            start, done, played = 0, 0.0, None
+            for i, n in enumerate(plan):
+                left = c.left if start > 0 else 0
+                right = c.right if start + n < frames else 0
+                done += alpha + beta * (n + left + right)
+                if played is None:
+                    played = done
+                assert done <= played + 1e-9, (frames, plan, i, done, played)
+                played += n * frame_s
+                start += n
+    spared[(alpha, beta)] = (fixed(v, 260), v.plan(260, True))
+for fixed_plan, plan in spared.values():
+    assert len(plan) < len(fixed_plan), (fixed_plan, plan)
+print("ok", spared)
+"#;
+    let output = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine"))
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok"));
+}
