@@ -1287,7 +1287,7 @@ mod tests {
         b.job(1, &["start", &half, &half]);
         b.say_first("start");
         let sent = b.pump();
-        assert_eq!(texts(&sent), [half.clone()]);
+        assert_eq!(texts(&sent), std::slice::from_ref(&half));
         b.done(id_of(&sent, &half));
         assert_eq!(texts(&b.pump()), [half]);
     }
