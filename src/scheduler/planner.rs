@@ -211,13 +211,17 @@ struct Running {
     /// Turns it holds; none once it is taken back (then it ends with a
     /// cancelled frame or, if the engine was already done, as usual).
     turns: usize,
+    /// Sent without a turn: a newcomer's first sentence beside sentences
+    /// that hold every turn and cannot be taken back (see
+    /// [`Planner::may_borrow`]).
+    borrowed: bool,
     /// Its share of the hang deadlines of itself and the sentences after it.
     allowance: Duration,
 }
 
 impl Running {
     fn cancelling(&self) -> bool {
-        self.turns == 0
+        self.turns == 0 && !self.borrowed
     }
 
     fn back_to_waiting(self, lost_once: bool) -> Waiting {
@@ -682,6 +686,7 @@ impl Planner {
                     preempted: false,
                 });
                 freed += std::mem::take(&mut r.turns);
+                r.borrowed = false;
             }
         }
         if freed > 0 {
@@ -787,6 +792,7 @@ impl Planner {
             words: Vec::new(),
             streamed: false,
             turns,
+            borrowed: turns == 0,
             allowance,
         });
         // Round-robin: the job goes to the back of the line.
@@ -832,7 +838,11 @@ impl Planner {
                     preempted: true,
                 });
                 self.spare += std::mem::take(&mut r.turns);
+                r.borrowed = false;
             }
+        }
+        if self.spare == 0 && urgent && self.fits(next) && self.may_borrow(engine) {
+            return Some((0, Some(self.limits.shared_threads)));
         }
         if !self.fits(next) || self.spare == 0 {
             return None;
@@ -847,6 +857,28 @@ impl Planner {
         }
         self.spare = 0;
         Some((1, Some(self.limits.shared_threads)))
+    }
+
+    /// Whether a newcomer's first sentence may run without a turn: every
+    /// turn is held by this engine's sentences, none of which can be taken
+    /// back (part of their audio went out), none runs on a borrowed turn
+    /// already, and the engine has room. Waiting would hold the newcomer's
+    /// first audio for the rest of a streamed sentence (up to seconds: found
+    /// with a Wyoming command sent just after a long announcement started,
+    /// 241 ms against 73 ms a moment later); beside it, on the shared threads,
+    /// the cores are over-committed by one run until that sentence ends,
+    /// which only slows audio that is already ahead of its playback.
+    fn may_borrow(&self, engine: EngineCaps) -> bool {
+        let (running, _) = self.load();
+        let held: usize = self.running.iter().map(|r| r.turns).sum();
+        running > 0
+            && running < engine.parallel
+            && held == self.limits.turns
+            && self
+                .running
+                .iter()
+                .filter(|r| !r.cancelling())
+                .all(|r| r.streamed && !r.borrowed)
     }
 
     /// Indexes in `running` of the sentences, not already taken back, of
@@ -1351,6 +1383,59 @@ mod tests {
         let sent = b.pump();
         assert_eq!(cancels(&sent), [(id_of(&running, &x), true)]);
         assert_eq!(texts(&sent), [big]);
+    }
+
+    /// Found with Wyoming: a command sent just after a long announcement
+    /// started waited for the rest of its first sentence, which had begun
+    /// to stream and so could not be taken back.
+    #[test]
+    fn a_newcomer_runs_beside_a_streamed_sentence_that_holds_every_turn() {
+        let mut b = Bench::new(2);
+        let long = chars_long(150);
+        b.job(1, &[&long, "a1", "a2"]);
+        let sent = b.pump();
+        assert_eq!(sends(&sent), [(1, long.clone(), None, 2)]);
+        let a0 = id_of(&sent, &long);
+        // Part of its audio went out: it cannot be taken back.
+        let parts = b.p.audio(a0, Bytes::from_static(&[0, 0])).unwrap();
+        assert!(matches!(parts[..], [Action::DeliverPart { job: 1, .. }]));
+        b.job(2, &["b0", "b1"]);
+        let sent = b.pump();
+        assert!(cancels(&sent).is_empty());
+        assert_eq!(sends(&sent), [(2, "b0".into(), Some(1), 0)]);
+        let b0 = id_of(&sent, "b0");
+        // One borrowed run at most: the next newcomer waits for a turn.
+        b.job(3, &["c0"]);
+        let sent = b.pump();
+        assert!(sends(&sent).is_empty() && cancels(&sent).is_empty());
+        // The borrowed run ends without giving back a turn it never held.
+        let ended = b.done(b0);
+        assert!(!ended.iter().any(|a| matches!(a, Action::ReleaseTurns(_))));
+        assert!(ended
+            .iter()
+            .any(|a| matches!(a, Action::Deliver { job: 2, .. })));
+        // Now the next newcomer may borrow; job 2's next sentence is no
+        // newcomer's, and waits for a turn.
+        let sent = b.pump();
+        assert_eq!(sends(&sent), [(3, "c0".into(), Some(1), 0)]);
+        assert_eq!((b.p.turns_held(), b.free), (2, 0));
+        // The streamed sentence ends: what waits goes on the turns it held.
+        b.done(a0);
+        let sent = sends(&b.pump());
+        assert!(!sent.is_empty() && sent.iter().all(|s| s.3 > 0), "{sent:?}");
+    }
+
+    #[test]
+    fn a_newcomer_does_not_borrow_beside_sentences_that_can_be_taken_back() {
+        let mut b = Bench::new(2);
+        b.job(1, &["a0", "a1", "a2", "a3", "a4", "a5", "a6"]);
+        assert_eq!(texts(&b.pump()), ["a0"]);
+        // Nothing of job 1 went out yet, and it is not long enough to be
+        // taken back: the newcomer waits in line, as before.
+        b.job(2, &["b0"]);
+        let sent = b.pump();
+        assert!(sends(&sent).is_empty() && cancels(&sent).is_empty());
+        assert!(b.p.asking);
     }
 
     #[test]
