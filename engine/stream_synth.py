@@ -371,10 +371,6 @@ class StreamVoice:
         c = self.calibration
         frame_s = self.hop / self.config.sample_rate
         margins = c.left + c.right
-
-        def cost(n):
-            return (c.alpha + c.beta * (n + margins)) * SCHEDULE_SAFETY
-
         # cost(n) <= n * frame_s: the next chunk, as large, fits in this one.
         per_frame = frame_s - c.beta * SCHEDULE_SAFETY
         least = (
@@ -382,14 +378,11 @@ class StreamVoice:
             if per_frame > 0
             else FIRST_CHUNK_MAX
         )
-        chunks = [int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))]
-        buffered = chunks[0] * frame_s
-        while chunks[-1] < MAX_CHUNK and len(chunks) < 32:
-            fits = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
-            n = min(MAX_CHUNK, max(int(np.ceil(chunks[-1] * CHUNK_GROWTH)), fits))
-            buffered = max(0.0, buffered - cost(n)) + n * frame_s
+        chunks = []
+        for n in self._chunks(int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))):
             chunks.append(n)
-        return chunks
+            if n >= MAX_CHUNK or len(chunks) >= 32:
+                return chunks
 
     def plan(self, frames, first):
         """Frames of each chunk of a sentence of `frames` frames.
@@ -419,30 +412,33 @@ class StreamVoice:
         return best
 
     def _follow(self, frames, head):
+        return list(self._chunks(head, frames))
+
+    def _chunks(self, head, frames=None):
         """A first chunk of `head` frames, then each the largest whose decode
         (SCHEDULE_SAFETY times its measured cost, margins included) fits in
         the audio made before it, at least CHUNK_GROWTH times the one before
-        and at most MAX_CHUNK, as `schedule` makes them; the last is the rest
-        of the sentence once it fits (it has no right margin)."""
+        and at most MAX_CHUNK; the last is the rest of a sentence of `frames`
+        frames once it fits (it has no right margin). `frames` None: without
+        end (the schedule)."""
         c = self.calibration
         frame_s = self.hop / self.config.sample_rate
         margins = c.left + c.right
-        chunks = [min(head, frames)]
-        buffered = chunks[0] * frame_s
-        start = chunks[0]
-        while start < frames:
-            rest = frames - start
+        n = head if frames is None else min(head, frames)
+        buffered, start = n * frame_s, n
+        yield n
+        while frames is None or start < frames:
+            rest = None if frames is None else frames - start
             fits = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
-            grown = int(np.ceil(chunks[-1] * CHUNK_GROWTH))
+            grown = int(np.ceil(n * CHUNK_GROWTH))
             n = min(MAX_CHUNK, max(grown, fits))
-            if rest <= min(MAX_CHUNK, max(grown, fits + c.right)):
-                n = rest
-            n = min(n, rest)
-            cost = c.alpha + c.beta * (n + c.left + (c.right if n < rest else 0))
+            last = rest is not None and rest <= min(MAX_CHUNK, max(grown, fits + c.right))
+            if rest is not None and (last or n >= rest):
+                n, last = rest, True
+            cost = c.alpha + c.beta * (n + c.left + (0 if last else c.right))
             buffered = max(0.0, buffered - cost * SCHEDULE_SAFETY) + n * frame_s
-            chunks.append(n)
             start += n
-        return chunks
+            yield n
 
     def parallel_chunk(self, workers):
         """Frames of the largest chunk decoded beside `workers - 1` others."""
