@@ -22,8 +22,8 @@ pub enum BodyError<E> {
 /// `requests`, reqwest on a busy machine) gets that reset instead of the
 /// answer. Reading the rest first is what nginx's lingering close does;
 /// beyond these bounds the connection is closed as before.
-pub const DISCARD_BYTES: u64 = 16 << 20;
-pub const DISCARD_TIME: Duration = Duration::from_secs(5);
+const DISCARD_BYTES: u64 = 16 << 20;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
 
 /// Reads `stream` whole, refusing it when its declared length (the
 /// Content-Length) or what arrives passes `max` bytes. A refused body is

@@ -153,9 +153,10 @@ impl ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE && matches!(self, ApiError::BodyTooLarge) {
-            // The rest of the body is never read, so the server closes the
-            // connection after this answer: say so, or a client that keeps
-            // connections sends its next request into a closed one.
+            // The rest of the body is read only within bounds (see
+            // `crate::body::read_bounded`), past which the connection closes
+            // after this answer: say so, or a client that keeps connections
+            // sends its next request into a closed one.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

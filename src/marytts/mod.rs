@@ -223,7 +223,8 @@ fn reply_error(
     let mut response =
         warp::reply::with_status(format!("{}\n", failure.message), failure.status).into_response();
     if failure.code == "body_too_large" {
-        // The rest of the body is never read and the connection closes
+        // The rest of the body is read only within bounds (see
+        // `crate::body::read_bounded`), past which the connection closes
         // after this answer: clients must not send their next request on it.
         response
             .headers_mut()
