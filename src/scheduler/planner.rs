@@ -224,6 +224,12 @@ impl Running {
         self.turns == 0 && !self.borrowed
     }
 
+    /// Marks it taken back; the turns it held, to give back.
+    fn take_back(&mut self) -> usize {
+        self.borrowed = false;
+        std::mem::take(&mut self.turns)
+    }
+
     fn back_to_waiting(self, lost_once: bool) -> Waiting {
         Waiting {
             seq: self.seq,
@@ -685,8 +691,7 @@ impl Planner {
                     id: r.id,
                     preempted: false,
                 });
-                freed += std::mem::take(&mut r.turns);
-                r.borrowed = false;
+                freed += r.take_back();
             }
         }
         if freed > 0 {
@@ -837,8 +842,7 @@ impl Planner {
                     id: r.id,
                     preempted: true,
                 });
-                self.spare += std::mem::take(&mut r.turns);
-                r.borrowed = false;
+                self.spare += r.take_back();
             }
         }
         if self.spare == 0 && urgent && self.fits(next) && self.may_borrow(engine) {
