@@ -396,7 +396,7 @@ class StreamVoice:
         (each chunk still fits in the audio before it) for 64 frames of
         margins, and its first audio comes 7 frames of decode later."""
         if not first:
-            return self._follow(frames, MAX_CHUNK)
+            return list(self._chunks(MAX_CHUNK, frames))
         least = self.first_schedule[0]
         if frames <= least + self.calibration.right:
             # One chunk of it all costs no more than the first one would with
@@ -404,15 +404,12 @@ class StreamVoice:
             return [frames]
         best = None
         for head in range(least, max(least, FIRST_CHUNK_MAX) + 1):
-            chunks = self._follow(frames, head)
+            chunks = list(self._chunks(head, frames))
             if best is None or len(chunks) < len(best):
                 best = chunks
             if len(best) == 1:
                 break
         return best
-
-    def _follow(self, frames, head):
-        return list(self._chunks(head, frames))
 
     def _chunks(self, head, frames=None):
         """A first chunk of `head` frames, then each the largest whose decode
