@@ -18,7 +18,8 @@
 //!   for it; sentences holding one turn each run side by side on
 //!   `PIPER_ENGINE_THREADS` threads, which makes the most audio per second.
 //!   A job's first sentence (its time to first audio) and a sentence with no
-//!   other beside which it could run get every turn when all are free.
+//!   other beside which it could run get every turn when all are free, and
+//!   wait for the turn their voice asked for when it is on its way.
 //! - **Memory**: sentences go side by side only while their characters stay
 //!   within `PIPER_ENGINE_CHARS_AT_ONCE`. A sentence that does not fit lets
 //!   one later sentence that does go first, so a core does not idle, but its
@@ -852,6 +853,15 @@ impl Planner {
             return None;
         }
         let (running, _) = self.load();
+        if alone && running == 0 && self.spare < all && self.asking {
+            // The turns this voice just gave back went to its own ask first
+            // (the shared queue serves those in line before anyone takes a
+            // free turn), so that turn is on its way: wait for it, and the
+            // sentence gets every core instead of one beside an idle core
+            // (found with Wyoming: a request's last sentence ran alone on one
+            // thread, 230 ms where every core takes 140).
+            return None;
+        }
         if alone && running == 0 && self.spare == all {
             self.spare = 0;
             return Some((all, None));
@@ -1186,6 +1196,39 @@ mod tests {
         b.job(1, &["one", "two"]);
         b.say_first("one");
         assert_eq!(sends(&b.pump()), [(1, "two".into(), None, 2)]);
+    }
+
+    #[test]
+    fn a_sentence_alone_waits_for_the_turn_it_asked_for_rather_than_take_one_core() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one", "two"]);
+        let sent = b.pump();
+        assert!(b.p.asking, "the waiting sentence asked for a turn");
+        b.done(id_of(&sent, "one"));
+        assert_eq!(b.free, 2);
+        // As the worker sees it: the shared queue handed one of the two
+        // turns to the ask (its message is on its way), the other is free.
+        b.free -= 1;
+        let sent = pump(&mut b.p, &mut b.free);
+        assert!(sends(&sent).is_empty(), "{sent:?}");
+        assert_eq!(b.free, 1, "the free turn is not held while waiting");
+        b.p.turn_arrived();
+        let sent = pump(&mut b.p, &mut b.free);
+        assert_eq!(sends(&sent), [(1, "two".into(), None, 2)]);
+    }
+
+    #[test]
+    fn a_sentence_with_a_partner_does_not_wait_for_the_turn_it_asked_for() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one", "two", "three"]);
+        let sent = b.pump();
+        b.done(id_of(&sent, "one"));
+        b.free -= 1;
+        let sent = pump(&mut b.p, &mut b.free);
+        assert_eq!(sends(&sent), [(1, "two".into(), Some(1), 1)]);
+        b.p.turn_arrived();
+        let sent = pump(&mut b.p, &mut b.free);
+        assert_eq!(sends(&sent), [(1, "three".into(), Some(1), 1)]);
     }
 
     #[test]
