@@ -311,19 +311,12 @@ for fixed_plan, plan in spared.values():
     assert len(plan) < len(fixed_plan), (fixed_plan, plan)
 print("ok", spared)
 "#;
-    let output = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg("-c")
         .arg(script)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine"))
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok"));
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine"));
+    assert_prints_ok(command);
 }
 
 /// The engine's frontend is one session on every core for every request,
@@ -355,14 +348,19 @@ print("ok")
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
         .expect("HOME is set")
         .join("piperd");
-    let output = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg("-c")
         .arg(script)
         .arg(root.join("engine"))
         .arg(root.join("voices").join(format!("{VOICE}.onnx")))
-        .env("PIPER_ENGINE_CACHE_DIR", cache)
-        .output()
-        .expect("python runs");
+        .env("PIPER_ENGINE_CACHE_DIR", cache);
+    assert_prints_ok(command);
+}
+
+/// Runs a Python check that prints "ok" when every assertion in it held.
+fn assert_prints_ok(mut command: Command) {
+    let output = command.output().expect("python runs");
     assert!(
         output.status.success(),
         "{}{}",
