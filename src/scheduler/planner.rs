@@ -745,8 +745,7 @@ impl Planner {
             .map(|w| chars(&w.text))
             .min();
         let alone = partner.is_none_or(|other| next + other > self.limits.chars_at_once);
-        let Some((turns, threads)) = self.take_turns(engine, urgent, urgent || alone, next, out)
-        else {
+        let Some((turns, threads)) = self.take_turns(engine, urgent, alone, next, out) else {
             // Without room in the engine, the end of a sentence in it comes
             // first; without a turn, wait for one.
             if fits && !self.asking {
@@ -807,10 +806,11 @@ impl Planner {
     }
 
     /// Turns for the next sentence, and the onnxruntime threads it runs on.
-    /// A sentence that may run `alone` gets every turn when they are all
-    /// free, or when a job's first sentence (`urgent`) can make them free
-    /// by taking back those of long jobs' sentences; otherwise one turn, to
-    /// share the cores, and the others go back.
+    /// A job's first sentence (`urgent`) or one with no partner to run
+    /// beside (`alone`) gets every turn when they are all free, or when an
+    /// urgent one can make them free by taking back those of long jobs'
+    /// sentences; otherwise one turn, to share the cores, and the others go
+    /// back.
     fn take_turns(
         &mut self,
         engine: EngineCaps,
@@ -854,15 +854,17 @@ impl Planner {
         }
         let (running, _) = self.load();
         if alone && running == 0 && self.spare < all && self.asking {
-            // The turns this voice just gave back went to its own ask first
-            // (the shared queue serves those in line before anyone takes a
-            // free turn), so that turn is on its way: wait for it, and the
-            // sentence gets every core instead of one beside an idle core
-            // (found with Wyoming: a request's last sentence ran alone on one
-            // thread, 230 ms where every core takes 140).
+            // Nothing could run beside it, and the turns this voice just
+            // gave back went to its own ask first (the shared queue serves
+            // those in line before anyone takes a free turn), so that turn is
+            // on its way: wait for it, and the sentence gets every core
+            // instead of one beside an idle core (found with Wyoming: a
+            // request's last sentence ran alone on one thread, 230 ms where
+            // every core takes 140). With a partner waiting, it goes at once
+            // on one turn, and the partner takes the asked one.
             return None;
         }
-        if alone && running == 0 && self.spare == all {
+        if (urgent || alone) && running == 0 && self.spare == all {
             self.spare = 0;
             return Some((all, None));
         }
@@ -1229,6 +1231,26 @@ mod tests {
         b.p.turn_arrived();
         let sent = pump(&mut b.p, &mut b.free);
         assert_eq!(sends(&sent), [(1, "three".into(), Some(1), 1)]);
+    }
+
+    #[test]
+    fn a_first_sentence_with_a_partner_does_not_wait_for_the_turn_it_asked_for() {
+        let mut b = Bench::new(2);
+        b.job(1, &["one"]);
+        let sent = b.pump();
+        // Two newcomers while "one" holds every turn (it cannot be taken
+        // back: it is not a long job's).
+        b.job(2, &["a"]);
+        b.job(3, &["b"]);
+        assert!(sends(&b.pump()).is_empty());
+        assert!(b.p.asking);
+        b.done(id_of(&sent, "one"));
+        b.free -= 1;
+        let sent = pump(&mut b.p, &mut b.free);
+        assert_eq!(sends(&sent), [(2, "a".into(), Some(1), 1)]);
+        b.p.turn_arrived();
+        let sent = pump(&mut b.p, &mut b.free);
+        assert_eq!(sends(&sent), [(3, "b".into(), Some(1), 1)]);
     }
 
     #[test]
