@@ -651,19 +651,26 @@ async fn mp3_output_decodes_and_a_draining_server_refuses_new_sockets() {
     assert_eq!(mp3[0], 0xFF);
     assert_eq!(mp3[1] & 0xE0, 0xE0);
 
-    // A socket open during the drain ends once its speech is done.
+    // A socket open during the drain ends once its speech is done: its
+    // first sentence is heard before the signal (so the server has its
+    // text: a message still in flight at the signal may find the socket
+    // closed with 1001), the rest of its text is still to be said.
     let mut open = connect(&server, &format!("{SINGLE}?output_format=pcm_22050")).await;
     send(
         &mut open,
-        json!({"text": "Speaking while the server stops. "}),
+        json!({"text": "Speaking while the server stops. And after that."}),
     )
     .await;
+    let mut heard = Heard::default();
+    hear(&mut open, &mut heard, |h| !h.audio(None).is_empty()).await;
+    let before = heard.audio(None).len();
     server.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&mut open, json!({"text": ""})).await;
-    let heard = hear_all(&mut open).await;
-    assert!(!heard.audio(None).is_empty());
+    hear(&mut open, &mut heard, |_| false).await;
+    assert!(heard.audio(None).len() > before, "{heard:?}");
     assert_eq!(heard.finals().len(), 1, "{heard:?}");
+    assert_eq!(heard.close.as_ref().map(|c| c.0), Some(1000), "{heard:?}");
 }
 
 /// Runs tests/elevenlabs_client.py and returns what it printed.
