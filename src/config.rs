@@ -115,8 +115,9 @@ pub struct Config {
     pub wyoming_zeroconf: Option<String>,
 }
 
-/// The user's cache folder (XDG), else one in the system temp folder.
-fn default_engine_cache_dir() -> PathBuf {
+/// The user's cache folder (XDG), else one in the system temp folder:
+/// where engines keep split graphs unless `PIPER_ENGINE_CACHE_DIR` says.
+pub fn default_engine_cache_dir() -> PathBuf {
     let nonempty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     if let Some(xdg) = nonempty("XDG_CACHE_HOME") {
         return PathBuf::from(xdg).join("piperd");

@@ -343,11 +343,7 @@ print("ok")
 "#;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // The split graph where piperd keeps it (made here if missing).
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
-        .expect("HOME is set")
-        .join("piperd");
+    let cache = piperd::config::default_engine_cache_dir();
     let mut command = Command::new(python());
     command
         .arg("-c")

@@ -860,7 +860,7 @@ impl Planner {
             // on its way: wait for it, and the sentence gets every core
             // instead of one beside an idle core (found with Wyoming: a
             // request's last sentence ran alone on one thread, 230 ms where
-            // every core takes 140). With a partner waiting, it goes at once
+            // every core takes 150). With a partner waiting, it goes at once
             // on one turn, and the partner takes the asked one.
             return None;
         }
@@ -1105,6 +1105,24 @@ mod tests {
             actions
         }
 
+        /// Plans as the worker does when the shared queue handed one of the
+        /// free turns to this voice's ask: first without it (its message is
+        /// on its way), then again once it has arrived.
+        fn pump_before_the_asked_turn(&mut self) -> [Vec<Action>; 2] {
+            assert!(self.p.asking && self.free > 0);
+            self.free -= 1;
+            let before = pump(&mut self.p, &mut self.free);
+            // No turn is held while waiting: each is a running sentence's,
+            // free, or the one on its way.
+            assert_eq!(
+                self.p.turns_held() + self.free + 1,
+                self.p.limits.turns,
+                "the free turn is not held while waiting"
+            );
+            self.p.turn_arrived();
+            [before, pump(&mut self.p, &mut self.free)]
+        }
+
         /// The engine says the sentence (two samples of audio).
         fn done(&mut self, id: SentenceId) -> Vec<Action> {
             let mut actions = self.p.audio(id, Bytes::from_static(&[1, 0, 2, 0])).unwrap();
@@ -1208,15 +1226,9 @@ mod tests {
         assert!(b.p.asking, "the waiting sentence asked for a turn");
         b.done(id_of(&sent, "one"));
         assert_eq!(b.free, 2);
-        // As the worker sees it: the shared queue handed one of the two
-        // turns to the ask (its message is on its way), the other is free.
-        b.free -= 1;
-        let sent = pump(&mut b.p, &mut b.free);
-        assert!(sends(&sent).is_empty(), "{sent:?}");
-        assert_eq!(b.free, 1, "the free turn is not held while waiting");
-        b.p.turn_arrived();
-        let sent = pump(&mut b.p, &mut b.free);
-        assert_eq!(sends(&sent), [(1, "two".into(), None, 2)]);
+        let [before, after] = b.pump_before_the_asked_turn();
+        assert!(sends(&before).is_empty(), "{before:?}");
+        assert_eq!(sends(&after), [(1, "two".into(), None, 2)]);
     }
 
     #[test]
@@ -1225,12 +1237,9 @@ mod tests {
         b.job(1, &["one", "two", "three"]);
         let sent = b.pump();
         b.done(id_of(&sent, "one"));
-        b.free -= 1;
-        let sent = pump(&mut b.p, &mut b.free);
-        assert_eq!(sends(&sent), [(1, "two".into(), Some(1), 1)]);
-        b.p.turn_arrived();
-        let sent = pump(&mut b.p, &mut b.free);
-        assert_eq!(sends(&sent), [(1, "three".into(), Some(1), 1)]);
+        let [before, after] = b.pump_before_the_asked_turn();
+        assert_eq!(sends(&before), [(1, "two".into(), Some(1), 1)]);
+        assert_eq!(sends(&after), [(1, "three".into(), Some(1), 1)]);
     }
 
     #[test]
@@ -1245,12 +1254,9 @@ mod tests {
         assert!(sends(&b.pump()).is_empty());
         assert!(b.p.asking);
         b.done(id_of(&sent, "one"));
-        b.free -= 1;
-        let sent = pump(&mut b.p, &mut b.free);
-        assert_eq!(sends(&sent), [(2, "a".into(), Some(1), 1)]);
-        b.p.turn_arrived();
-        let sent = pump(&mut b.p, &mut b.free);
-        assert_eq!(sends(&sent), [(3, "b".into(), Some(1), 1)]);
+        let [before, after] = b.pump_before_the_asked_turn();
+        assert_eq!(sends(&before), [(2, "a".into(), Some(1), 1)]);
+        assert_eq!(sends(&after), [(3, "b".into(), Some(1), 1)]);
     }
 
     #[test]
