@@ -60,8 +60,11 @@ def main():
     os.environ["PIPER_ENGINE_CACHE_DIR"] = cache
     graph, store = split_graph.load_or_split(model, print)
     fe = ort.InferenceSession(graph.frontend, opts, providers=["CPUExecutionProvider"])
-    de = ort.InferenceSession(graph.decoder, opts, providers=["CPUExecutionProvider"])
-    ours = stream_synth.StreamVoice(voice, graph, fe, de, store, print)
+    parts = {
+        name: ort.InferenceSession(part, opts, providers=["CPUExecutionProvider"])
+        for name, part in graph.parts.items()
+    }
+    ours = stream_synth.StreamVoice(voice, graph, fe, parts, store, print)
 
     from streaming_vits.engine import StreamingTTS
     from streaming_vits.profile import Profile
@@ -79,7 +82,7 @@ def main():
     sv._in = [seam.z_p, seam.mask] + ([seam.g] if seam.g else [])
     scales = np.array([0.0, 1.0, 0.0], np.float32)
 
-    print(f"load {os.getloadavg()[0]:.2f}; ours: margins {ours.calibration.left}/"
+    print(f"load {os.getloadavg()[0]:.2f}; ours: margins (flow {ours.calibration.flow}) {ours.calibration.left}/"
           f"{ours.calibration.right}, schedule {ours.first_schedule}; streaming-vits: "
           f"L{sv.profile.left}/R{sv.profile.right} {sv.profile.schedule}")
     print("chars  ids  full_ms  ours_first_ms ratio  svits_first_ms ratio  ours_err  svits_err")

@@ -231,15 +231,17 @@ class Sessions:
 
     `every_core_only`: one session on every core serves every request,
     whatever its thread count, and its threads do not spin for more work
-    after a run (see `load_voice`: the frontend)."""
+    after a run (see `load_voice`: the frontend). `spin` False: the threads
+    of its sessions do not spin either (the flow: the vocoder runs next)."""
 
-    def __init__(self, model, every_core_only=False):
+    def __init__(self, model, every_core_only=False, spin=True):
         import onnxruntime
 
         self._ort = onnxruntime
         # A path or the serialized graph.
         self._model = model
         self._every_core_only = every_core_only
+        self._spin = spin and not every_core_only
         self._lock = threading.Lock()
         # Thread counts whose session is being made, outside the lock.
         self._pending = set()
@@ -256,7 +258,7 @@ class Sessions:
         # its own: they only add peaks (measured: two sentences side by side
         # 628 MiB with them, 504 MiB without, at the same speed).
         options.enable_mem_pattern = False
-        if self._every_core_only:
+        if not self._spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return self._ort.InferenceSession(
             self._model, sess_options=options, providers=["CPUExecutionProvider"]
@@ -331,15 +333,16 @@ class Engine:
     """The loaded voice: Piper's voice (phonemes, config, and the whole-
     sentence path) and, when its graph splits, the chunked path."""
 
-    def __init__(self, voice, stream, sessions, decoder=None):
+    def __init__(self, voice, stream, sessions, parts=None):
         self.voice = voice
         # None: the graph could not be split; sentences are synthesized whole.
         self.stream = stream
         # Every Sessions of the voice, to make a thread count's ahead of use.
         self.sessions = sessions
-        # The chunked path's decoder Sessions, whose one-thread session
-        # decodes a sentence alone on every core side by side.
-        self.decoder = decoder
+        # The chunked path's decoding Sessions by part (flow and vocoder, or
+        # one decoder), whose one-thread sessions decode a sentence alone on
+        # every core side by side.
+        self.parts = parts or {}
 
 
 def load_voice(model_path, config_path):
@@ -359,15 +362,19 @@ def load_voice(model_path, config_path):
         # the decoder runs next on threads of its own and a spinning
         # frontend thread takes a core from it (measured on 2 cores, a
         # 58-character sentence alone: 1.23x the raw engine's whole graph
-        # with spinning, 1.07x without). The decoder keeps one session per
-        # thread count, spinning: its chunks follow one another.
+        # with spinning, 1.07x without). The decoding parts keep one session
+        # per thread count: the flow's threads do not spin, since the
+        # vocoder runs next, and the vocoder's do, since the next chunk's
+        # flow is short.
         frontend = Sessions(graph.frontend, every_core_only=True)
-        decoder = Sessions(graph.decoder)
+        parts = {
+            name: Sessions(model, spin=name != "flow") for name, model in graph.parts.items()
+        }
         # Piper's voice serves for phonemes and config only: no whole graph
         # is loaded, so its memory is not spent.
         voice = PiperVoice(session=frontend, config=config)
-        stream = stream_synth.StreamVoice(voice, graph, frontend, decoder, cache, log)
-        return Engine(voice, stream, [frontend, decoder], decoder)
+        stream = stream_synth.StreamVoice(voice, graph, frontend, parts, cache, log)
+        return Engine(voice, stream, [frontend, *parts.values()], parts)
     except Exception as err:  # any graph piper can run must still speak
         log(
             f"warning: cannot split {model_path} for chunked synthesis "
@@ -658,9 +665,13 @@ def synthesize(engine, request, run_options):
             cores = os.cpu_count() or 1
             if SIDE_BY_SIDE and threads == 0 and cores > 1:
                 # Every core: the decoder chunks on one thread each, side by side.
-                side_by_side = (cores, engine.decoder.runner(1, run_options))
+                runs = {name: part.runner(1, run_options) for name, part in engine.parts.items()}
+                side_by_side = (cores, runs)
+            from stream_synth import slowdown
+
+            slower = slowdown(threads, cores)
             pieces = stream_sentences(
-                engine.stream, text, options, first, run_options, side_by_side
+                engine.stream, text, options, first, run_options, side_by_side, slower
             )
         else:
             pieces = whole_sentences(engine.voice, text, options)
@@ -711,8 +722,10 @@ def phonemize(voice, request_id, text):
     send_json(DONE, request_id, {"samples": len(payload) // 2})
 
 
-def stream_sentences(stream, text, options, first, run_options, side_by_side=None):
-    """(pcm, ends a sentence) per decoder chunk, sentence by sentence."""
+def stream_sentences(stream, text, options, first, run_options, side_by_side=None, slower=1.0):
+    """(pcm, ends a sentence) per decoder chunk, sentence by sentence;
+    `slower`: the decode's slowdown on this request's threads (see
+    stream_synth.slowdown)."""
 
     def check():
         if run_options.terminate:
@@ -720,7 +733,9 @@ def stream_sentences(stream, text, options, first, run_options, side_by_side=Non
 
     for phonemes in stream.sentences(text):
         aligned = None
-        for kind, value in stream.synthesize(phonemes, options, first, check, side_by_side):
+        for kind, value in stream.synthesize(
+            phonemes, options, first, check, side_by_side, slower
+        ):
             if kind == "audio":
                 yield value, False, None
             elif kind == "alignments":
@@ -752,8 +767,9 @@ def prepare(engine, threads):
         if threads > 0:
             for sessions in engine.sessions:
                 sessions.session(threads)
-        if SIDE_BY_SIDE and engine.decoder is not None and (os.cpu_count() or 1) > 1:
-            engine.decoder.session(1)
+        if SIDE_BY_SIDE and (os.cpu_count() or 1) > 1:
+            for part in engine.parts.values():
+                part.session(1)
     except Exception as err:  # a request that asks for it reports the error
         log(f"cannot prepare a session on {threads} threads: {err}")
 

@@ -9,12 +9,24 @@ be decoded in chunks with a few frames of margin on each side.
 
 `split(model_path)` finds that seam by the graph's structure (the `Add` fed
 by the last `RandomNormalLike`, the same seam the streaming-vits package
-finds), and extracts two graphs:
+finds), and extracts the graphs on either side of it:
 
   frontend  the voice's own inputs  ->  m_p, logs_p (per phoneme id),
                                         noise scale, [speaker embedding],
                                         w_ceil (frames per phoneme id)
-  decoder   z_p, frame mask, [speaker embedding]  ->  audio
+  flow      z_p, frame mask, [speaker embedding]  ->  z (the vocoder's input)
+  vocoder   z, [speaker embedding]  ->  audio
+
+The part after the seam is cut once more, where the flow hands z to the
+HiFi-GAN vocoder (the input of the convolution before its first upsampling,
+`find_vocoder_input`), because the two need very different margins: the
+flow's four coupling layers of four width-5 convolutions see 32 frames each
+side, the vocoder about 11 (on en_US-joe-medium, a chunk's samples stop
+changing at 32 and at 12 frames of margin). The flow is a fifth of the
+decoding work, so a chunk boundary that costs 32 + 32 frames of the whole
+decoder costs 32 + 32 of the flow and 12 + 12 of the vocoder instead: about
+half. A graph where that second seam is not found keeps one `decoder` graph
+(z_p, frame mask, [speaker embedding] -> audio) with the wider margins.
 
 Between the two, the engine expands m_p and logs_p to frames itself
 (`np.repeat` by w_ceil) and draws the prior's noise: the graph does that
@@ -27,11 +39,11 @@ mask itself (`meta["expand"]` is None).
 `w_ceil` is the `Ceil` tensor piper's `patch_voice_with_alignment` exposes:
 with the hop length it gives the samples each phoneme id spans.
 
-The two graphs are stored under the cache folder, keyed by the model file's
+The graphs are stored under the cache folder, keyed by the model file's
 SHA-256, never beside the voice: the voices folder may be read-only.
 
 The split runs in a short-lived child process (this module run by the same
-interpreter, `split MODEL FOLDER`), which writes the two graphs and
+interpreter, `split MODEL FOLDER`), which writes the graphs and
 split.json into the folder: the `onnx` package holds the whole model and its
 shape inference at once (the engine's peak memory on a first start was the
 split's, about 420 MiB, above what synthesis ever needs), and a child's
@@ -49,7 +61,7 @@ import tempfile
 import threading
 
 # Bump when what is stored changes meaning: older entries are then ignored.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class CannotSplit(Exception):
@@ -160,6 +172,42 @@ def find_expansion(graph, z_p):
     return m_p, logs_p, noise_scale
 
 
+def find_vocoder_input(graph, speaker):
+    """The flow's output as the vocoder reads it: the input of the
+    convolution (HiFi-GAN's conv_pre) whose output, through an activation
+    and the speaker's conditioning `Add`, feeds the first upsampling
+    `ConvTranspose`. None when the graph does not show that shape."""
+    nodes = list(graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+    up = next((node for node in nodes if node.op_type == "ConvTranspose"), None)
+    if up is None:
+        return None
+    name = up.input[0]
+    for _ in range(8):
+        node = producer.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Conv":
+            return node.input[0] if node.input[0] != speaker else None
+        if node.op_type in ("LeakyRelu", "Relu"):
+            name = node.input[0]
+        elif node.op_type == "Add":
+            # conv_pre(z) + cond(g): the branch not made from the speaker.
+            branches = [
+                i
+                for i in node.input
+                if i in producer
+                and producer[i].op_type == "Conv"
+                and producer[i].input[0] != speaker
+            ]
+            if len(branches) != 1:
+                return None
+            name = branches[0]
+        else:
+            return None
+    return None
+
+
 def hop_length(model):
     """Samples per frame: the product of the decoder's upsampling strides."""
     import re
@@ -181,15 +229,16 @@ def hop_length(model):
 
 
 class SplitGraph:
-    """The two graphs, as paths of the cached files or (when there is no
-    cache to keep them in) serialized bytes, and the names of their ends.
+    """The graphs, as paths of the cached files or (when there is no cache
+    to keep them in) serialized bytes, and the names of their ends.
     onnxruntime takes either; a path keeps no copy of the graph in the
     engine's memory, which a session made later (another thread count)
-    would otherwise need kept."""
+    would otherwise need kept. `parts`: the decoding graphs by name, in the
+    order they run (`meta["parts"]`: flow then vocoder, or one decoder)."""
 
-    def __init__(self, frontend, decoder, meta):
+    def __init__(self, frontend, parts, meta):
         self.frontend = frontend
-        self.decoder = decoder
+        self.parts = parts
         self.meta = meta
 
     @property
@@ -219,7 +268,23 @@ def split(model_path):
     ends = list(expansion) if expansion else [z_p, mask]
     extractor = onnx.utils.Extractor(model)
     frontend = extractor.extract_model(inputs, ends + ([speaker] if speaker else []) + [w_ceil])
-    decoder = extractor.extract_model(seam, [model.graph.output[0].name])
+    output = model.graph.output[0].name
+    decoder = extractor.extract_model(seam, [output])
+    z = find_vocoder_input(decoder.graph, speaker)
+    parts = {"decoder": decoder}
+    vocoder_inputs = None
+    if z is not None:
+        flow = extractor.extract_model(seam, [z])
+        vocoder = extractor.extract_model([z] + ([speaker] if speaker else []), [output])
+        vocoder_inputs = [value.name for value in vocoder.graph.input]
+        # The vocoder must need nothing but z (and the speaker): a graph
+        # that also reads the mask or the noise is not the shape expected.
+        if set(vocoder_inputs) <= {z, speaker} and len(flow.graph.node) + len(
+            vocoder.graph.node
+        ) <= len(decoder.graph.node) + 2:
+            parts = {"flow": flow, "vocoder": vocoder}
+        else:
+            z = vocoder_inputs = None
     meta = {
         "cache_version": CACHE_VERSION,
         "inputs": inputs,
@@ -228,13 +293,20 @@ def split(model_path):
         "speaker": speaker,
         "w_ceil": w_ceil,
         "hop": hop,
+        "parts": list(parts),
+        "z": z,
+        "vocoder_inputs": vocoder_inputs,
         "expand": (
             {"m_p": expansion[0], "logs_p": expansion[1], "noise_scale": expansion[2]}
             if expansion
             else None
         ),
     }
-    return SplitGraph(frontend.SerializeToString(), decoder.SerializeToString(), meta)
+    return SplitGraph(
+        frontend.SerializeToString(),
+        {name: graph.SerializeToString() for name, graph in parts.items()},
+        meta,
+    )
 
 
 def _write_atomically(path, data):
@@ -253,8 +325,9 @@ def _write_atomically(path, data):
 
 
 class Cache:
-    """One folder per model hash: frontend.onnx, decoder.onnx, split.json,
-    and what calibration measured (calibration.json)."""
+    """One folder per model hash: frontend.onnx, the decoding parts
+    (flow.onnx and vocoder.onnx, or decoder.onnx), split.json, and what
+    calibration measured (calibration.json)."""
 
     def __init__(self, root, digest):
         self.folder = os.path.join(root, digest[:32]) if root else None
@@ -270,17 +343,19 @@ class Cache:
                 meta = json.load(meta_file)
             if meta.get("cache_version") != CACHE_VERSION:
                 return None
-            paths = [self._path("frontend.onnx"), self._path("decoder.onnx")]
-            if not all(os.path.isfile(path) for path in paths):
+            paths = {name: self._path(f"{name}.onnx") for name in ["frontend"] + meta["parts"]}
+            if not all(os.path.isfile(path) for path in paths.values()):
                 return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return SplitGraph(paths[0], paths[1], meta)
+        frontend = paths.pop("frontend")
+        return SplitGraph(frontend, paths, meta)
 
     def store_split(self, graph):
         self._store("frontend.onnx", graph.frontend)
-        self._store("decoder.onnx", graph.decoder)
-        # Last: its presence says the two graphs beside it are whole.
+        for name, part in graph.parts.items():
+            self._store(f"{name}.onnx", part)
+        # Last: its presence says the graphs beside it are whole.
         self._store("split.json", json.dumps(graph.meta, indent=1).encode("utf-8"))
 
     def load_json(self, name):
@@ -321,7 +396,7 @@ CANNOT_SPLIT = 3
 
 
 def split_in_child(model_path, folder):
-    """Splits the model in a child process, which writes the two graphs and
+    """Splits the model in a child process, which writes the graphs and
     split.json into `folder`. Raises `CannotSplit` for a graph without the
     seam, RuntimeError when the child fails otherwise."""
     child = subprocess.Popen(
@@ -408,11 +483,12 @@ def load_or_split(model_path, log):
         split_in_child(model_path, folder)
         with open(os.path.join(folder, "split.json"), "r", encoding="utf-8") as meta_file:
             meta = json.load(meta_file)
-        graphs = []
-        for name in ("frontend.onnx", "decoder.onnx"):
-            with open(os.path.join(folder, name), "rb") as graph_file:
-                graphs.append(graph_file.read())
-    return SplitGraph(graphs[0], graphs[1], meta), cache
+        graphs = {}
+        for name in ["frontend"] + meta["parts"]:
+            with open(os.path.join(folder, f"{name}.onnx"), "rb") as graph_file:
+                graphs[name] = graph_file.read()
+    frontend = graphs.pop("frontend")
+    return SplitGraph(frontend, graphs, meta), cache
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["split"]:

@@ -2,10 +2,12 @@
 
 The frontend (see split_graph.py) runs once on the whole sentence; the
 decoder then runs over frame chunks, each with `left` frames of context
-before it and `right` after it, which are decoded and thrown away. With
-margins at least the decoder's real receptive field, the chunks join into
-the audio of one whole decode (measured on en_US-joe-medium: within 4e-6 of
-full scale at 32 frames each side, an eighth of one 16-bit step).
+before it and `right` after it, which are decoded and thrown away: the
+vocoder's margins, and the flow before it `flow` frames more each side (the
+two are separate graphs, see split_graph.py). With margins at least the
+real receptive fields, the chunks join into the audio of one whole decode
+(measured on en_US-joe-medium: within 1 16-bit step at vocoder margins of 16
+frames and flow margins of 16 more).
 
 What is calibrated once per voice, and stored beside its split graph:
 
@@ -87,6 +89,15 @@ ONE_CORE_SLOWER = 1.75
 FIRST_CHUNK_ON_EVERY_CORE = True
 
 
+def slowdown(threads, cores):
+    """How many times slower than on every core (the calibration's) a decode
+    on `threads` threads is taken to be: ONE_CORE_SLOWER on one thread of
+    two cores, in proportion on more."""
+    if threads <= 0 or threads >= cores:
+        return 1.0
+    return max(1.0, ONE_CORE_SLOWER * cores / (2.0 * threads))
+
+
 def limit(audio):
     """The soft limiter: identity up to LIMIT_KNEE, then a tanh knee that
     stays below 1.0. Sample by sample, so it is the same in every chunk."""
@@ -137,18 +148,37 @@ def phoneme_alignments(config, phonemes, phoneme_ids, phoneme_id_samples):
 
 
 class Calibration:
-    def __init__(self, left, right, alpha, beta, gain, measured):
+    """`left`, `right`: the vocoder's margins (the whole decoder's, without
+    a flow graph); `flow`: the flow's margin each side (0 without one);
+    `flow_share`: the flow's part of the decoding work per frame, so that a
+    flow margin frame costs that much of a decoded frame."""
+
+    def __init__(self, left, right, alpha, beta, gain, measured, flow=0, flow_share=0.0):
         self.left = left
         self.right = right
         self.alpha = alpha
         self.beta = beta
         self.gain = gain
         self.measured = measured
+        self.flow = flow
+        self.flow_share = flow_share
+
+    @property
+    def left_cost(self):
+        """The left margins' work, in decoded frames."""
+        return self.left + self.flow * self.flow_share
+
+    @property
+    def right_cost(self):
+        """The right margins' work, in decoded frames."""
+        return self.right + self.flow * self.flow_share
 
     def as_dict(self):
         return {
             "left": self.left,
             "right": self.right,
+            "flow": self.flow,
+            "flow_share": self.flow_share,
             "alpha_s": self.alpha,
             "beta_s_per_frame": self.beta,
             "gain": self.gain,
@@ -165,6 +195,8 @@ class Calibration:
                 float(d["beta_s_per_frame"]),
                 float(d["gain"]),
                 d.get("measured", {}),
+                int(d.get("flow", 0)),
+                float(d.get("flow_share", 0.0)),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -174,24 +206,32 @@ class StreamVoice:
     """One voice's frontend and decoder sessions, its calibration, and the
     chunked synthesis of a sentence."""
 
-    def __init__(self, voice, graph, frontend, decoder, cache, log):
+    def __init__(self, voice, graph, frontend, parts, cache, log):
+        """`parts`: a session (anything with `run(None, feed)`) for each of
+        the graph's decoding parts, by name (see split_graph.SplitGraph)."""
         self.voice = voice
         self.config = voice.config
         self.graph = graph
         self.frontend_session = frontend
-        self.decoder_session = decoder
+        self.parts = parts
+        self.runs = {name: (lambda feed, s=session: s.run(None, feed)) for name, session in parts.items()}
         self.cache = cache
         self.log = log
         meta = graph.meta
         self.hop = graph.hop
         self.inputs = set(meta["inputs"])
         self.seam = [meta["z_p"], meta["mask"]] + ([meta["speaker"]] if meta["speaker"] else [])
+        # The flow's output, the vocoder's input; None: one decoder graph.
+        self.z = meta.get("z") if "vocoder" in parts else None
+        self.vocoder_inputs = meta.get("vocoder_inputs") or []
         # The frontend stops before the expansion to frames (see split_graph).
         self.expand = bool(meta.get("expand"))
         self.rng = np.random.default_rng()
         found = Calibration.from_dict(cache.load_json("calibration.json") or {})
         self.calibration = found or self._calibrate()
         self.first_schedule = self.schedule(first=True)
+        # The first schedule by slowdown (see `plan`).
+        self._schedules = {1.0: self.first_schedule}
         # Threads of the decoder runs side by side, made on first use.
         self._pool = None
         self._pool_workers = 0
@@ -201,6 +241,7 @@ class StreamVoice:
         c = self.calibration
         return {
             "margins": [c.left, c.right],
+            "flow_margin": c.flow,
             "schedule": self.first_schedule,
             "gain": round(c.gain, 4),
         }
@@ -252,22 +293,36 @@ class StreamVoice:
             z_p = m + draw * np.exp(logs) * np.float32(scale)
         return [z_p, np.ones((1, 1, frames), dtype=np.float32)]
 
-    def decode(self, seam, start, end, left=None, right=None, run=None):
-        """Audio of frames [start, end), decoded with margins around them,
-        by `run(feed)` (default: the decoder session of the calling thread's
-        request)."""
-        left = self.calibration.left if left is None else left
-        right = self.calibration.right if right is None else right
+    def decode(self, seam, start, end, left=None, right=None, flow=None, runs=None):
+        """Audio of frames [start, end), decoded with margins around them:
+        `left` and `right` frames of the vocoder's (the decoder's) and, with
+        a flow graph, `flow` more each side for the flow, whose output the
+        vocoder's margins read. `runs`: `run(feed)` by part name (default:
+        the sessions of the calling thread's request)."""
+        # Calibration passes every margin: it makes `self.calibration`.
+        c = getattr(self, "calibration", None)
+        left = c.left if left is None else left
+        right = c.right if right is None else right
+        flow = c.flow if flow is None else flow
+        runs = self.runs if runs is None else runs
         z_p, mask = seam[0], seam[1]
         frames = z_p.shape[2]
         lo, hi = max(0, start - left), min(frames, end + right)
-        feed = {self.seam[0]: z_p[:, :, lo:hi], self.seam[1]: mask[:, :, lo:hi]}
+        if self.z is not None:
+            a, b = max(0, lo - flow), min(frames, hi + flow)
+        else:
+            a, b = lo, hi
+        feed = {self.seam[0]: z_p[:, :, a:b], self.seam[1]: mask[:, :, a:b]}
         if len(self.seam) == 3:
             feed[self.seam[2]] = seam[2]
-        if run is None:
-            outputs = self.decoder_session.run(None, feed)
+        if self.z is None:
+            outputs = runs["decoder"](feed)
         else:
-            outputs = run(feed)
+            z = runs["flow"](feed)[0]
+            vocoder_feed = {self.z: np.ascontiguousarray(z[:, :, lo - a : hi - a])}
+            if len(self.seam) == 3 and self.seam[2] in self.vocoder_inputs:
+                vocoder_feed[self.seam[2]] = seam[2]
+            outputs = runs["vocoder"](vocoder_feed)
         audio = outputs[0].reshape(-1)
         offset = (start - lo) * self.hop
         return audio[offset : offset + (end - start) * self.hop]
@@ -280,54 +335,80 @@ class StreamVoice:
         seam, _ = self.frontend(ids, {"noise_scale": 0.0, "noise_w_scale": 0.0})
         return seam
 
-    def _matches(self, seam, whole, peak, margin):
+    def _matches(self, seam, whole, peak, margin, flow):
         """Whether 32-frame chunks at a few places, with `margin` frames of
-        context each side, decode to the whole decode's samples there."""
+        context each side (and `flow` more for the flow), decode to the
+        whole decode's samples there."""
         frames = seam[0].shape[2]
         for a in (frames // 5, frames // 2, frames - frames // 5 - 32):
-            got = self.decode(seam, a, a + 32, margin, margin)
+            got = self.decode(seam, a, a + 32, margin, margin, flow)
             want = whole[a * self.hop : (a + 32) * self.hop]
             if np.max(np.abs(got - want)) > MARGIN_TOLERANCE * peak:
                 return False
         return True
 
-    def _smallest_margin(self, seam, whole, peak):
-        """Bisection over MARGIN_CANDIDATES (more context never hurts)."""
+    @staticmethod
+    def _smallest_margin(matches):
+        """Bisection over MARGIN_CANDIDATES for the fewest frames that
+        `matches` (more context never hurts)."""
         lo, hi = 0, len(MARGIN_CANDIDATES) - 1
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._matches(seam, whole, peak, MARGIN_CANDIDATES[mid]):
+            if matches(MARGIN_CANDIDATES[mid]):
                 hi = mid
             else:
                 lo = mid + 1
         return MARGIN_CANDIDATES[lo]
 
+    def _timed(self, decode):
+        """The fastest of two runs of `decode()`, in seconds."""
+        best = None
+        for _ in range(2):
+            t0 = time.perf_counter()
+            decode()
+            took = time.perf_counter() - t0
+            best = took if best is None else min(best, took)
+        return best
+
     def _calibrate(self):
         started = time.monotonic()
         seam = self._calibration_seam(CALIBRATION_TEXT)
         frames = seam[0].shape[2]
-        whole = self.decode(seam, 0, frames, 0, 0)
+        whole = self.decode(seam, 0, frames, 0, 0, 0)
         peak = float(np.max(np.abs(whole))) or 1.0
-        # One step more than the fewest that matched: one text is not every text.
-        left = right = self._next_margin(self._smallest_margin(seam, whole, peak))
+        # One step more than the fewest that matched: one text is not every
+        # text. The vocoder's margin is found on an exact flow output (the
+        # widest flow margin), then the flow's beyond it.
+        wide = MARGIN_CANDIDATES[-1] if self.z is not None else 0
+        left = right = self._next_margin(
+            self._smallest_margin(lambda m: self._matches(seam, whole, peak, m, wide))
+        )
+        flow, share = 0, 0.0
+        if self.z is not None:
+            flow = self._next_margin(
+                self._smallest_margin(lambda m: self._matches(seam, whole, peak, left, m))
+            )
+            z_p, mask = seam[0], seam[1]
+            flow_s = self._timed(
+                lambda: self.runs["flow"]({self.seam[0]: z_p, self.seam[1]: mask, **(
+                    {self.seam[2]: seam[2]} if len(self.seam) == 3 else {})})
+            )
+            both_s = self._timed(lambda: self.decode(seam, 0, frames, 0, 0, 0))
+            share = min(1.0, flow_s / both_s) if both_s > 0 else 0.0
         peaks = [peak]
         for text in LEVEL_SENTENCES[1:]:
             other = self._calibration_seam(text)
-            audio = self.decode(other, 0, other[0].shape[2], 0, 0)
+            audio = self.decode(other, 0, other[0].shape[2], 0, 0, 0)
             peaks.append(float(np.max(np.abs(audio))))
         gain = LEVEL_PEAK / (max(peaks) or 1.0)
-        # Decode cost: seconds = alpha + beta * (frames + margins), least squares.
+        # Decode cost: seconds = alpha + beta * (frames + margins' work),
+        # least squares; a flow margin frame is `share` of a decoded frame.
         sizes, costs = [], []
         for size in (16, 64, 192):
-            best = None
-            for _ in range(2):
-                a = max(0, (frames - size) // 2)
-                t0 = time.perf_counter()
-                self.decode(seam, a, min(frames, a + size), left, right)
-                took = time.perf_counter() - t0
-                best = took if best is None else min(best, took)
-            sizes.append(size + left + right)
-            costs.append(best)
+            a = max(0, (frames - size) // 2)
+            b = min(frames, a + size)
+            costs.append(self._timed(lambda: self.decode(seam, a, b, left, right, flow)))
+            sizes.append(size + left + right + 2 * flow * share)
         beta, alpha = np.polyfit(np.array(sizes, float), np.array(costs, float), 1)
         calibration = Calibration(
             left,
@@ -336,6 +417,8 @@ class StreamVoice:
             max(float(beta), 1e-6),
             gain,
             {"sizes": sizes, "seconds": costs, "peaks": peaks, "took_s": 0.0},
+            flow,
+            round(share, 4),
         )
         calibration.measured["took_s"] = round(time.monotonic() - started, 2)
         try:
@@ -343,7 +426,7 @@ class StreamVoice:
         except OSError as err:
             self.log(f"cannot store the calibration: {err}")
         self.log(
-            f"calibrated: margins {left}/{right} frames, gain {gain:.3f}, "
+            f"calibrated: margins {left}/{right} frames (flow {flow}, {share:.0%} of the work), gain {gain:.3f}, "
             f"decode {calibration.alpha * 1e3:.1f} ms + {calibration.beta * 1e3:.2f} ms/frame"
         )
         return calibration
@@ -355,8 +438,9 @@ class StreamVoice:
 
     # -- schedule ----------------------------------------------------------
 
-    def schedule(self, first):
-        """Frames of each chunk of a sentence, the last repeated.
+    def schedule(self, first, slower=1.0):
+        """Frames of each chunk of a sentence, the last repeated, for a
+        decode `slower` times the calibrated one (on fewer threads).
 
         `first` (a listener waits for this audio to start): the first chunk
         is the smallest after which playback never runs dry, taking each
@@ -369,23 +453,27 @@ class StreamVoice:
         if not first:
             return [MAX_CHUNK]
         c = self.calibration
+        alpha, beta = c.alpha * slower, c.beta * slower
         frame_s = self.hop / self.config.sample_rate
-        margins = c.left + c.right
+        margins = c.left_cost + c.right_cost
         # cost(n) <= n * frame_s: the next chunk, as large, fits in this one.
-        per_frame = frame_s - c.beta * SCHEDULE_SAFETY
+        per_frame = frame_s - beta * SCHEDULE_SAFETY
         least = (
-            (c.alpha + c.beta * margins) * SCHEDULE_SAFETY / per_frame
+            (alpha + beta * margins) * SCHEDULE_SAFETY / per_frame
             if per_frame > 0
             else FIRST_CHUNK_MAX
         )
         chunks = []
-        for n in self._chunks(int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))):
+        head = int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))
+        for n in self._chunks(head, slower=slower):
             chunks.append(n)
             if n >= MAX_CHUNK or len(chunks) >= 32:
                 return chunks
 
-    def plan(self, frames, first):
-        """Frames of each chunk of a sentence of `frames` frames.
+    def plan(self, frames, first, slower=1.0):
+        """Frames of each chunk of a sentence of `frames` frames, decoded
+        `slower` times slower than calibrated (on fewer threads than every
+        core: a sentence beside others).
 
         Not `first`: MAX_CHUNK chunks. `first`: the schedule's chunks, except
         that the first chunk may grow up to FIRST_CHUNK_MAX when that spares a
@@ -397,21 +485,23 @@ class StreamVoice:
         margins, and its first audio comes 7 frames of decode later."""
         if not first:
             return list(self._chunks(MAX_CHUNK, frames))
-        least = self.first_schedule[0]
-        if frames <= least + self.calibration.right:
+        if slower not in self._schedules:
+            self._schedules[slower] = self.schedule(True, slower)
+        least = self._schedules[slower][0]
+        if frames <= least + self.calibration.right_cost:
             # One chunk of it all costs no more than the first one would with
             # its right margin: no later first audio, no margins.
             return [frames]
         best = None
         for head in range(least, max(least, FIRST_CHUNK_MAX) + 1):
-            chunks = list(self._chunks(head, frames))
+            chunks = list(self._chunks(head, frames, slower))
             if best is None or len(chunks) < len(best):
                 best = chunks
             if len(best) == 1:
                 break
         return best
 
-    def _chunks(self, head, frames=None):
+    def _chunks(self, head, frames=None, slower=1.0):
         """A first chunk of `head` frames, then each the largest whose decode
         (SCHEDULE_SAFETY times its measured cost, margins included) fits in
         the audio made before it, at least CHUNK_GROWTH times the one before
@@ -419,28 +509,29 @@ class StreamVoice:
         frames once it fits (it has no right margin). `frames` None: without
         end (the schedule)."""
         c = self.calibration
+        alpha, beta = c.alpha * slower, c.beta * slower
         frame_s = self.hop / self.config.sample_rate
-        margins = c.left + c.right
+        margins = c.left_cost + c.right_cost
         n = head if frames is None else min(head, frames)
         buffered, start = n * frame_s, n
         yield n
         while frames is None or start < frames:
             rest = None if frames is None else frames - start
-            fits = int((buffered / SCHEDULE_SAFETY - c.alpha) / c.beta) - margins
+            fits = int((buffered / SCHEDULE_SAFETY - alpha) / beta - margins)
             grown = int(np.ceil(n * CHUNK_GROWTH))
             n = min(MAX_CHUNK, max(grown, fits))
-            last = rest is not None and rest <= min(MAX_CHUNK, max(grown, fits + c.right))
+            last = rest is not None and rest <= min(MAX_CHUNK, max(grown, fits + c.right_cost))
             if rest is not None and (last or n >= rest):
                 n, last = rest, True
-            cost = c.alpha + c.beta * (n + c.left + (0 if last else c.right))
+            cost = alpha + beta * (n + c.left_cost + (0 if last else c.right_cost))
             buffered = max(0.0, buffered - cost * SCHEDULE_SAFETY) + n * frame_s
             start += n
             yield n
 
     def parallel_chunk(self, workers):
         """Frames of the largest chunk decoded beside `workers - 1` others."""
-        margins = self.calibration.left + self.calibration.right
-        return max(PARALLEL_CHUNK_LEAST, (MAX_CHUNK + margins) // workers - margins)
+        margins = self.calibration.left_cost + self.calibration.right_cost
+        return max(PARALLEL_CHUNK_LEAST, int((MAX_CHUNK + margins) // workers - margins))
 
     def parallel_chunks(self, frames, first, workers):
         """Frames of each chunk of a sentence of `frames` frames decoded on
@@ -461,19 +552,19 @@ class StreamVoice:
         above."""
         c = self.calibration
         frame_s = self.hop / self.config.sample_rate
-        margins = c.left + c.right
+        margins = c.left_cost + c.right_cost
         largest = self.parallel_chunk(workers)
         chunks = []
         if first:
             head = min(frames, self.first_schedule[0])
             chunks.append(head)
-            head_s = (c.alpha + c.beta * (head + c.right)) * SCHEDULE_SAFETY
+            head_s = (c.alpha + c.beta * (head + c.right_cost)) * SCHEDULE_SAFETY
             free = [head_s] * workers
             start = head
             while start < frames:
                 at = min(free)
                 ends_by = (head_s + start * frame_s - at) / SCHEDULE_SAFETY
-                fits = int((ends_by / ONE_CORE_SLOWER - c.alpha) / c.beta) - margins
+                fits = int((ends_by / ONE_CORE_SLOWER - c.alpha) / c.beta - margins)
                 if fits >= largest:
                     break
                 n = min(frames - start, max(math.ceil(chunks[-1] * CHUNK_GROWTH), fits))
@@ -496,13 +587,17 @@ class StreamVoice:
         """Phonemes of each sentence espeak finds in the text."""
         return [p for p in self.voice.phonemize(text) if p]
 
-    def synthesize(self, phonemes, options, first=True, check=None, side_by_side=None):
+    def synthesize(self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0):
         """Yields ("alignments", list or None) once, then ("audio", pcm) per
         chunk of one sentence, in order. `check()` runs between chunks (it
-        raises to stop early).
+        raises to stop early). `slower`: how many times the calibrated
+        decode time a chunk takes here (a sentence beside others, on fewer
+        threads than every core: see `slowdown`); the chunk plan keeps
+        playback ahead at that speed.
 
         `side_by_side` (a sentence that has every core to itself): None, or
-        (workers, run), where `run(feed)` is a decoder run on one thread that
+        (workers, runs), where `runs` holds a `run(feed)` per decoding part
+        (as `decode` takes them), each on one thread, that
         `workers` threads may call at once. onnxruntime makes more of each
         core that way than with one run on every core. The chunks (after the
         first of a `first` sentence, which is decoded alone on every core: it
@@ -516,13 +611,13 @@ class StreamVoice:
         gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
         frames = seam[0].shape[2]
 
-        def pcm(start, end, run=None):
-            return to_int16_bytes(limit(self.decode(seam, start, end, run=run) * gain))
+        def pcm(start, end, runs=None):
+            return to_int16_bytes(limit(self.decode(seam, start, end, runs=runs) * gain))
 
         if side_by_side is None or side_by_side[0] < 2:
-            head, rest = self.plan(frames, first), []
+            head, rest = self.plan(frames, first, slower), []
         else:
-            workers, run = side_by_side
+            workers, runs = side_by_side
             chunks = self.parallel_chunks(frames, first, workers)
             head, rest = (chunks[:1], chunks[1:]) if first and FIRST_CHUNK_ON_EVERY_CORE else ([], chunks)
             if len(rest) == 1:
@@ -535,10 +630,10 @@ class StreamVoice:
             yield "audio", pcm(start, start + size)
             start += size
         if rest:
-            yield from self._side_by_side(pcm, start, rest, workers, run, check)
+            yield from self._side_by_side(pcm, start, rest, workers, runs, check)
 
-    def _side_by_side(self, pcm, start, sizes, workers, run, check):
-        """`pcm(start, end, run)` of each chunk, on `workers` threads, in order."""
+    def _side_by_side(self, pcm, start, sizes, workers, runs, check):
+        """`pcm(start, end, runs)` of each chunk, on `workers` threads, in order."""
         if self._pool is None or self._pool_workers < workers:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="decode"
@@ -555,7 +650,7 @@ class StreamVoice:
                 # decoder's memory grows with the chunks in flight.
                 while len(waiting) < workers and index + len(waiting) < len(bounds):
                     a, b = bounds[index + len(waiting)]
-                    waiting.append(self._pool.submit(pcm, a, b, run))
+                    waiting.append(self._pool.submit(pcm, a, b, runs))
                 if check is not None:
                     check()
                 yield "audio", waiting.pop(0).result()
