@@ -5,12 +5,17 @@ Two measurements, the same voice file (voices/en_US-joe-medium.onnx) and texts
 for both servers:
 
   (w1) wyoming-bench (PyPI `wyoming-bench`, in benches/.peers/wyoming-bench):
-       `wyoming-bench tts PIPERD WYOMING_PIPER --mode both` with the voice named
+       `wyoming-bench tts SERVER SERVER --mode both -v` with the voice named
        in --config; its default texts (1 to 4 sentences), made unique per
        request (its default, so no cache answers), --rounds rounds after one
        warm-up per mode. TTFT (to the first audio byte) and RTF (total time /
        audio time) for `non_streaming` (one `synthesize`) and `streaming`
        (synthesize-start, a chunk per sentence, synthesize, synthesize-stop).
+       wyoming-bench measures one server after the other, so it runs
+       --passes times, the servers' order swapped each pass, and every
+       request it reports (-v) is pooled: a shared machine's slow minute
+       then falls on both servers alike. Its summary rounds RTF to two
+       digits, so the RTF here is the mean of its per-request total / audio.
   (w2) short requests, each on its own connection: three alone, then three while
        another connection is answered a 20,000-character text (one
        `synthesize`, the audio streaming back): the time to each one's first
@@ -24,13 +29,14 @@ makes). A markdown section goes to stdout (and --out FILE), wyoming-bench's own
 report to benches/.peers/logs/wyoming-bench.txt. Everything started here is
 stopped at the end.
 
-Usage:  python3 benches/wyoming_peers.py [--rounds 2] [--out FILE]
+Usage:  python3 benches/wyoming_peers.py [--rounds 2] [--passes 4] [--out FILE]
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -180,59 +186,48 @@ def wait_wyoming(python, port, deadline):
     raise RuntimeError("nothing answers describe on port %d" % port)
 
 
-def parse_summary(text, ports):
-    """wyoming-bench's summary table: {mode: {port: {ttft, ttft_p95, total,
-    rtf_act, audio}}} (its times are in ms)."""
+VERBOSE_LINE = re.compile(
+    r"^\[(non_streaming|streaming)\] r\d+ sent=\d+ ttft=(\d+)ms total=(\d+)ms audio=([\d.]+)s")
+SERVER_LINE = re.compile(r"^=== [\w.]+:(\d+)")
+
+
+def parse_requests(text, ports):
+    """Every request wyoming-bench -v printed: {mode: {port: [(ttft s,
+    total s, audio s)]}}; its failures are counted by `failures`."""
     out = {}
-    mode = None
-    in_summary = False
+    port = None
     for line in text.splitlines():
-        if line.startswith("Summary"):
-            in_summary = True
-        if not in_summary:
+        found = SERVER_LINE.match(line)
+        if found:
+            port = int(found.group(1)) if int(found.group(1)) in ports else None
             continue
-        stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            mode = stripped[1:-1]
-            out[mode] = {}
-            continue
-        if mode is None:
-            continue
-        cells = stripped.split()
-        for port in ports:
-            if not cells or not cells[0].endswith(":%d" % port):
-                continue
-            # server [(program)] ok TTFT_mean TTFT_p95 Total_mean RTF_norm
-            # RTF_adj RTF_act audio_dur
-            rest = cells[1:]
-            if rest and rest[0].startswith("("):
-                while rest and not rest[0].endswith(")"):
-                    rest = rest[1:]
-                rest = rest[1:]
-
-            def number(cell):
-                try:
-                    return float(cell.rstrip("s"))
-                except ValueError:
-                    return None
-
-            values = [number(c) for c in rest]
-            if len(values) < 8:
-                continue
-            out[mode][port] = {
-                "ok": values[0],
-                "ttft": values[1] / 1000.0 if values[1] is not None else None,
-                "ttft_p95": values[2] / 1000.0 if values[2] is not None else None,
-                "total": values[3] / 1000.0 if values[3] is not None else None,
-                "rtf_act": values[6],
-                "audio": values[7],
-            }
+        found = VERBOSE_LINE.match(line.strip())
+        if found and port is not None:
+            mode, ttft, total, audio = found.groups()
+            out.setdefault(mode, {}).setdefault(port, []).append(
+                (int(ttft) / 1000.0, int(total) / 1000.0, float(audio)))
     return out
+
+
+def pooled(requests):
+    """{ok, ttft, ttft_p95, total, rtf_act, audio} over pooled requests."""
+    if not requests:
+        return {}
+    ttfts = sorted(r[0] for r in requests)
+    return {
+        "ok": len(requests),
+        "ttft": statistics.mean(ttfts),
+        "ttft_p95": ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))],
+        "total": statistics.mean(r[1] for r in requests),
+        "rtf_act": statistics.mean(r[1] / r[2] for r in requests if r[2] > 0),
+        "audio": statistics.mean(r[2] for r in requests),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--out", metavar="FILE")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
@@ -279,20 +274,30 @@ def main():
         for port in (piperd_wy, peer_wy):
             wait_wyoming(wy_python, port, deadline)
 
-        # (w1) wyoming-bench, both servers in one run
+        # (w1) wyoming-bench, both servers in each pass, their order swapped
         config = json.dumps({"voice": {"name": peers.VOICE}})
-        argv = [str(bench_cli), "tts", "127.0.0.1:%d" % piperd_wy, "127.0.0.1:%d" % peer_wy,
-                "--mode", "both", "--rounds", str(args.rounds), "--warmup", "1",
-                "--config", config, "--timeout", "120"]
         t0 = time.monotonic()
-        bench = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+        reports = []
+        requests = {}
+        for number in range(args.passes):
+            order = [piperd_wy, peer_wy] if number % 2 == 0 else [peer_wy, piperd_wy]
+            argv = [str(bench_cli), "tts"] + ["127.0.0.1:%d" % port for port in order] + [
+                "--mode", "both", "--rounds", str(args.rounds), "--warmup", "1",
+                "--config", config, "--timeout", "120", "-v"]
+            bench = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+            reports.append("$ %s\n\n%s\n%s" % (" ".join(argv), bench.stdout, bench.stderr))
+            if bench.returncode != 0:
+                raise RuntimeError("wyoming-bench failed (%d):\n%s\n%s"
+                                   % (bench.returncode, bench.stdout[-2000:],
+                                      bench.stderr[-2000:]))
+            for mode, by_port in parse_requests(bench.stdout, order).items():
+                for port, found in by_port.items():
+                    requests.setdefault(mode, {}).setdefault(port, []).extend(found)
         w1_s = time.monotonic() - t0
         report = peers.PEERS_DIR / "logs" / "wyoming-bench.txt"
-        report.write_text("$ %s\n\n%s\n%s" % (" ".join(argv), bench.stdout, bench.stderr))
-        if bench.returncode != 0:
-            raise RuntimeError("wyoming-bench failed (%d):\n%s\n%s"
-                               % (bench.returncode, bench.stdout[-2000:], bench.stderr[-2000:]))
-        result["w1"] = parse_summary(bench.stdout, [piperd_wy, peer_wy])
+        report.write_text("\n\n".join(reports))
+        result["w1"] = {mode: {port: pooled(found) for port, found in by_port.items()}
+                        for mode, by_port in requests.items()}
 
         # (w2) the raw engine's first audio of the short sentences, then each
         # server: the same sentences alone, then beside a 20,000-character
@@ -327,7 +332,7 @@ def main():
         for field, name, unit in (("ttft", "TTFT mean", "ms"), ("ttft_p95", "TTFT p95", "ms"),
                                   ("total", "total mean", "ms"), ("rtf_act", "RTF mean", "")):
             a, b = ours.get(field), theirs.get(field)
-            show = (lambda v: peers.fmt_ms(v) if unit else ("—" if v is None else "%.3f" % v))
+            show = (lambda v: peers.fmt_ms(v) if unit else ("—" if v is None else "%.4f" % v))
             lines.append("| wyoming-bench %s: %s | %s | %s | %s |" % (
                 mode, name, show(a), show(b), peers.fmt_ratio(b, a)))
     for key in ("piperd", "wyoming"):
@@ -379,14 +384,17 @@ def main():
     lines.append("")
     other = max(0.0, (busy1 - busy0) / max(1, total1 - total0))
     bullets = [
-        "command: `python3 benches/wyoming_peers.py --rounds %d`; wyoming-bench's own "
-        "report: `benches/.peers/logs/wyoming-bench.txt`" % args.rounds,
-        "wyoming-bench %s (wyoming %s, sentence-stream %s): `%s`" % (
+        "command: `python3 benches/wyoming_peers.py --rounds %d --passes %d`; wyoming-bench's "
+        "own reports: `benches/.peers/logs/wyoming-bench.txt`" % (args.rounds, args.passes),
+        "wyoming-bench %s (wyoming %s, sentence-stream %s), %d passes, the servers' order "
+        "swapped each pass, every request pooled (TTFT, total and RTF are means over the "
+        "requests, RTF of each request its total / audio time, as wyoming-bench's RTF_act): `%s`" % (
             bench_versions.get("wyoming-bench"), bench_versions.get("wyoming"),
-            bench_versions.get("sentence-stream"),
+            bench_versions.get("sentence-stream"), args.passes,
             " ".join(["wyoming-bench"] + argv[1:]).replace(config, "'%s'" % config)),
         "requests that succeeded (of %d per mode and server): %s" % (
-            4 * args.rounds, json.dumps({m: {("piperd" if p == piperd_wy else "wyoming-piper"):
+            4 * args.rounds * args.passes,
+            json.dumps({m: {("piperd" if p == piperd_wy else "wyoming-piper"):
                                              v.get("ok") for p, v in w1[m].items()} for m in w1})),
         "wyoming-piper %s (wyoming %s, piper-tts %s, onnxruntime %s), as in the peers "
         "benchmark; piperd `target/release/piperd` with PIPER_WYOMING_PORT, "
