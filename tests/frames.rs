@@ -379,6 +379,49 @@ print("ok")
     assert_prints_ok(command);
 }
 
+/// A decoder whose vocoder input is not found by its structure stays one
+/// graph: the engine then decodes chunks of the whole decoder, with the
+/// wider margins that the flow's reach needs, and they still join into the
+/// whole decode. Real voice, split in a folder of its own.
+#[test]
+fn a_decoder_without_a_found_vocoder_input_stays_one_graph_with_wider_margins() {
+    let script = r#"
+import os, sys, tempfile
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import split_graph as sg
+model = sys.argv[2]
+sg.find_vocoder_input = lambda graph, speaker: None
+with tempfile.TemporaryDirectory(prefix="piperd-test-split-") as root:
+    os.environ["PIPER_ENGINE_CACHE_DIR"] = root
+    sg.Cache(root, sg.model_hash(model)).store_split(sg.split(model))
+    import piper_worker as pw
+    engine = pw.load_voice(model, model + ".json")
+    assert list(engine.parts) == ["decoder"], list(engine.parts)
+    c = engine.stream.calibration
+    assert c.flow == 0 and c.left >= 24, c.as_dict()
+    text = "The lights in the kitchen stay on until the last train has left the station tonight."
+    phonemes = engine.voice.phonemize(text)[0]
+    quiet = {"noise_scale": 0.0, "noise_w_scale": 0.0}
+    frames = engine.stream.frontend(engine.voice.phonemes_to_ids(phonemes), quiet)[0][0].shape[2]
+    assert len(engine.stream.plan(frames, True)) > 1, "cut in chunks"
+    def audio(first):
+        pcm = b"".join(v for k, v in engine.stream.synthesize(phonemes, quiet, first) if k == "audio")
+        return np.frombuffer(pcm, dtype=np.int16).astype(np.int32)
+    chunked, whole = audio(True), audio(False)
+    assert len(chunked) == len(whole) and np.max(np.abs(chunked - whole)) <= 1
+print("ok")
+"#;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(python());
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(root.join("engine"))
+        .arg(root.join("voices").join(format!("{VOICE}.onnx")));
+    assert_prints_ok(command);
+}
+
 /// Runs a Python check that prints "ok" when every assertion in it held.
 fn assert_prints_ok(mut command: Command) {
     let output = command.output().expect("python runs");
