@@ -305,20 +305,13 @@ class StreamVoice:
         right = c.right if right is None else right
         flow = c.flow if flow is None else flow
         runs = self.runs if runs is None else runs
-        z_p, mask = seam[0], seam[1]
-        frames = z_p.shape[2]
+        frames = seam[0].shape[2]
         lo, hi = max(0, start - left), min(frames, end + right)
-        if self.z is not None:
-            a, b = max(0, lo - flow), min(frames, hi + flow)
-        else:
-            a, b = lo, hi
-        feed = {self.seam[0]: z_p[:, :, a:b], self.seam[1]: mask[:, :, a:b]}
-        if len(self.seam) == 3:
-            feed[self.seam[2]] = seam[2]
         if self.z is None:
-            outputs = runs["decoder"](feed)
+            outputs = runs["decoder"](self._seam_feed(seam, lo, hi))
         else:
-            z = runs["flow"](feed)[0]
+            a, b = max(0, lo - flow), min(frames, hi + flow)
+            z = runs["flow"](self._seam_feed(seam, a, b))[0]
             vocoder_feed = {self.z: np.ascontiguousarray(z[:, :, lo - a : hi - a])}
             if len(self.seam) == 3 and self.seam[2] in self.vocoder_inputs:
                 vocoder_feed[self.seam[2]] = seam[2]
@@ -326,6 +319,13 @@ class StreamVoice:
         audio = outputs[0].reshape(-1)
         offset = (start - lo) * self.hop
         return audio[offset : offset + (end - start) * self.hop]
+
+    def _seam_feed(self, seam, a, b):
+        """The decoding graph's inputs for frames [a, b) of the seam."""
+        feed = {self.seam[0]: seam[0][:, :, a:b], self.seam[1]: seam[1][:, :, a:b]}
+        if len(self.seam) == 3:
+            feed[self.seam[2]] = seam[2]
+        return feed
 
     # -- calibration -------------------------------------------------------
 
@@ -388,11 +388,8 @@ class StreamVoice:
             flow = self._next_margin(
                 self._smallest_margin(lambda m: self._matches(seam, whole, peak, left, m))
             )
-            z_p, mask = seam[0], seam[1]
-            flow_s = self._timed(
-                lambda: self.runs["flow"]({self.seam[0]: z_p, self.seam[1]: mask, **(
-                    {self.seam[2]: seam[2]} if len(self.seam) == 3 else {})})
-            )
+            feed = self._seam_feed(seam, 0, frames)
+            flow_s = self._timed(lambda: self.runs["flow"](feed))
             both_s = self._timed(lambda: self.decode(seam, 0, frames, 0, 0, 0))
             share = min(1.0, flow_s / both_s) if both_s > 0 else 0.0
         peaks = [peak]
