@@ -191,10 +191,9 @@ VERBOSE_LINE = re.compile(
 SERVER_LINE = re.compile(r"^=== [\w.]+:(\d+)")
 
 
-def parse_requests(text, ports):
-    """Every request wyoming-bench -v printed: {mode: {port: [(ttft s,
-    total s, audio s)]}}; its failures are counted by `failures`."""
-    out = {}
+def parse_requests(text, ports, out):
+    """Adds every request wyoming-bench -v printed to `out`: {mode: {port:
+    [(ttft s, total s, audio s)]}} (a failed request prints no such line)."""
     port = None
     for line in text.splitlines():
         found = SERVER_LINE.match(line)
@@ -206,7 +205,6 @@ def parse_requests(text, ports):
             mode, ttft, total, audio = found.groups()
             out.setdefault(mode, {}).setdefault(port, []).append(
                 (int(ttft) / 1000.0, int(total) / 1000.0, float(audio)))
-    return out
 
 
 def pooled(requests):
@@ -290,9 +288,7 @@ def main():
                 raise RuntimeError("wyoming-bench failed (%d):\n%s\n%s"
                                    % (bench.returncode, bench.stdout[-2000:],
                                       bench.stderr[-2000:]))
-            for mode, by_port in parse_requests(bench.stdout, order).items():
-                for port, found in by_port.items():
-                    requests.setdefault(mode, {}).setdefault(port, []).extend(found)
+            parse_requests(bench.stdout, order, requests)
         w1_s = time.monotonic() - t0
         report = peers.PEERS_DIR / "logs" / "wyoming-bench.txt"
         report.write_text("\n\n".join(reports))

@@ -22,10 +22,11 @@ HiFi-GAN vocoder (the input of the convolution before its first upsampling,
 `find_vocoder_input`), because the two need very different margins: the
 flow's four coupling layers of four width-5 convolutions see 32 frames each
 side, the vocoder about 11 (on en_US-joe-medium, a chunk's samples stop
-changing at 32 and at 12 frames of margin). The flow is a fifth of the
-decoding work, so a chunk boundary that costs 32 + 32 frames of the whole
-decoder costs 32 + 32 of the flow and 12 + 12 of the vocoder instead: about
-half. A graph where that second seam is not found keeps one `decoder` graph
+changing at 32 and at 12 frames of margin). The flow is a sixth of the
+decoding work, so a chunk boundary that cost 32 + 32 frames of the whole
+decoder costs 16 + 16 frames of the vocoder and 32 + 32 of the flow
+instead (calibrated margins, see stream_synth): about 37 frames' work
+rather than 64. A graph where that second seam is not found keeps one `decoder` graph
 (z_p, frame mask, [speaker embedding] -> audio) with the wider margins.
 
 Between the two, the engine expands m_p and logs_p to frames itself
