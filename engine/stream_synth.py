@@ -73,6 +73,15 @@ FIRST_CHUNK_MAX = 24
 CHUNK_GROWTH = 1.5
 # Frames of the largest chunk: bounds the decoder's memory per call.
 MAX_CHUNK = 512
+# Frames of the largest chunk of a sentence decoded beside others (on fewer
+# threads than every core): the decoder's memory is that of the chunks in
+# flight (measured on en_US-joe-medium, one thread: 44 MiB for a 128-frame
+# chunk, 94 for 384, 118 for 512), and beside others there are two or three.
+# Engine peak (VmHWM) after 10 s each of 2, 16 and 4 concurrent streamed
+# requests through piperd: 423 MB with 384-frame chunks, 389 MB with these,
+# 391 MB with 256 (other peaks then dominate); 474-492 MB with 512. Each
+# extra chunk costs its margins, so no smaller.
+SHARED_MAX_CHUNK = 320
 # Decode times are taken as this much longer than measured.
 SCHEDULE_SAFETY = 1.25
 # Frames of a chunk decoded beside others on one core, at least as a bound:
@@ -96,6 +105,12 @@ def slowdown(threads, cores):
     if threads <= 0 or threads >= cores:
         return 1.0
     return max(1.0, ONE_CORE_SLOWER * cores / (2.0 * threads))
+
+
+def largest_chunk(slower):
+    """Frames of the largest chunk of a decode `slower` times the every-core
+    one: MAX_CHUNK alone on every core, SHARED_MAX_CHUNK beside others."""
+    return MAX_CHUNK if slower <= 1.0 else SHARED_MAX_CHUNK
 
 
 def limit(audio):
@@ -445,10 +460,12 @@ class StreamVoice:
         FIRST_CHUNK_MAX (a slow or busy machine still starts early, and may
         pause once); each next chunk is the largest whose decode fits in the
         audio already made, and at least CHUNK_GROWTH times the one before,
-        up to MAX_CHUNK. Otherwise (nobody waits on this sentence's start)
-        every chunk is MAX_CHUNK, which spends the least on margins."""
+        up to the largest chunk (`largest_chunk`). Otherwise (nobody waits on
+        this sentence's start) every chunk is the largest, which spends the
+        least on margins."""
+        largest = largest_chunk(slower)
         if not first:
-            return [MAX_CHUNK]
+            return [largest]
         c = self.calibration
         alpha, beta = c.alpha * slower, c.beta * slower
         frame_s = self.hop / self.config.sample_rate
@@ -464,7 +481,7 @@ class StreamVoice:
         head = int(min(FIRST_CHUNK_MAX, max(MIN_FIRST_CHUNK, np.ceil(least))))
         for n in self._chunks(head, slower=slower):
             chunks.append(n)
-            if n >= MAX_CHUNK or len(chunks) >= 32:
+            if n >= largest or len(chunks) >= 32:
                 return chunks
 
     def plan(self, frames, first, slower=1.0):
@@ -472,16 +489,16 @@ class StreamVoice:
         `slower` times slower than calibrated (on fewer threads than every
         core: a sentence beside others).
 
-        Not `first`: MAX_CHUNK chunks. `first`: the schedule's chunks, except
-        that the first chunk may grow up to FIRST_CHUNK_MAX when that spares a
-        chunk. The schedule is made for sentences of any length, so its last
+        Not `first`: chunks of `largest_chunk(slower)` frames. `first`: the
+        schedule's chunks, except that the first chunk may grow up to
+        FIRST_CHUNK_MAX when that spares a chunk. The schedule is made for sentences of any length, so its last
         chunk is often a short tail that costs a whole chunk's margins: a
         260-frame sentence is 12 + 198 + 50 frames, and 128 frames of margins
         (half again its work); 19 + 241 keeps playback ahead just the same
         (each chunk still fits in the audio before it) for 64 frames of
         margins, and its first audio comes 7 frames of decode later."""
         if not first:
-            return list(self._chunks(MAX_CHUNK, frames))
+            return list(self._chunks(largest_chunk(slower), frames, slower))
         if slower not in self._schedules:
             self._schedules[slower] = self.schedule(True, slower)
         least = self._schedules[slower][0]
@@ -502,13 +519,14 @@ class StreamVoice:
         """A first chunk of `head` frames, then each the largest whose decode
         (SCHEDULE_SAFETY times its measured cost, margins included) fits in
         the audio made before it, at least CHUNK_GROWTH times the one before
-        and at most MAX_CHUNK; the last is the rest of a sentence of `frames`
-        frames once it fits (it has no right margin). `frames` None: without
-        end (the schedule)."""
+        and at most `largest_chunk(slower)`; the last is the rest of a
+        sentence of `frames` frames once it fits (it has no right margin).
+        `frames` None: without end (the schedule)."""
         c = self.calibration
         alpha, beta = c.alpha * slower, c.beta * slower
         frame_s = self.hop / self.config.sample_rate
         margins = c.left_cost + c.right_cost
+        largest = largest_chunk(slower)
         n = head if frames is None else min(head, frames)
         buffered, start = n * frame_s, n
         yield n
@@ -516,8 +534,8 @@ class StreamVoice:
             rest = None if frames is None else frames - start
             fits = int((buffered / SCHEDULE_SAFETY - alpha) / beta - margins)
             grown = int(np.ceil(n * CHUNK_GROWTH))
-            n = min(MAX_CHUNK, max(grown, fits))
-            last = rest is not None and rest <= min(MAX_CHUNK, max(grown, fits + c.right_cost))
+            n = min(largest, max(grown, fits))
+            last = rest is not None and rest <= min(largest, max(grown, fits + c.right_cost))
             if rest is not None and (last or n >= rest):
                 n, last = rest, True
             cost = alpha + beta * (n + c.left_cost + (0 if last else c.right_cost))

@@ -252,7 +252,8 @@ async fn a_voice_whose_graph_cannot_be_split_speaks_whole_sentences_with_a_warni
 /// decoder graph, and with the flow and vocoder margins apart), on every
 /// core and on one thread of two (`slowdown`): every frame decoded once,
 /// playback never runs dry under the measured decode cost at that speed,
-/// never more chunks than the fixed schedule, and a short sentence that a
+/// never more chunks than the fixed schedule, chunks beside others no
+/// larger than `SHARED_MAX_CHUNK` (memory), and a short sentence that a
 /// listener waits on no longer pays a third chunk's margins for a short
 /// tail (found measuring Wyoming's total time against wyoming-piper).
 #[test]
@@ -296,8 +297,12 @@ for k, calibration in enumerate(calibrations):
             for first in (True, False):
                 plan = v.plan(frames, first, slower)
                 assert sum(plan) == frames and min(plan) > 0, (frames, first, plan)
+                # Beside others (slower), smaller chunks bound the memory of
+                # the chunks in flight.
+                largest = ss.MAX_CHUNK if slower == 1.0 else ss.SHARED_MAX_CHUNK
+                assert max(plan) <= largest, (frames, first, slower, plan)
                 if not first:
-                    assert all(n == ss.MAX_CHUNK for n in plan[:-1]), plan
+                    assert all(n == largest for n in plan[:-1]), plan
                     continue
                 schedule = v._schedules[slower]
                 # A first chunk beyond the cap only as the whole of a sentence
