@@ -81,7 +81,7 @@ class Engine:
     def __init__(self, engine_dir, cache_dir):
         env = dict(os.environ, PIPER_ENGINE_PARALLEL="2", PIPER_ENGINE_THREADS="1",
                    PIPER_ENGINE_CACHE_DIR=cache_dir,
-                   PIPER_ENGINE_SIDE_BY_SIDE="1" if SIDE_BY_SIDE else "")
+                   PIPER_ENGINE_SIDE_BY_SIDE="1" if SIDE_BY_SIDE else "0")
         self.proc = subprocess.Popen(
             [PYTHON, "-u", os.path.join(engine_dir, "piper_worker.py"), MODEL, MODEL + ".json"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,

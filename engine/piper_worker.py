@@ -19,12 +19,11 @@ Up to PIPER_ENGINE_PARALLEL requests are synthesized at once, on threads
 that share the loaded voice. A request runs on every core unless it names
 its own count: piperd gives a sentence alone every core, and sentences side
 by side one core each, because two syntheses on every core each fight over
-the cores. With PIPER_ENGINE_SIDE_BY_SIDE=1, a request on every core runs
-its frontend on onnxruntime's default threads, but decodes its decoder
-chunks (after the first of a `first` sentence) side by side on the
-decoder's one-thread session, one chunk per core at a time, sent in order
-(stream_synth's `synthesize`); off by default, since on 2 cores it measured
-no faster than one decoder run on both. One onnxruntime session exists per
+the cores. A request on every core runs its frontend on onnxruntime's
+default threads, but decodes its decoder chunks (after the first of a
+`first` sentence) side by side on the decoder's one-thread sessions, one
+chunk per core at a time, sent in order (stream_synth's `synthesize`);
+PIPER_ENGINE_SIDE_BY_SIDE=0 turns that off. One onnxruntime session exists per
 thread count asked for, made on first use, except PIPER_ENGINE_THREADS (the
 count piperd asks for when sentences share the cores) and, side by side,
 the decoder's one-thread session, made ahead (after the ready frame); the
@@ -51,11 +50,15 @@ HEADER = struct.Struct("<2sBBII")
 MAGIC = b"PD"
 READY, AUDIO, WORDS, DONE, ERROR, CANCELLED = (ord(k) for k in "RAWDXC")
 OPTION_KEYS = ("speaker_id", "length_scale", "noise_scale", "noise_w_scale", "volume")
-# PIPER_ENGINE_SIDE_BY_SIDE=1: a request on every core decodes its decoder
-# chunks side by side on one-thread runs (see the module's docstring). Off by
-# default: on 2 cores it measured no faster (the decoder makes 1.65 times
-# one core's speed of two threads, and the chunks' margins cost the rest).
-SIDE_BY_SIDE = os.environ.get("PIPER_ENGINE_SIDE_BY_SIDE", "") == "1"
+# A request on every core decodes its decoder chunks side by side on
+# one-thread runs (see the module's docstring); PIPER_ENGINE_SIDE_BY_SIDE=0
+# turns that off. With the vocoder's 2-D form on one thread (split_graph),
+# two one-thread runs decode about 1.4x what one run on both cores does, which
+# pays the extra cuts' margins: a lone streamed request of 1 to 3 sentences
+# at a time made 19.8 audio s per s side by side against 18.1 without
+# (2 cores, three 10 s runs each, interleaved); first audio is unchanged,
+# since a `first` sentence's first chunk still runs alone on every core.
+SIDE_BY_SIDE = os.environ.get("PIPER_ENGINE_SIDE_BY_SIDE", "1") != "0"
 
 _out = sys.stdout.buffer
 _out_lock = threading.Lock()
@@ -232,14 +235,17 @@ class Sessions:
     `every_core_only`: one session on every core serves every request,
     whatever its thread count, and its threads do not spin for more work
     after a run (see `load_voice`: the frontend). `spin` False: the threads
-    of its sessions do not spin either (the flow: the vocoder runs next)."""
+    of its sessions do not spin either (the flow: the vocoder runs next).
+    `one_thread`: the graph of sessions on one thread, when the part has a
+    form faster there (split_graph's `as_two_dimensional`)."""
 
-    def __init__(self, model, every_core_only=False, spin=True):
+    def __init__(self, model, every_core_only=False, spin=True, one_thread=None):
         import onnxruntime
 
         self._ort = onnxruntime
         # A path or the serialized graph.
         self._model = model
+        self._one_thread = one_thread
         self._every_core_only = every_core_only
         self._spin = spin and not every_core_only
         self._lock = threading.Lock()
@@ -260,8 +266,10 @@ class Sessions:
         options.enable_mem_pattern = False
         if not self._spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        one = threads == 1 or (threads == 0 and (os.cpu_count() or 1) == 1)
+        model = self._one_thread if one and self._one_thread is not None else self._model
         return self._ort.InferenceSession(
-            self._model, sess_options=options, providers=["CPUExecutionProvider"]
+            model, sess_options=options, providers=["CPUExecutionProvider"]
         )
 
     def session(self, threads):
@@ -365,10 +373,12 @@ def load_voice(model_path, config_path):
         # with spinning, 1.07x without). The decoding parts keep one session
         # per thread count: the flow's threads do not spin, since the
         # vocoder runs next, and the vocoder's do, since the next chunk's
-        # flow is short.
+        # flow is short. The vocoder's sessions on one thread run its 2-D
+        # form, a fifth faster there (see split_graph).
         frontend = Sessions(graph.frontend, every_core_only=True)
         parts = {
-            name: Sessions(model, spin=name != "flow") for name, model in graph.parts.items()
+            name: Sessions(model, spin=name != "flow", one_thread=graph.one_thread.get(name))
+            for name, model in graph.parts.items()
         }
         # Piper's voice serves for phonemes and config only: no whole graph
         # is loaded, so its memory is not spent.

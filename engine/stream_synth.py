@@ -23,8 +23,8 @@ What is calibrated once per voice, and stored beside its split graph:
   pass LIMIT_KNEE is bent softly below full scale, sample by sample, so the
   limiter cannot differ between chunks either.
 
-Asked to (`synthesize`'s `side_by_side`, which the engine passes with
-PIPER_ENGINE_SIDE_BY_SIDE=1), a sentence that has every core decodes its
+Asked to (`synthesize`'s `side_by_side`, which the engine passes unless
+PIPER_ENGINE_SIDE_BY_SIDE=0), a sentence that has every core decodes its
 chunks side by side, one single-threaded decoder run per core (onnxruntime makes more of the cores
 that way than with one run on all of them; concurrent runs of one session
 are allowed and release the GIL), and yields them in order, each as soon as
