@@ -75,13 +75,16 @@ CHUNK_GROWTH = 1.5
 MAX_CHUNK = 512
 # Frames of the largest chunk of a sentence decoded beside others (on fewer
 # threads than every core): the decoder's memory is that of the chunks in
-# flight (measured on en_US-joe-medium, one thread: 44 MiB for a 128-frame
-# chunk, 94 for 384, 118 for 512), and beside others there are two or three.
-# Engine peak (VmHWM) after 10 s each of 2, 16 and 4 concurrent streamed
-# requests through piperd: 423 MB with 384-frame chunks, 389 MB with these,
-# 391 MB with 256 (other peaks then dominate); 474-492 MB with 512. Each
-# extra chunk costs its margins, so no smaller.
-SHARED_MAX_CHUNK = 320
+# flight (measured on en_US-joe-medium, one thread: 47 MiB for a 128-frame
+# chunk, 65 for 256, 87 for 320, 118 for 512), and beside others there are
+# two, or three while a newcomer's first sentence borrows a turn. `make
+# bench`'s engine peaked at 407 MiB after its sections with 320-frame
+# chunks (474-492 MB with 512 under a plain concurrent load). Two sentences
+# side by side on one thread each, 20 each, three interleaved runs: 256-frame
+# chunks 340-349 MB and 8.6-10.3 s, 320-frame ones 355-374 MB and 8.9-11.0 s
+# (no slower: the 2-D vocoder on one thread keeps up with smaller chunks);
+# 192-frame ones were up to a tenth slower.
+SHARED_MAX_CHUNK = 256
 # Decode times are taken as this much longer than measured.
 SCHEDULE_SAFETY = 1.25
 # Frames of a chunk decoded beside others on one core, at least as a bound:
