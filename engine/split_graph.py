@@ -437,15 +437,17 @@ def _same_output(model, flat):
         feeds = {}
         rng = np.random.default_rng(0)
         for index, value in enumerate(model.graph.input):
-            dims = [d.dim_value if d.dim_value > 0 else 1 for d in value.type.tensor_type.shape.dim]
-            if index == 0 and value.type.tensor_type.shape.dim[2].dim_value <= 0:
+            shape = value.type.tensor_type.shape.dim
+            dims = [d.dim_value if d.dim_value > 0 else 1 for d in shape]
+            if index == 0 and shape[2].dim_value <= 0:
                 dims[2] = 40
             feeds[value.name] = (rng.standard_normal(dims) * 0.8).astype(np.float32)
-        runs = [
-            onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-            .run(None, feeds)[0]
-            for graph in (model, flat)
-        ]
+        runs = []
+        for graph in (model, flat):
+            session = onnxruntime.InferenceSession(
+                graph.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
+            runs.append(session.run(None, feeds)[0])
         return runs[0].shape == runs[1].shape and float(np.max(np.abs(runs[0] - runs[1]))) <= 1e-5
     except Exception:  # a graph that does not run here is not used
         return False

@@ -231,8 +231,9 @@ class StreamVoice:
         self.config = voice.config
         self.graph = graph
         self.frontend_session = frontend
-        self.parts = parts
-        self.runs = {name: (lambda feed, s=session: s.run(None, feed)) for name, session in parts.items()}
+        self.runs = {
+            name: (lambda feed, s=session: s.run(None, feed)) for name, session in parts.items()
+        }
         self.cache = cache
         self.log = log
         meta = graph.meta
@@ -441,7 +442,8 @@ class StreamVoice:
         except OSError as err:
             self.log(f"cannot store the calibration: {err}")
         self.log(
-            f"calibrated: margins {left}/{right} frames (flow {flow}, {share:.0%} of the work), gain {gain:.3f}, "
+            f"calibrated: margins {left}/{right} frames (flow {flow}, {share:.0%} of the work), "
+            f"gain {gain:.3f}, "
             f"decode {calibration.alpha * 1e3:.1f} ms + {calibration.beta * 1e3:.2f} ms/frame"
         )
         return calibration
@@ -494,12 +496,13 @@ class StreamVoice:
 
         Not `first`: chunks of `largest_chunk(slower)` frames. `first`: the
         schedule's chunks, except that the first chunk may grow up to
-        FIRST_CHUNK_MAX when that spares a chunk. The schedule is made for sentences of any length, so its last
-        chunk is often a short tail that costs a whole chunk's margins: a
-        260-frame sentence is 12 + 198 + 50 frames, and 128 frames of margins
-        (half again its work); 19 + 241 keeps playback ahead just the same
-        (each chunk still fits in the audio before it) for 64 frames of
-        margins, and its first audio comes 7 frames of decode later."""
+        FIRST_CHUNK_MAX when that spares a chunk. The schedule is made for
+        sentences of any length, so its last chunk is often a short tail that
+        costs a whole chunk's margins: a 260-frame sentence is 12 + 198 + 50
+        frames, and 128 frames of margins (half again its work); 19 + 241
+        keeps playback ahead just the same (each chunk still fits in the
+        audio before it) for 64 frames of margins, and its first audio comes
+        7 frames of decode later."""
         if not first:
             return list(self._chunks(largest_chunk(slower), frames, slower))
         if slower not in self._schedules:
