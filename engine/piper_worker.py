@@ -680,8 +680,11 @@ def synthesize(engine, request, run_options):
             from stream_synth import slowdown
 
             slower = slowdown(threads, cores)
+            idle = None
+            if side_by_side is not None and isinstance(request.get("next"), str):
+                idle = made_ahead(engine.stream, request_id, request["next"], options)
             pieces = stream_sentences(
-                engine.stream, text, options, first, run_options, side_by_side, slower
+                engine.stream, text, options, first, run_options, side_by_side, slower, idle
             )
         else:
             pieces = whole_sentences(engine.voice, text, options)
@@ -732,19 +735,35 @@ def phonemize(voice, request_id, text):
     send_json(DONE, request_id, {"samples": len(payload) // 2})
 
 
-def stream_sentences(stream, text, options, first, run_options, side_by_side=None, slower=1.0):
+def made_ahead(stream, request_id, text, options):
+    """The `start()` that makes the frontend of the next sentence ahead
+    (stream_synth's `ahead`), or None; never an error: the next request
+    makes its own frontend then."""
+    try:
+        return stream.ahead(text, options)
+    except Exception as err:
+        log(f"request {request_id}: cannot make the next sentence's frontend ahead: {err}")
+        return None
+
+
+def stream_sentences(
+    stream, text, options, first, run_options, side_by_side=None, slower=1.0, idle=None
+):
     """(pcm, ends a sentence) per decoder chunk, sentence by sentence;
     `slower`: the decode's slowdown on this request's threads (see
-    stream_synth.slowdown)."""
+    stream_synth.slowdown); `idle`: see stream_synth's `synthesize`, for
+    the last sentence."""
 
     def check():
         if run_options.terminate:
             raise Cancelled()
 
-    for phonemes in stream.sentences(text):
+    found = stream.sentences(text)
+    for index, phonemes in enumerate(found):
         aligned = None
+        last = index == len(found) - 1
         for kind, value in stream.synthesize(
-            phonemes, options, first, check, side_by_side, slower
+            phonemes, options, first, check, side_by_side, slower, idle if last else None
         ):
             if kind == "audio":
                 yield value, False, None
@@ -846,6 +865,9 @@ def main():
             "cancel": True,
             "pid": os.getpid(),
             "chunked": engine.stream is not None,
+            # A request's `next` sentence: its frontend is made ahead, in the
+            # tail of a sentence decoded side by side.
+            "ahead": engine.stream is not None and SIDE_BY_SIDE and (os.cpu_count() or 1) > 1,
             **(engine.stream.describe() if engine.stream is not None else {}),
         },
     )

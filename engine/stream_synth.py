@@ -35,9 +35,11 @@ alone did, and at least one per core. Decoded by the same session, a chunk
 is the same audio whether it runs alone or beside others.
 """
 
+import collections
 import concurrent.futures
 import itertools
 import math
+import threading
 import time
 
 import numpy as np
@@ -99,6 +101,8 @@ ONE_CORE_SLOWER = 1.75
 # A `first` sentence's first chunk is decoded alone on every core, before
 # the chunks side by side: it is what the listener waits for.
 FIRST_CHUNK_ON_EVERY_CORE = True
+# Frontends made ahead and not asked for yet that are kept (see `ahead`).
+AHEAD_KEPT = 4
 
 
 def slowdown(threads, cores):
@@ -254,6 +258,9 @@ class StreamVoice:
         # Threads of the decoder runs side by side, made on first use.
         self._pool = None
         self._pool_workers = 0
+        # Frontends made ahead (see `ahead`): a future by sentence key.
+        self._ahead = collections.OrderedDict()
+        self._ahead_lock = threading.Lock()
 
     def describe(self):
         """For the ready frame."""
@@ -608,7 +615,74 @@ class StreamVoice:
         """Phonemes of each sentence espeak finds in the text."""
         return [p for p in self.voice.phonemize(text) if p]
 
-    def synthesize(self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0):
+    # -- frontends made ahead ----------------------------------------------
+
+    def _key(self, phonemes, options):
+        """What a frontend run depends on: the phonemes and the options that
+        reach the graph."""
+        config = self.config
+        return (
+            tuple(phonemes),
+            _pick(options.get("noise_scale"), config.noise_scale),
+            _pick(options.get("length_scale"), config.length_scale),
+            _pick(options.get("noise_w_scale"), config.noise_w_scale),
+            options.get("speaker_id") if "sid" in self.inputs else None,
+        )
+
+    def ahead(self, text, options):
+        """A `start()` that makes the frontend of `text`'s first sentence on
+        a side-by-side decoder thread, where the next request (the same
+        job's next sentence, which piperd names in this one) takes it
+        (`synthesize`), or None when there is nothing to make.
+
+        `synthesize` calls `start` when one of those threads has no chunk
+        left to decode (the tail of a sentence decoded side by side, where a
+        core would otherwise idle), so the frontend leaves the next
+        sentence's path without taking a core from this one. A frontend
+        made ahead is the one the request would make: the same session, the
+        same inputs; only its noise draw comes earlier."""
+        found = self.sentences(text)
+        if not found:
+            return None
+        phonemes = found[0]
+        key = self._key(phonemes, options)
+        started = []
+
+        def start():
+            if started or self._pool is None:
+                return
+            started.append(True)
+            with self._ahead_lock:
+                if key in self._ahead:
+                    return
+                self._ahead[key] = self._pool.submit(self._frontend_of, phonemes, options)
+                while len(self._ahead) > AHEAD_KEPT:
+                    _, dropped = self._ahead.popitem(last=False)
+                    dropped.cancel()
+
+        return start
+
+    def _frontend_of(self, phonemes, options):
+        ids = self.voice.phonemes_to_ids(phonemes)
+        return ids, self.frontend(ids, options)
+
+    def _made_ahead(self, phonemes, options):
+        """(ids, (seam, w_ceil)) of the frontend made ahead for this
+        sentence, waiting for it if it runs; None if there is none (or it
+        had not started: then it never will)."""
+        with self._ahead_lock:
+            future = self._ahead.pop(self._key(phonemes, options), None)
+        if future is None or future.cancel():
+            return None
+        try:
+            return future.result()
+        except Exception as err:  # made again on the request's own thread
+            self.log(f"a frontend made ahead failed ({type(err).__name__}: {err}); made again")
+            return None
+
+    def synthesize(
+        self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0, idle=None
+    ):
         """Yields ("alignments", list or None) once, then ("audio", pcm) per
         chunk of one sentence, in order. `check()` runs between chunks (it
         raises to stop early). `slower`: how many times the calibrated
@@ -624,9 +698,17 @@ class StreamVoice:
         first of a `first` sentence, which is decoded alone on every core: it
         is the listener's wait) are then decoded by `workers` threads, at
         most `workers` chunks at a time, each sent as soon as it and every
-        chunk before it are done. An exception in a worker is raised here."""
-        ids = self.voice.phonemes_to_ids(phonemes)
-        seam, w_ceil = self.frontend(ids, options)
+        chunk before it are done. An exception in a worker is raised here.
+        `idle` (side by side only): called once when a worker has no chunk
+        of this sentence left to decode (see `ahead`).
+
+        The frontend is the one made ahead for this sentence, if any."""
+        made = self._made_ahead(phonemes, options)
+        if made is None:
+            ids = self.voice.phonemes_to_ids(phonemes)
+            seam, w_ceil = self.frontend(ids, options)
+        else:
+            ids, (seam, w_ceil) = made
         samples = (w_ceil.reshape(-1) * self.hop).astype(np.int64)
         yield "alignments", phoneme_alignments(self.config, phonemes, ids, samples)
         gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
@@ -651,33 +733,69 @@ class StreamVoice:
             yield "audio", pcm(start, start + size)
             start += size
         if rest:
-            yield from self._side_by_side(pcm, start, rest, workers, runs, check)
+            yield from self._side_by_side(pcm, start, rest, workers, runs, check, idle)
 
-    def _side_by_side(self, pcm, start, sizes, workers, runs, check):
-        """`pcm(start, end, runs)` of each chunk, on `workers` threads, in order."""
+    def _side_by_side(self, pcm, start, sizes, workers, runs, check, idle=None):
+        """`pcm(start, end, runs)` of each chunk, on `workers` threads, in
+        order. A chunk starts as soon as a worker is free, whichever chunk
+        ended; at most `workers` of this sentence's chunks run at once (the
+        decoder's memory grows with the chunks in flight). `idle()` is
+        called once, when every chunk has started and a worker is free."""
         if self._pool is None or self._pool_workers < workers:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="decode"
             )
             self._pool_workers = workers
+        pool = self._pool
         bounds = []
         for size in sizes:
             bounds.append((start, start + size))
             start += size
-        waiting = []
+        started = []
+        state = {"running": 0, "closed": False, "idle": idle}
+        changed = threading.Condition(threading.RLock())
+
+        def fill():
+            # Under `changed`'s lock (reentrant: a callback added to a
+            # future that is already done runs at once, here).
+            while (
+                not state["closed"]
+                and state["running"] < workers
+                and len(started) < len(bounds)
+            ):
+                a, b = bounds[len(started)]
+                state["running"] += 1
+                future = pool.submit(pcm, a, b, runs)
+                started.append(future)
+                future.add_done_callback(ended)
+            if len(started) == len(bounds) and state["running"] < workers and state["idle"]:
+                call, state["idle"] = state["idle"], None
+                call()
+            changed.notify_all()
+
+        def ended(_future):
+            with changed:
+                state["running"] -= 1
+                fill()
+
         try:
+            with changed:
+                fill()
             for index in range(len(bounds)):
-                # At most `workers` of this sentence's chunks at once: the
-                # decoder's memory grows with the chunks in flight.
-                while len(waiting) < workers and index + len(waiting) < len(bounds):
-                    a, b = bounds[index + len(waiting)]
-                    waiting.append(self._pool.submit(pcm, a, b, runs))
                 if check is not None:
                     check()
-                yield "audio", waiting.pop(0).result()
+                with changed:
+                    while index >= len(started):
+                        changed.wait()
+                    future = started[index]
+                yield "audio", future.result()
         finally:
             # Cancelled, failed or closed early: no more of its chunks start,
             # and the sentence's work ends here (a terminated run ends at once).
+            with changed:
+                state["closed"] = True
+                state["idle"] = None
+                waiting = list(started)
             for future in waiting:
                 future.cancel()
             concurrent.futures.wait(waiting)

@@ -407,6 +407,62 @@ print("ok")
     assert_prints_ok(command);
 }
 
+/// The next sentence's frontend, made ahead on a decoder thread in the tail
+/// of a sentence decoded side by side, is taken by the request that brings
+/// it, and it is the frontend that request would have made: the same audio
+/// (noise at 0), one frontend run fewer on its path. One made for other
+/// options is not taken. Real voice, real split graph.
+#[test]
+fn the_next_sentences_frontend_is_made_ahead_in_a_tail_and_is_the_one_it_would_make() {
+    let script = r#"
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import piper_worker as pw
+engine = pw.load_voice(sys.argv[2], sys.argv[2] + ".json")
+stream = engine.stream
+quiet = {"noise_scale": 0.0, "noise_w_scale": 0.0}
+side = (2, {name: part.runner(1, None) for name, part in engine.parts.items()})
+calls = []
+made = stream.frontend
+def counted(ids, options):
+    calls.append(threading.current_thread().name)
+    return made(ids, options)
+stream.frontend = counted
+this = stream.sentences("The long road north of the river was closed for the whole winter, and nobody drove it.")[0]
+following = "Then the spring came back."
+def say(phonemes, options, idle=None):
+    chunks = [value for kind, value in stream.synthesize(
+        phonemes, options, first=False, side_by_side=side, idle=idle) if kind == "audio"]
+    return chunks
+start = stream.ahead(following, quiet)
+assert start is not None
+assert len(say(this, quiet, idle=start)) >= 2, "decoded side by side"
+assert len(calls) == 2 and calls[1].startswith("decode"), calls
+ahead = b"".join(say(stream.sentences(following)[0], quiet))
+assert len(calls) == 2, f"taken, not made again: {calls}"
+again = b"".join(say(stream.sentences(following)[0], quiet))
+assert len(calls) == 3, calls
+assert ahead == again and len(ahead) > 0, "the same audio"
+# Made ahead for one length scale, asked for with another: made again.
+start = stream.ahead(following, dict(quiet, length_scale=1.3))
+say(this, quiet, idle=start)
+assert len(calls) == 5, calls
+slower = b"".join(say(stream.sentences(following)[0], quiet))
+assert len(calls) == 6 and slower == again, calls
+print("ok")
+"#;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = piperd::config::default_engine_cache_dir();
+    let mut command = Command::new(python());
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(root.join("engine"))
+        .arg(root.join("voices").join(format!("{VOICE}.onnx")))
+        .env("PIPER_ENGINE_CACHE_DIR", cache);
+    assert_prints_ok(command);
+}
+
 /// A decoder whose vocoder input is not found by its structure stays one
 /// graph: the engine then decodes chunks of the whole decoder, with the
 /// wider margins that the flow's reach needs, and they still join into the

@@ -59,6 +59,11 @@ pub struct Request<'a> {
     /// chunks (absent: true).
     #[serde(skip_serializing_if = "is_true")]
     pub first: bool,
+    /// The text the same job most likely sends next, with the same options:
+    /// the engine may make its frontend ahead, on a core this one leaves
+    /// idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<&'a str>,
     #[serde(flatten)]
     pub options: &'a SynthOptions,
 }
@@ -103,6 +108,10 @@ pub struct ReadyInfo {
     /// engines that do not say.
     #[serde(default)]
     pub chunked: Option<bool>,
+    /// Whether it makes the frontend of a request's `next` sentence ahead
+    /// (absent: no).
+    #[serde(default)]
+    pub ahead: bool,
 }
 
 fn one() -> u32 {
@@ -454,6 +463,7 @@ mod tests {
             text: "Hi \"there\"",
             threads: None,
             first: true,
+            next: None,
             options: &options,
         }
         .to_line();
@@ -466,12 +476,13 @@ mod tests {
             text: "Hi",
             threads: Some(1),
             first: false,
+            next: Some("Bye."),
             options: &SynthOptions::default(),
         }
         .to_line();
         assert_eq!(
             shared,
-            b"{\"id\":5,\"text\":\"Hi\",\"threads\":1,\"first\":false}\n"
+            b"{\"id\":5,\"text\":\"Hi\",\"threads\":1,\"first\":false,\"next\":\"Bye.\"}\n"
         );
         assert_eq!(cancel_line(4), b"{\"cancel\":4}\n");
     }

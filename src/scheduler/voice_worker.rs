@@ -522,6 +522,7 @@ impl WorkerState {
             self.planner.engine_ready(EngineCaps {
                 parallel: info.threads.max(1) as usize,
                 cancels: info.cancel,
+                ahead: info.ahead,
             });
         }
         self.pump(myself);
@@ -643,6 +644,7 @@ impl WorkerState {
                     turns,
                     deadline,
                     first,
+                    next,
                 } => {
                     let Some(engine) = &self.engine else {
                         // The planner sends only to a ready engine; the
@@ -676,6 +678,7 @@ impl WorkerState {
                             text: &text,
                             threads,
                             first,
+                            next: next.as_deref(),
                             options: &options,
                         }
                         .to_line(),
