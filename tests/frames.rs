@@ -506,6 +506,55 @@ print("ok")
     assert_prints_ok(command);
 }
 
+/// The model's hash, which names its split graph's cache folder, is
+/// remembered in the cache by the file's identity (device, inode, size,
+/// modification time), so a start reads no model byte for it; a file
+/// rewritten or an entry that is not a hash is hashed again, hard links share
+/// one entry, and without a cache folder the hash is made every time.
+#[test]
+fn the_models_hash_is_remembered_by_the_files_identity_and_made_again_when_it_changes() {
+    let script = r#"
+import hashlib, os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import split_graph as sg
+with tempfile.TemporaryDirectory(prefix="piperd-test-hash-") as root:
+    model = os.path.join(root, "voice.onnx")
+    with open(model, "wb") as out:
+        out.write(b"first voice" * 1000)
+    cache = os.path.join(root, "cache")
+    def truth():
+        with open(model, "rb") as found:
+            return hashlib.sha256(found.read()).hexdigest()
+    assert sg.model_hash(model, cache) == truth()
+    entries = os.listdir(os.path.join(cache, "hashes"))
+    assert len(entries) == 1, entries
+    entry = os.path.join(cache, "hashes", entries[0])
+    # Remembered: what the entry says comes back, no model byte is read.
+    with open(entry, "w") as planted:
+        planted.write("a" * 64)
+    assert sg.model_hash(model, cache) == "a" * 64
+    os.link(model, model + ".link")
+    assert sg.model_hash(model + ".link", cache) == "a" * 64, "a hard link shares it"
+    # Rewritten in place, same size, one millisecond later: hashed again.
+    stat = os.stat(model)
+    with open(model, "r+b") as out:
+        out.write(b"other voice" * 1000)
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert os.stat(model).st_ino == stat.st_ino and os.stat(model).st_size == stat.st_size
+    assert sg.model_hash(model, cache) == truth() != "a" * 64
+    for name in os.listdir(os.path.join(cache, "hashes")):
+        with open(os.path.join(cache, "hashes", name), "w") as broken:
+            broken.write("not a hash")
+    assert sg.model_hash(model, cache) == truth(), "a broken entry"
+    assert sg.model_hash(model, "") == truth(), "no cache folder"
+print("ok")
+"#;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(python());
+    command.arg("-c").arg(script).arg(root.join("engine"));
+    assert_prints_ok(command);
+}
+
 /// Runs a Python check that prints "ok" when every assertion in it held.
 fn assert_prints_ok(mut command: Command) {
     let output = command.output().expect("python runs");
