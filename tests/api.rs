@@ -439,13 +439,24 @@ async fn sentences_share_the_cores_when_several_wait_and_say_the_same() {
         "a sentence alone gets every core"
     );
     assert_eq!(sentences(&after_one, "shared"), 0.0);
-    let side_by_side = say(&server, &body).await;
+    // One request's sentences go one after the other, each on every core:
+    // the engine makes each next one's frontend in the tail of the one
+    // before (it says `ahead`), where two side by side end apart.
+    let one_job = say(&server, &body).await;
     let after = metrics_text(&server).await;
-    // The first sentence (time to first audio) runs alone; most of the
-    // others wait with a partner and share.
+    assert_eq!(sentences(&after, "shared"), 0.0, "one job's sentences");
+    assert_eq!(sentences(&after, "all"), 9.0);
+    // Two requests at once: after their first sentences (time to first
+    // audio), their sentences wait with a partner and share the cores.
+    let (side_by_side, other) = tokio::join!(say(&server, &body), say(&server, &body));
+    let after = metrics_text(&server).await;
     let shared = sentences(&after, "shared");
-    assert!(shared >= 4.0, "{shared} of 8 sentences shared the cores");
-    assert!(sentences(&after, "all") >= 2.0);
+    assert!(shared >= 4.0, "{shared} of 16 sentences shared the cores");
+    let all = sentences(&after, "all") - 9.0;
+    assert!(
+        all >= 1.0,
+        "{all} of 16 ran alone: the first one's first at least"
+    );
     // A long sentence with a comma goes to the engine whole: it is
     // synthesized in decoder chunks, never cut for speed or memory.
     let long = json!({"text": LONG_WITH_COMMA});
@@ -462,17 +473,19 @@ async fn sentences_share_the_cores_when_several_wait_and_say_the_same() {
     );
     drop(server);
 
-    // No two sentences fit in 10 characters: every sentence runs alone, on
-    // every core, one after the other.
+    // No two sentences fit in 10 characters: even two requests at once run
+    // every sentence alone, on every core, one after the other.
     let mut alone_env = env.to_vec();
     alone_env.push(("PIPER_ENGINE_CHARS_AT_ONCE", "10"));
     let server = Server::start(dir.path(), &alone_env);
-    let one_by_one = say(&server, &body).await;
+    let (one_by_one, _) = tokio::join!(say(&server, &body), say(&server, &body));
     let after = metrics_text(&server).await;
     assert_eq!(sentences(&after, "shared"), 0.0);
-    assert_eq!(sentences(&after, "all"), 8.0);
+    assert_eq!(sentences(&after, "all"), 16.0);
 
     assert_same_speech(("one by one", &one_by_one), ("side by side", &side_by_side));
+    assert_same_speech(("one job", &one_job), ("side by side", &side_by_side));
+    assert_same_speech(("side by side", &side_by_side), ("beside it", &other));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
