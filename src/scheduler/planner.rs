@@ -823,22 +823,35 @@ impl Planner {
         });
         // Round-robin: the job goes to the back of the line.
         self.jobs.push_back(job);
-        if let Action::Send { next, options, .. } = &mut send {
+        if let Action::Send {
+            next,
+            options,
+            text,
+            ..
+        } = &mut send
+        {
             if engine.ahead {
-                *next = self.next_in_line(options);
+                *next = self.next_in_line(options, chars(text));
             }
         }
         out.push(send);
         true
     }
 
-    /// The sentence most likely sent after one with these `options`: the
-    /// first in line (the job just served went to the back, so with no
-    /// other job it is that job's next sentence), when it takes the same
-    /// options, since the engine makes its frontend ahead with them.
-    fn next_in_line(&self, options: &SynthOptions) -> Option<String> {
+    /// The sentence most likely sent after one of `chars_now` characters
+    /// with these `options`: the first in line (the job just served went to
+    /// the back, so with no other job it is that job's next sentence), when
+    /// it takes the same options, since the engine makes its frontend ahead
+    /// with them, and when the two fit in `chars_at_once` as sentences side
+    /// by side do: its frontend's memory then comes beside this one's
+    /// decoder chunks (a 1,254-character sentence cut in two made the
+    /// engine peak at 413 MiB with the second half's frontend made ahead).
+    fn next_in_line(&self, options: &SynthOptions, chars_now: usize) -> Option<String> {
         let job = self.jobs.iter().find(|j| self.ready(j))?;
         let next = job.waiting.front()?;
+        if chars_now + chars(&next.text) > self.limits.chars_at_once {
+            return None;
+        }
         let its_options = match next.length_scale {
             Some(scale) => SynthOptions {
                 length_scale: Some(scale),
@@ -1357,6 +1370,14 @@ mod tests {
             [("a0".into(), None)],
             "b0 has other options"
         );
+        // Not beyond what fits side by side (200 characters here).
+        let mut b = Bench::with(limits(1), AHEAD);
+        let (long, short) = (chars_long(150), chars_long(50));
+        b.job(1, &[&long, &long, &short]);
+        let sent = b.pump();
+        assert_eq!(nexts(&sent), [(long.clone(), None)], "150 + 150 > 200");
+        b.done(id_of(&sent, &long));
+        assert_eq!(nexts(&b.pump()), [(long, Some(short))], "150 + 50 fit");
     }
 
     #[test]
