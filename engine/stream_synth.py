@@ -631,40 +631,47 @@ class StreamVoice:
 
     def ahead(self, text, options):
         """A `start()` that makes the frontend of `text`'s first sentence on
-        a side-by-side decoder thread, where the next request (the same
-        job's next sentence, which piperd names in this one) takes it
-        (`synthesize`), or None when there is nothing to make.
+        a side-by-side decoder thread, where the next request (the sentence
+        piperd names in this one) takes it (`synthesize`).
 
         `synthesize` calls `start` when one of those threads has no chunk
         left to decode (the tail of a sentence decoded side by side, where a
-        core would otherwise idle), so the frontend leaves the next
-        sentence's path without taking a core from this one. A frontend
-        made ahead is the one the request would make: the same session, the
-        same inputs; only its noise draw comes earlier."""
-        found = self.sentences(text)
-        if not found:
-            return None
-        phonemes = found[0]
-        key = self._key(phonemes, options)
+        core would otherwise idle), so the frontend, and the phonemes before
+        it, leave the next sentence's path without taking a core from this
+        one or time from its first audio. A frontend made ahead is the one
+        the request would make: the same session, the same inputs; only its
+        noise draw comes earlier."""
         started = []
 
         def start():
             if started or self._pool is None:
                 return
             started.append(True)
-            with self._ahead_lock:
-                if key in self._ahead:
-                    return
-                self._ahead[key] = self._pool.submit(self._frontend_of, phonemes, options)
-                while len(self._ahead) > AHEAD_KEPT:
-                    _, dropped = self._ahead.popitem(last=False)
-                    dropped.cancel()
+            self._pool.submit(self._make_ahead, text, options)
 
         return start
 
-    def _frontend_of(self, phonemes, options):
-        ids = self.voice.phonemes_to_ids(phonemes)
-        return ids, self.frontend(ids, options)
+    def _make_ahead(self, text, options):
+        found = self.sentences(text)
+        if not found:
+            return
+        phonemes = found[0]
+        key = self._key(phonemes, options)
+        future = concurrent.futures.Future()
+        with self._ahead_lock:
+            if key in self._ahead:
+                return
+            self._ahead[key] = future
+            while len(self._ahead) > AHEAD_KEPT:
+                _, dropped = self._ahead.popitem(last=False)
+                dropped.cancel()
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            ids = self.voice.phonemes_to_ids(phonemes)
+            future.set_result((ids, self.frontend(ids, options)))
+        except Exception as err:  # the request makes its own then
+            future.set_exception(err)
 
     def _made_ahead(self, phonemes, options):
         """(ids, (seam, w_ceil)) of the frontend made ahead for this
