@@ -394,17 +394,7 @@ for phonemes in engine.voice.phonemize("Hello there."):
     assert any(kind == "audio" for kind, _ in engine.stream.synthesize(phonemes, {}))
 print("ok")
 "#;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The split graph where piperd keeps it (made here if missing).
-    let cache = piperd::config::default_engine_cache_dir();
-    let mut command = Command::new(python());
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(root.join("engine"))
-        .arg(root.join("voices").join(format!("{VOICE}.onnx")))
-        .env("PIPER_ENGINE_CACHE_DIR", cache);
-    assert_prints_ok(command);
+    assert_prints_ok(engine_script(script));
 }
 
 /// The next sentence's frontend, made ahead on a decoder thread in the tail
@@ -451,16 +441,7 @@ slower = b"".join(say(stream.sentences(following)[0], quiet))
 assert len(calls) == 6 and slower == again, calls
 print("ok")
 "#;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = piperd::config::default_engine_cache_dir();
-    let mut command = Command::new(python());
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(root.join("engine"))
-        .arg(root.join("voices").join(format!("{VOICE}.onnx")))
-        .env("PIPER_ENGINE_CACHE_DIR", cache);
-    assert_prints_ok(command);
+    assert_prints_ok(engine_script(script));
 }
 
 /// A decoder whose vocoder input is not found by its structure stays one
@@ -496,14 +477,8 @@ with tempfile.TemporaryDirectory(prefix="piperd-test-split-") as root:
     assert len(chunked) == len(whole) and np.max(np.abs(chunked - whole)) <= 1
 print("ok")
 "#;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut command = Command::new(python());
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(root.join("engine"))
-        .arg(root.join("voices").join(format!("{VOICE}.onnx")));
-    assert_prints_ok(command);
+    // The script splits into a folder of its own (PIPER_ENGINE_CACHE_DIR).
+    assert_prints_ok(engine_script(script));
 }
 
 /// The model's hash, which names its split graph's cache folder, is
@@ -553,6 +528,23 @@ print("ok")
     let mut command = Command::new(python());
     command.arg("-c").arg(script).arg(root.join("engine"));
     assert_prints_ok(command);
+}
+
+/// A Python check run with the engine's folder and the bundled voice as its
+/// arguments, and the split graph where piperd keeps it (made if missing).
+fn engine_script(script: &str) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = Command::new(python());
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(root.join("engine"))
+        .arg(root.join("voices").join(format!("{VOICE}.onnx")))
+        .env(
+            "PIPER_ENGINE_CACHE_DIR",
+            piperd::config::default_engine_cache_dir(),
+        );
+    command
 }
 
 /// Runs a Python check that prints "ok" when every assertion in it held.
