@@ -682,7 +682,7 @@ def synthesize(engine, request, run_options):
             slower = slowdown(threads, cores)
             idle = None
             if side_by_side is not None and isinstance(request.get("next"), str):
-                idle = made_ahead(engine.stream, request_id, request["next"], options)
+                idle = engine.stream.ahead(request["next"], options)
             pieces = stream_sentences(
                 engine.stream, text, options, first, run_options, side_by_side, slower, idle
             )
@@ -733,17 +733,6 @@ def phonemize(voice, request_id, text):
     payload += b" " * (len(payload) % 2)
     send(AUDIO, request_id, payload)
     send_json(DONE, request_id, {"samples": len(payload) // 2})
-
-
-def made_ahead(stream, request_id, text, options):
-    """The `start()` that makes the frontend of the next sentence ahead
-    (stream_synth's `ahead`), or None; never an error: the next request
-    makes its own frontend then."""
-    try:
-        return stream.ahead(text, options)
-    except Exception as err:
-        log(f"request {request_id}: cannot make the next sentence's frontend ahead: {err}")
-        return None
 
 
 def stream_sentences(

@@ -652,7 +652,11 @@ class StreamVoice:
         return start
 
     def _make_ahead(self, text, options):
-        found = self.sentences(text)
+        try:
+            found = self.sentences(text)
+        except Exception as err:  # the request that brings it says why
+            self.log(f"cannot make the next sentence's frontend ahead: {err}")
+            return
         if not found:
             return
         phonemes = found[0]
