@@ -235,7 +235,8 @@ class Sessions:
     `every_core_only`: one session on every core serves every request,
     whatever its thread count, and its threads do not spin for more work
     after a run (see `load_voice`: the frontend). `spin` False: the threads
-    of its sessions do not spin either (the flow: the vocoder runs next).
+    of its sessions do not spin either (the flow: the vocoder runs next);
+    True: they spin within a run only.
     `one_thread`: the graph of sessions on one thread, when the part has a
     form faster there (split_graph's `as_two_dimensional`)."""
 
@@ -266,6 +267,12 @@ class Sessions:
         options.enable_mem_pattern = False
         if not self._spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        else:
+            # Spinning between the operators of a run, not after it: a
+            # thread left spinning after a chunk on every core takes a core
+            # from the single-threaded chunks decoded next (measured on 2
+            # cores: the first of them 30 to 60% slower).
+            options.add_session_config_entry("session.force_spinning_stop", "1")
         one = threads == 1 or (threads == 0 and (os.cpu_count() or 1) == 1)
         model = self._one_thread if one and self._one_thread is not None else self._model
         return self._ort.InferenceSession(
@@ -372,8 +379,8 @@ def load_voice(model_path, config_path):
         # 58-character sentence alone: 1.23x the raw engine's whole graph
         # with spinning, 1.07x without). The decoding parts keep one session
         # per thread count: the flow's threads do not spin, since the
-        # vocoder runs next, and the vocoder's do, since the next chunk's
-        # flow is short. The vocoder's sessions on one thread run its 2-D
+        # vocoder runs next, and the vocoder's do between the operators of a
+        # run but stop when it returns (see `Sessions._make`). The vocoder's sessions on one thread run its 2-D
         # form, a fifth faster there (see split_graph).
         frontend = Sessions(graph.frontend, every_core_only=True)
         parts = {

@@ -28,11 +28,13 @@ PIPER_ENGINE_SIDE_BY_SIDE=0), a sentence that has every core decodes its
 chunks side by side, one single-threaded decoder run per core (onnxruntime makes more of the cores
 that way than with one run on all of them; concurrent runs of one session
 are allowed and release the GIL), and yields them in order, each as soon as
-it and all before it are done (`synthesize`, `parallel_chunks`). Those
-chunks are cut for that: large enough that margins cost little, small
-enough that the chunks decoded at once take no more frames than one chunk
-alone did, and at least one per core. Decoded by the same session, a chunk
-is the same audio whether it runs alone or beside others.
+it and all before it are done (`synthesize`, `parallel_chunks`). Of the
+ways to cut a sentence for that, the one whose chunks are expected to end
+first is taken, under the calibrated decode cost: chunks small enough that
+those decoded at once take no more frames than one chunk alone did, and,
+for a sentence a listener waits on, each done before playback reaches it.
+Decoded by the same session, a chunk is the same audio whether it runs
+alone or beside others.
 """
 
 import collections
@@ -96,11 +98,18 @@ PARALLEL_CHUNK_LEAST = 128
 # many frames for each: below, the margins cost more than a core gains.
 SPLIT_LEAST = 128
 # A decode on one thread is taken as this many times its cost on every core
-# (measured on 2 cores: 1.6 to 1.9 for 100 to 1,000 frames).
+# (measured on 2 cores: 1.6 to 1.9 for 100 to 1,000 frames), for a
+# sentence beside others, whose playback must not run dry.
 ONE_CORE_SLOWER = 1.75
-# A `first` sentence's first chunk is decoded alone on every core, before
-# the chunks side by side: it is what the listener waits for.
-FIRST_CHUNK_ON_EVERY_CORE = True
+# A chunk decoded on one thread while the other cores decode chunks of the
+# same sentence is expected to take this many times its cost on every core
+# (measured on 2 cores with en_US-joe-medium's flow and 2-D vocoder, in the
+# engine's own chunks of a Wyoming run: 0.59 ms per frame of work side by
+# side, 0.40 on every core; 1.48 to 1.56 decoding 48 to 300 frames apart).
+SIDE_BY_SIDE_SLOWER = 1.45
+# Of the chunk plans of a sentence, the simplest whose expected end is
+# within this factor of the soonest is taken (see `parallel_chunks`).
+PLAN_TOLERANCE = 1.02
 # Frontends made ahead and not asked for yet that are kept (see `ahead`).
 AHEAD_KEPT = 4
 
@@ -561,53 +570,150 @@ class StreamVoice:
         margins = self.calibration.left_cost + self.calibration.right_cost
         return max(PARALLEL_CHUNK_LEAST, int((MAX_CHUNK + margins) // workers - margins))
 
-    def parallel_chunks(self, frames, first, workers):
-        """Frames of each chunk of a sentence of `frames` frames decoded on
-        `workers` single-threaded runs side by side (see `synthesize`).
-
-        The chunks decoded at once, margins included, take no more frames
-        than one MAX_CHUNK chunk does alone, which bounds the decoder's
-        memory as before (each chunk at most `parallel_chunk`, but at least
-        PARALLEL_CHUNK_LEAST: margins cost work); a sentence of at least
-        SPLIT_LEAST frames per worker is cut into a multiple of `workers`
-        chunks, all of about one size, so that every core has a share to the
-        end.
-        `first`: the first chunk is the schedule's first (decoded alone, on
-        every core); each next is the largest that the first free worker,
-        taking ONE_CORE_SLOWER times the every-core cost, ends before
-        playback reaches it, but at least CHUNK_GROWTH times the one before
-        (as `schedule`); once one would be the largest, the rest is cut as
-        above."""
+    def _cost(self, n, left, right, side=False):
+        """Expected seconds to decode `n` frames with the left and right
+        margins when present: on every core, or (`side`) on one thread
+        beside others decoding (SIDE_BY_SIDE_SLOWER times as long)."""
         c = self.calibration
-        frame_s = self.hop / self.config.sample_rate
-        margins = c.left_cost + c.right_cost
+        work = n + (c.left_cost if left else 0) + (c.right_cost if right else 0)
+        seconds = c.alpha + c.beta * work
+        return seconds * SIDE_BY_SIDE_SLOWER if side else seconds
+
+    def parallel_chunks(self, frames, first, workers):
+        """(chunks on every core, chunks side by side): the frames of a
+        sentence of `frames` frames in chunks, those of the first list
+        decoded one after the other on every core, then those of the second
+        by `workers` single-threaded runs side by side, each on the first
+        free worker (see `synthesize`).
+
+        Candidates, of which the one that ends first under the calibrated
+        cost wins (`_ends`): every chunk on every core (`plan`); or, after
+        the schedule's first chunk of a `first` sentence (decoded alone on
+        every core: it is the listener's wait), the rest side by side, cut
+        into chunks of one size (`_even`) or by `_balanced`, which sizes
+        each chunk so that the workers end together; or that first chunk
+        on one worker while the others decode what follows (`_balanced`'s
+        `beside`). Side by side, no chunk exceeds `parallel_chunk` (the
+        chunks decoded at once take no more frames than one MAX_CHUNK chunk
+        alone: the decoder's memory), and with `first` each chunk is done
+        before playback reaches it (SCHEDULE_SAFETY times the expected
+        cost)."""
+        # In order of preference: every core, even, balanced, beside.
+        candidates = [(self.plan(frames, first), [])]
+        head = [min(frames, self.first_schedule[0])] if first else []
+        rest = frames - sum(head)
+        if rest > 0:
+            candidates.append((head, self._even(rest, workers)))
+            candidates.append((head, self._even(rest, workers, spread=True)))
+            balanced = self._balanced(frames, head, workers, first)
+            if balanced is not None:
+                candidates.append((head, balanced))
+            if head:
+                beside = self._balanced(frames, [], workers, first, beside=True)
+                if beside is not None:
+                    candidates.append(([], beside))
+        ends = [self._ends(frames, plan, workers, first) for plan in candidates]
+        # The first within PLAN_TOLERANCE of the soonest: fewer, even chunks
+        # when the model sees little between them.
+        best = next(p for p, e in zip(candidates, ends) if e <= min(ends) * PLAN_TOLERANCE)
+        if len(best[1]) == 1:
+            # One chunk side by side with nothing: every core for it.
+            return best[0] + best[1], []
+        return best
+
+    def _even(self, frames, workers, spread=False):
+        """`frames` in chunks of one size, at most `parallel_chunk`, and a
+        multiple of the workers when each has SPLIT_LEAST frames, or
+        (`spread`) always."""
         largest = self.parallel_chunk(workers)
+        pieces = math.ceil(frames / largest)
+        if spread or frames >= workers * SPLIT_LEAST:
+            pieces = math.ceil(pieces / workers) * workers
+        size = math.ceil(frames / pieces)
+        return [size] * (frames // size) + ([frames % size] if frames % size else [])
+
+    def _balanced(self, frames, head, workers, first, beside=False):
+        """The frames after `head` in chunks for `workers` side by side,
+        each as large as lets the workers end together (the work left, its
+        margins included, shared evenly from where each worker is free),
+        within `parallel_chunk` and, for a `first` sentence, the playback
+        deadline (`_due`); a rest of fewer than MIN_FIRST_CHUNK frames joins
+        the chunk before it. None when a chunk cannot meet its deadline.
+        `beside` (with `first` and no `head`): the first chunk is the
+        schedule's first, decoded on one worker beside the others."""
+        c = self.calibration
+        largest = self.parallel_chunk(workers)
+        start = sum(head)
+        heard = self._cost(start, False, start < frames) if head else None
+        free = [heard or 0.0] * workers
         chunks = []
-        if first:
-            head = min(frames, self.first_schedule[0])
-            chunks.append(head)
-            head_s = (c.alpha + c.beta * (head + c.right_cost)) * SCHEDULE_SAFETY
-            free = [head_s] * workers
-            start = head
-            while start < frames:
-                at = min(free)
-                ends_by = (head_s + start * frame_s - at) / SCHEDULE_SAFETY
-                fits = int((ends_by / ONE_CORE_SLOWER - c.alpha) / c.beta - margins)
-                if fits >= largest:
-                    break
-                n = min(frames - start, max(math.ceil(chunks[-1] * CHUNK_GROWTH), fits))
-                free[free.index(at)] = at + (c.alpha + c.beta * (n + margins)) * ONE_CORE_SLOWER
-                chunks.append(n)
-                start += n
-            frames -= start
-        if frames > 0:
-            pieces = math.ceil(frames / largest)
-            if frames >= workers * SPLIT_LEAST:
-                # A multiple of the workers: no core idles beside the last.
-                pieces = math.ceil(pieces / workers) * workers
-            size = math.ceil(frames / pieces)
-            chunks += [size] * (frames // size) + ([frames % size] if frames % size else [])
+        if beside and first:
+            # The schedule's first chunk on one worker, the others decoding
+            # what follows from the start.
+            n = min(frames, self.first_schedule[0])
+            heard = free[0] = self._cost(n, False, n < frames, side=True)
+            chunks.append(n)
+            start = n
+        while start < frames:
+            rest = frames - start
+            i = free.index(min(free))
+            left = start > 0
+            # Where every worker would end with the rest as one chunk each.
+            pieces = max(1, min(workers, rest // MIN_FIRST_CHUNK))
+            # Every piece has a left margin but one that starts the sentence,
+            # and a right margin but the last.
+            work = rest + (pieces - (0 if left else 1)) * c.left_cost + (pieces - 1) * c.right_cost
+            ends = (sum(free) + SIDE_BY_SIDE_SLOWER * (pieces * c.alpha + c.beta * work)) / workers
+            margins = (c.left_cost if left else 0) + c.right_cost
+            share = ((ends - free[i]) / SIDE_BY_SIDE_SLOWER - c.alpha) / c.beta - margins
+            n = max(MIN_FIRST_CHUNK, min(largest, math.ceil(share)))
+            if first and heard is not None:
+                due = self._due(heard, start)
+                most = int(((due - free[i]) / SIDE_BY_SIDE_SLOWER - c.alpha) / c.beta - margins)
+                if most < MIN_FIRST_CHUNK:
+                    return None
+                n = min(n, most)
+            if rest - n < MIN_FIRST_CHUNK and rest <= largest:
+                n = rest
+            n = min(n, rest)
+            free[i] += self._cost(n, left, start + n < frames, side=True)
+            chunks.append(n)
+            start += n
         return chunks
+
+    def _due(self, heard, start):
+        """Latest expected time the chunk from frame `start` may be done, the
+        first audio heard at `heard`: before playback reaches it, with the
+        costs taken SCHEDULE_SAFETY times as long."""
+        return heard + start * self.hop / self.config.sample_rate / SCHEDULE_SAFETY
+
+    def _ends(self, frames, plan, workers, first):
+        """Expected seconds until the last chunk of `plan` (as
+        `parallel_chunks` returns it) is decoded, its side-by-side chunks
+        each on the first free worker; infinite when a `first` sentence's
+        chunk would be done after its deadline (`_due`)."""
+        every_core, side = plan
+        now, start, heard = 0.0, 0, None
+        for n in every_core:
+            now += self._cost(n, start > 0, start + n < frames)
+            if first and heard is not None and now > self._due(heard, start):
+                return math.inf
+            heard = now if heard is None else heard
+            start += n
+        free = [now] * workers
+        done = now
+        for n in side:
+            i = free.index(min(free))
+            free[i] += self._cost(n, start > 0, start + n < frames, side=True)
+            # Sent in order: when it and every chunk before it are done.
+            done = max(done, free[i])
+            if first:
+                if heard is None:
+                    heard = done
+                elif done > self._due(heard, start):
+                    return math.inf
+            start += n
+        return max(free)
 
     # -- synthesis ---------------------------------------------------------
 
@@ -705,11 +811,12 @@ class StreamVoice:
         (workers, runs), where `runs` holds a `run(feed)` per decoding part
         (as `decode` takes them), each on one thread, that
         `workers` threads may call at once. onnxruntime makes more of each
-        core that way than with one run on every core. The chunks (after the
-        first of a `first` sentence, which is decoded alone on every core: it
-        is the listener's wait) are then decoded by `workers` threads, at
-        most `workers` chunks at a time, each sent as soon as it and every
-        chunk before it are done. An exception in a worker is raised here.
+        core that way than with one run on every core. The chunks are then
+        planned by `parallel_chunks`: those it puts on every core (a short
+        sentence, or the first chunk of a `first` sentence, the listener's
+        wait) are decoded here, the others by `workers` threads, at most
+        `workers` chunks at a time, each sent as soon as it and every chunk
+        before it are done. An exception in a worker is raised here.
         `idle` (side by side only): called once when a worker has no chunk
         of this sentence left to decode (see `ahead`).
 
@@ -732,11 +839,7 @@ class StreamVoice:
             head, rest = self.plan(frames, first, slower), []
         else:
             workers, runs = side_by_side
-            chunks = self.parallel_chunks(frames, first, workers)
-            head, rest = (chunks[:1], chunks[1:]) if first and FIRST_CHUNK_ON_EVERY_CORE else ([], chunks)
-            if len(rest) == 1:
-                # One chunk alone: every core for it.
-                head, rest = chunks, []
+            head, rest = self.parallel_chunks(frames, first, workers)
         start = 0
         for size in head:
             if check is not None:
