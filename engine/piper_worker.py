@@ -687,11 +687,11 @@ def synthesize(engine, request, run_options):
             from stream_synth import slowdown
 
             slower = slowdown(threads, cores)
-            idle = None
+            ahead = None
             if side_by_side is not None and isinstance(request.get("next"), str):
-                idle = engine.stream.ahead(request["next"], options)
+                ahead = engine.stream.ahead(request["next"], options)
             pieces = stream_sentences(
-                engine.stream, text, options, first, run_options, side_by_side, slower, idle
+                engine.stream, text, options, first, run_options, side_by_side, slower, ahead
             )
         else:
             pieces = whole_sentences(engine.voice, text, options)
@@ -743,11 +743,11 @@ def phonemize(voice, request_id, text):
 
 
 def stream_sentences(
-    stream, text, options, first, run_options, side_by_side=None, slower=1.0, idle=None
+    stream, text, options, first, run_options, side_by_side=None, slower=1.0, ahead=None
 ):
     """(pcm, ends a sentence) per decoder chunk, sentence by sentence;
     `slower`: the decode's slowdown on this request's threads (see
-    stream_synth.slowdown); `idle`: see stream_synth's `synthesize`, for
+    stream_synth.slowdown); `ahead`: see stream_synth's `synthesize`, for
     the last sentence."""
 
     def check():
@@ -759,7 +759,7 @@ def stream_sentences(
         aligned = None
         last = index == len(found) - 1
         for kind, value in stream.synthesize(
-            phonemes, options, first, check, side_by_side, slower, idle if last else None
+            phonemes, options, first, check, side_by_side, slower, ahead if last else None
         ):
             if kind == "audio":
                 yield value, False, None

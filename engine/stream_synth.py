@@ -109,9 +109,17 @@ ONE_CORE_SLOWER = 1.75
 SIDE_BY_SIDE_SLOWER = 1.45
 # Of the chunk plans of a sentence, the simplest whose expected end is
 # within this factor of the soonest is taken (see `parallel_chunks`).
-PLAN_TOLERANCE = 1.02
+PLAN_TOLERANCE = 1.005
 # Frontends made ahead and not asked for yet that are kept (see `ahead`).
 AHEAD_KEPT = 4
+# Seconds per character of text that a frontend made ahead is expected to
+# take beside a decoding thread, until this engine has timed its own
+# (measured on 2 cores, en_US-joe-medium: a 101-character sentence 46 ms
+# beside a one-thread decode, 37 ms alone on every core).
+AHEAD_S_PER_CHAR = 0.00045
+# A frontend alone on every core is this many times faster than beside a
+# decoding thread (the same measurement).
+AHEAD_BESIDE = 1.25
 
 
 def slowdown(threads, cores):
@@ -270,6 +278,7 @@ class StreamVoice:
         # Frontends made ahead (see `ahead`): a future by sentence key.
         self._ahead = collections.OrderedDict()
         self._ahead_lock = threading.Lock()
+        self._ahead_s_per_char = AHEAD_S_PER_CHAR
 
     def describe(self):
         """For the ready frame."""
@@ -579,12 +588,15 @@ class StreamVoice:
         seconds = c.alpha + c.beta * work
         return seconds * SIDE_BY_SIDE_SLOWER if side else seconds
 
-    def parallel_chunks(self, frames, first, workers):
-        """(chunks on every core, chunks side by side): the frames of a
-        sentence of `frames` frames in chunks, those of the first list
-        decoded one after the other on every core, then those of the second
-        by `workers` single-threaded runs side by side, each on the first
-        free worker (see `synthesize`).
+    def parallel_chunks(self, frames, first, workers, extra=0.0):
+        """(chunks on every core, chunks side by side, where the next
+        sentence's frontend goes among the latter): the frames of a sentence
+        of `frames` frames in chunks, those of the first list decoded one
+        after the other on every core, then those of the second by `workers`
+        single-threaded runs side by side, each on the first free worker
+        (see `synthesize`), with a job of `extra` seconds (the next
+        sentence's frontend, see `ahead`; 0: none) taken by the first free
+        worker before the side chunk at the index given (None: no job).
 
         Candidates, of which the one that ends first under the calibrated
         cost wins (`_ends`): every chunk on every core (`plan`); or, after
@@ -597,29 +609,41 @@ class StreamVoice:
         chunks decoded at once take no more frames than one MAX_CHUNK chunk
         alone: the decoder's memory), and with `first` each chunk is done
         before playback reaches it (SCHEDULE_SAFETY times the expected
-        cost)."""
-        # In order of preference: every core, even, balanced, beside.
-        candidates = [(self.plan(frames, first), [])]
+        cost). The frontend job goes either after the chunks a listener
+        waits on (none but a `first` sentence's first two) or last."""
+        # In order of preference: every core, even, balanced, beside; each
+        # side-by-side plan with the job early, then last.
+        candidates = [(self.plan(frames, first), [], None)]
         head = [min(frames, self.first_schedule[0])] if first else []
         rest = frames - sum(head)
+        sides = []
         if rest > 0:
-            candidates.append((head, self._even(rest, workers)))
-            candidates.append((head, self._even(rest, workers, spread=True)))
-            balanced = self._balanced(frames, head, workers, first)
+            early = 1 if first else 0
+            for side in (self._even(rest, workers), self._even(rest, workers, spread=True)):
+                sides.append((head, side, early))
+            balanced = self._balanced(frames, head, workers, first, extra, early)
             if balanced is not None:
-                candidates.append((head, balanced))
+                sides.append((head, balanced, early))
             if head:
-                beside = self._balanced(frames, [], workers, first, beside=True)
+                beside = self._balanced(frames, [], workers, first, extra, 2, beside=True)
                 if beside is not None:
-                    candidates.append(([], beside))
-        ends = [self._ends(frames, plan, workers, first) for plan in candidates]
+                    sides.append(([], beside, 2))
+        for every_core, side, early in sides:
+            if extra > 0:
+                candidates.append((every_core, side, min(early, len(side))))
+                candidates.append((every_core, side, len(side)))
+            else:
+                candidates.append((every_core, side, None))
+        ends = [self._ends(frames, plan, workers, first, extra) for plan in candidates]
         # The first within PLAN_TOLERANCE of the soonest: fewer, even chunks
         # when the model sees little between them.
-        best = next(p for p, e in zip(candidates, ends) if e <= min(ends) * PLAN_TOLERANCE)
-        if len(best[1]) == 1:
+        every_core, side, at = next(
+            p for p, e in zip(candidates, ends) if e <= min(ends) * PLAN_TOLERANCE
+        )
+        if len(side) == 1 and not extra:
             # One chunk side by side with nothing: every core for it.
-            return best[0] + best[1], []
-        return best
+            return every_core + side, [], None
+        return every_core, side, at
 
     def _even(self, frames, workers, spread=False):
         """`frames` in chunks of one size, at most `parallel_chunk`, and a
@@ -632,13 +656,14 @@ class StreamVoice:
         size = math.ceil(frames / pieces)
         return [size] * (frames // size) + ([frames % size] if frames % size else [])
 
-    def _balanced(self, frames, head, workers, first, beside=False):
+    def _balanced(self, frames, head, workers, first, extra=0.0, at=None, beside=False):
         """The frames after `head` in chunks for `workers` side by side,
         each as large as lets the workers end together (the work left, its
-        margins included, shared evenly from where each worker is free),
-        within `parallel_chunk` and, for a `first` sentence, the playback
-        deadline (`_due`); a rest of fewer than MIN_FIRST_CHUNK frames joins
-        the chunk before it. None when a chunk cannot meet its deadline.
+        margins included, shared evenly from where each worker is free, the
+        job of `extra` seconds taken before the chunk at `at`), within
+        `parallel_chunk` and, for a `first` sentence, the playback deadline
+        (`_due`); a rest of fewer than MIN_FIRST_CHUNK frames joins the
+        chunk before it. None when a chunk cannot meet its deadline.
         `beside` (with `first` and no `head`): the first chunk is the
         schedule's first, decoded on one worker beside the others."""
         c = self.calibration
@@ -655,6 +680,8 @@ class StreamVoice:
             chunks.append(n)
             start = n
         while start < frames:
+            if len(chunks) == at:
+                free[free.index(min(free))] += extra
             rest = frames - start
             i = free.index(min(free))
             left = start > 0
@@ -687,12 +714,15 @@ class StreamVoice:
         costs taken SCHEDULE_SAFETY times as long."""
         return heard + start * self.hop / self.config.sample_rate / SCHEDULE_SAFETY
 
-    def _ends(self, frames, plan, workers, first):
+    def _ends(self, frames, plan, workers, first, extra=0.0):
         """Expected seconds until the last chunk of `plan` (as
-        `parallel_chunks` returns it) is decoded, its side-by-side chunks
-        each on the first free worker; infinite when a `first` sentence's
-        chunk would be done after its deadline (`_due`)."""
-        every_core, side = plan
+        `parallel_chunks` returns it) is decoded and the job of `extra`
+        seconds is done (AHEAD_BESIDE times faster once it runs alone on
+        every core: after the chunks of a plan that has none side by side,
+        or once the last of them ends), its side-by-side
+        chunks each on the first free worker; infinite when a `first`
+        sentence's chunk would be done after its deadline (`_due`)."""
+        every_core, side, at = plan
         now, start, heard = 0.0, 0, None
         for n in every_core:
             now += self._cost(n, start > 0, start + n < frames)
@@ -700,9 +730,13 @@ class StreamVoice:
                 return math.inf
             heard = now if heard is None else heard
             start += n
+        if not side:
+            return now + extra / AHEAD_BESIDE
         free = [now] * workers
         done = now
-        for n in side:
+        for k, n in enumerate(side):
+            if k == at:
+                free[free.index(min(free))] += extra
             i = free.index(min(free))
             free[i] += self._cost(n, start > 0, start + n < frames, side=True)
             # Sent in order: when it and every chunk before it are done.
@@ -713,6 +747,13 @@ class StreamVoice:
                 elif done > self._due(heard, start):
                     return math.inf
             start += n
+        if at is not None and at >= len(side):
+            # After every chunk has started: beside those still decoding,
+            # then alone on every core, AHEAD_BESIDE times faster.
+            i = free.index(min(free))
+            others = max(f for k, f in enumerate(free) if k != i) if workers > 1 else free[i]
+            beside = min(extra, max(0.0, others - free[i]))
+            free[i] += beside + (extra - beside) / AHEAD_BESIDE
         return max(free)
 
     # -- synthesis ---------------------------------------------------------
@@ -736,28 +777,23 @@ class StreamVoice:
         )
 
     def ahead(self, text, options):
-        """A `start()` that makes the frontend of `text`'s first sentence on
-        a side-by-side decoder thread, where the next request (the sentence
-        piperd names in this one) takes it (`synthesize`).
+        """A job that makes the frontend of `text`'s first sentence, where
+        the next request (the sentence piperd names in this one) takes it
+        (`synthesize`); `job.seconds`: the time it is expected to take
+        beside a decoding thread, from the frontends this engine made ahead
+        before (AHEAD_S_PER_CHAR until then).
 
-        `synthesize` calls `start` when one of those threads has no chunk
-        left to decode (the tail of a sentence decoded side by side, where a
-        core would otherwise idle), so the frontend, and the phonemes before
-        it, leave the next sentence's path without taking a core from this
-        one or time from its first audio. A frontend made ahead is the one
-        the request would make: the same session, the same inputs; only its
-        noise draw comes earlier."""
-        started = []
-
-        def start():
-            if started or self._pool is None:
-                return
-            started.append(True)
-            self._pool.submit(self._make_ahead, text, options)
-
-        return start
+        `synthesize` runs the job on one of its side-by-side decoder threads,
+        planned among this sentence's chunks (see `parallel_chunks`), so the
+        frontend, and the phonemes before it, leave the next sentence's path
+        and share the cores with this one's decoding instead of running
+        alone between the two. A frontend made ahead is the one the request
+        would make: the same session, the same inputs; only its noise draw
+        comes earlier."""
+        return _Ahead(self, text, options, len(text) * self._ahead_s_per_char)
 
     def _make_ahead(self, text, options):
+        began = time.perf_counter()
         try:
             found = self.sentences(text)
         except Exception as err:  # the request that brings it says why
@@ -782,6 +818,10 @@ class StreamVoice:
             future.set_result((ids, self.frontend(ids, options)))
         except Exception as err:  # the request makes its own then
             future.set_exception(err)
+            return
+        # What the next plans expect of a frontend made ahead.
+        took = (time.perf_counter() - began) / max(1, len(text))
+        self._ahead_s_per_char = 0.7 * self._ahead_s_per_char + 0.3 * took
 
     def _made_ahead(self, phonemes, options):
         """(ids, (seam, w_ceil)) of the frontend made ahead for this
@@ -798,7 +838,7 @@ class StreamVoice:
             return None
 
     def synthesize(
-        self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0, idle=None
+        self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0, ahead=None
     ):
         """Yields ("alignments", list or None) once, then ("audio", pcm) per
         chunk of one sentence, in order. `check()` runs between chunks (it
@@ -817,8 +857,9 @@ class StreamVoice:
         wait) are decoded here, the others by `workers` threads, at most
         `workers` chunks at a time, each sent as soon as it and every chunk
         before it are done. An exception in a worker is raised here.
-        `idle` (side by side only): called once when a worker has no chunk
-        of this sentence left to decode (see `ahead`).
+        `ahead` (side by side only): the next sentence's frontend, a job
+        (see `ahead`) that one of the threads runs where `parallel_chunks`
+        plans it among this sentence's chunks.
 
         The frontend is the one made ahead for this sentence, if any."""
         made = self._made_ahead(phonemes, options)
@@ -836,10 +877,11 @@ class StreamVoice:
             return to_int16_bytes(limit(self.decode(seam, start, end, runs=runs) * gain))
 
         if side_by_side is None or side_by_side[0] < 2:
-            head, rest = self.plan(frames, first, slower), []
+            head, rest, at = self.plan(frames, first, slower), [], None
         else:
             workers, runs = side_by_side
-            head, rest = self.parallel_chunks(frames, first, workers)
+            extra = ahead.seconds if ahead is not None else 0.0
+            head, rest, at = self.parallel_chunks(frames, first, workers, extra)
         start = 0
         for size in head:
             if check is not None:
@@ -847,44 +889,46 @@ class StreamVoice:
             yield "audio", pcm(start, start + size)
             start += size
         if rest:
-            yield from self._side_by_side(pcm, start, rest, workers, runs, check, idle)
+            job = (at, ahead) if ahead is not None and at is not None else None
+            yield from self._side_by_side(pcm, start, rest, workers, runs, check, job)
 
-    def _side_by_side(self, pcm, start, sizes, workers, runs, check, idle=None):
+    def _side_by_side(self, pcm, start, sizes, workers, runs, check, job=None):
         """`pcm(start, end, runs)` of each chunk, on `workers` threads, in
         order. A chunk starts as soon as a worker is free, whichever chunk
-        ended; at most `workers` of this sentence's chunks run at once (the
-        decoder's memory grows with the chunks in flight). `idle()` is
-        called once, when every chunk has started and a worker is free."""
+        ended; at most `workers` of this sentence's jobs run at once (the
+        decoder's memory grows with the chunks in flight). `job`: None, or
+        (index, run): `run()` goes to a worker just before the chunk at that
+        index (after the last chunk when it is their count); its end is not
+        waited for."""
         if self._pool is None or self._pool_workers < workers:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="decode"
             )
             self._pool_workers = workers
         pool = self._pool
-        bounds = []
+        jobs = []
         for size in sizes:
-            bounds.append((start, start + size))
+            jobs.append((start, start + size))
             start += size
+        if job is not None:
+            jobs.insert(job[0], job[1])
         started = []
-        state = {"running": 0, "closed": False, "idle": idle}
+        state = {"running": 0, "closed": False, "next": 0}
         changed = threading.Condition(threading.RLock())
 
         def fill():
             # Under `changed`'s lock (reentrant: a callback added to a
             # future that is already done runs at once, here).
-            while (
-                not state["closed"]
-                and state["running"] < workers
-                and len(started) < len(bounds)
-            ):
-                a, b = bounds[len(started)]
+            while not state["closed"] and state["running"] < workers and state["next"] < len(jobs):
+                work = jobs[state["next"]]
+                state["next"] += 1
                 state["running"] += 1
-                future = pool.submit(pcm, a, b, runs)
-                started.append(future)
+                if callable(work):
+                    future = pool.submit(work)
+                else:
+                    future = pool.submit(pcm, work[0], work[1], runs)
+                    started.append(future)
                 future.add_done_callback(ended)
-            if len(started) == len(bounds) and state["running"] < workers and state["idle"]:
-                call, state["idle"] = state["idle"], None
-                call()
             changed.notify_all()
 
         def ended(_future):
@@ -895,7 +939,7 @@ class StreamVoice:
         try:
             with changed:
                 fill()
-            for index in range(len(bounds)):
+            for index in range(len(sizes)):
                 if check is not None:
                     check()
                 with changed:
@@ -908,11 +952,28 @@ class StreamVoice:
             # and the sentence's work ends here (a terminated run ends at once).
             with changed:
                 state["closed"] = True
-                state["idle"] = None
                 waiting = list(started)
             for future in waiting:
                 future.cancel()
             concurrent.futures.wait(waiting)
+
+
+class _Ahead:
+    """The next sentence's frontend as a job (see `StreamVoice.ahead`): run
+    once, by whichever thread calls it first."""
+
+    def __init__(self, voice, text, options, seconds):
+        self.seconds = seconds
+        self._make = lambda: voice._make_ahead(text, options)
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self):
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._make()
 
 
 def _pick(value, default):

@@ -344,7 +344,10 @@ print("ok", spared)
 /// growing run of chunks after the first and then even ones; a short first
 /// sentence (150 to 300 frames, a Home Assistant command's) ends at least
 /// 3% sooner. Found measuring Wyoming's total time against wyoming-piper:
-/// the first chunk after the head was the longest path.
+/// the first chunk after the head was the longest path. With the next
+/// sentence's frontend to make (a job of a measured length), the plan puts
+/// it among the chunks, and never ends later than that frontend made alone
+/// after them, as before.
 #[test]
 fn the_side_by_side_plan_ends_sooner_and_keeps_playback_ahead() {
     let script = r#"
@@ -391,12 +394,14 @@ def previous(v, frames, first, workers):
     if frames > 0:
         chunks += v._even(frames, workers)
     head, rest = (chunks[:1], chunks[1:]) if first else ([], chunks)
-    return (chunks, []) if len(rest) == 1 else (head, rest)
+    return (chunks, [], None) if len(rest) == 1 else (head, rest, None)
 
-def simulate(v, frames, plan, workers):
+def simulate(v, frames, plan, workers, extra=0.0):
     """(when the last chunk is done, [(start frame, when sent)]): chunks on
     every core one after another, then side by side on the first free
-    worker, each sent once it and those before it are done."""
+    worker, each sent once it and those before it are done; a job of
+    `extra` seconds taken by the first free worker before the side chunk at
+    the plan's index."""
     c = v.calibration
     def cost(start, n):
         work = n + (c.left_cost if start > 0 else 0) + (c.right_cost if start + n < frames else 0)
@@ -407,7 +412,16 @@ def simulate(v, frames, plan, workers):
         sent.append((start, now))
         start += n
     free, done = [now] * workers, now
-    for n in plan[1]:
+    for k, n in enumerate(plan[1] + [None]):
+        if k == plan[2] and n is not None:
+            free[free.index(min(free))] += extra
+        if k == plan[2] and n is None:
+            # Last: beside the chunks still decoding, then alone, faster.
+            i = free.index(min(free))
+            beside = min(extra, max(free) - free[i])
+            free[i] += beside + (extra - beside) / ss.AHEAD_BESIDE
+        if n is None:
+            break
         i = free.index(min(free))
         free[i] += cost(start, n) * ss.SIDE_BY_SIDE_SLOWER
         done = max(done, free[i])
@@ -427,13 +441,32 @@ for k, calibration in enumerate(calibrations):
     for workers in (2, 4):
         largest = v.parallel_chunk(workers)
         for frames in range(1, 2001):
-            for first in (True, False):
-                plan = v.parallel_chunks(frames, first, workers)
+            for first, extra in ((True, 0.0), (False, 0.0), (True, 0.045), (False, 0.045)):
+                plan = v.parallel_chunks(frames, first, workers, extra)
                 chunks = plan[0] + plan[1]
+                # The next frontend goes among the side-by-side chunks when
+                # there are any, after the first two of a first sentence.
+                assert (plan[2] is None) == (not extra or not plan[1]), plan
+                if extra and plan[1] and first:
+                    assert plan[2] >= (1 if plan[0] else 2) or plan[2] == len(plan[1]), plan
+                if extra:
+                    ends, sent = simulate(v, frames, plan, workers, extra)
+                    if first:
+                        heard = sent[0][1]
+                        for start, at in sent[1:]:
+                            assert at <= heard + start * frame_s / ss.SCHEDULE_SAFETY + 1e-9, (
+                                frames, workers, plan, start, at, heard)
+                    # Beside the chunks, not after them all (as before), when
+                    # the plan decodes side by side.
+                    alone = simulate(v, frames, previous(v, frames, first, workers), workers)[0]
+                    if plan[1]:
+                        assert ends <= (alone + extra / ss.AHEAD_BESIDE) * ss.PLAN_TOLERANCE + 1e-9, (
+                            frames, first, plan, ends, alone)
+                    continue
                 assert sum(chunks) == frames and min(chunks) > 0, (frames, first, plan)
                 # Side by side, the chunks in flight fit the decoder's memory bound.
                 assert not plan[1] or max(plan[1]) <= largest, (frames, plan, largest)
-                assert len(plan[1]) != 1, plan
+                assert len(plan[1]) != 1 and plan[2] is None, plan
                 if first and plan[0] and not plan[1]:
                     # Every core only: the schedule's plan, checked by the plan test.
                     assert plan[0] == v.plan(frames, True), plan
@@ -529,13 +562,14 @@ print("ok")
     assert_prints_ok(engine_script(script));
 }
 
-/// The next sentence's frontend, made ahead on a decoder thread in the tail
-/// of a sentence decoded side by side, is taken by the request that brings
-/// it, and it is the frontend that request would have made: the same audio
-/// (noise at 0), one frontend run fewer on its path. One made for other
-/// options is not taken. Real voice, real split graph.
+/// The next sentence's frontend, made ahead on a decoder thread beside the
+/// chunks of a sentence decoded side by side (it begins before the last of
+/// them is done), is taken by the request that brings it, and it is the
+/// frontend that request would have made: the same audio (noise at 0), one
+/// frontend run fewer on its path. One made for other options is not
+/// taken. Real voice, real split graph.
 #[test]
-fn the_next_sentences_frontend_is_made_ahead_in_a_tail_and_is_the_one_it_would_make() {
+fn the_next_sentences_frontend_is_made_ahead_beside_this_ones_chunks_and_is_the_one_it_would_make() {
     let script = r#"
 import sys, threading
 sys.path.insert(0, sys.argv[1])
@@ -544,30 +578,40 @@ engine = pw.load_voice(sys.argv[2], sys.argv[2] + ".json")
 stream = engine.stream
 quiet = {"noise_scale": 0.0, "noise_w_scale": 0.0}
 side = (2, {name: part.runner(1, None) for name, part in engine.parts.items()})
-calls = []
+import time
+calls, began = [], []
 made = stream.frontend
 def counted(ids, options):
     calls.append(threading.current_thread().name)
+    began.append(time.perf_counter())
     return made(ids, options)
 stream.frontend = counted
-this = stream.sentences("The long road north of the river was closed for the whole winter, and nobody drove it.")[0]
+this = stream.sentences(
+    "The long road north of the river was closed for the whole winter, and nobody drove it "
+    "until the snow had melted from the hills and the farmers came back down to the valley.")[0]
 following = "Then the spring came back."
-def say(phonemes, options, idle=None):
-    chunks = [value for kind, value in stream.synthesize(
-        phonemes, options, first=False, side_by_side=side, idle=idle) if kind == "audio"]
-    return chunks
-start = stream.ahead(following, quiet)
-assert start is not None
-assert len(say(this, quiet, idle=start)) >= 2, "decoded side by side"
+def timed(phonemes, options, ahead=None):
+    chunks, sent = [], []
+    for kind, value in stream.synthesize(phonemes, options, first=False, side_by_side=side, ahead=ahead):
+        if kind == "audio":
+            chunks.append(value)
+            sent.append(time.perf_counter())
+    return chunks, sent
+def say(phonemes, options, ahead=None):
+    return timed(phonemes, options, ahead)[0]
+job = stream.ahead(following, quiet)
+assert 0 < job.seconds < 1, job.seconds
+chunks, sent = timed(this, quiet, ahead=job)
+assert len(chunks) >= 2, "decoded side by side"
 assert len(calls) == 2 and calls[1].startswith("decode"), calls
+assert began[1] < sent[0], "beside the chunks, from the first, not after them"
 ahead = b"".join(say(stream.sentences(following)[0], quiet))
 assert len(calls) == 2, f"taken, not made again: {calls}"
 again = b"".join(say(stream.sentences(following)[0], quiet))
 assert len(calls) == 3, calls
 assert ahead == again and len(ahead) > 0, "the same audio"
 # Made ahead for one length scale, asked for with another: made again.
-start = stream.ahead(following, dict(quiet, length_scale=1.3))
-say(this, quiet, idle=start)
+say(this, quiet, ahead=stream.ahead(following, dict(quiet, length_scale=1.3)))
 assert len(calls) == 5, calls
 slower = b"".join(say(stream.sentences(following)[0], quiet))
 assert len(calls) == 6 and slower == again, calls
