@@ -378,7 +378,7 @@ def main():
     lines.append("| the same sentences' first audio on the raw engine, alone "
                  "(median of %d) | %s | | |" % (B_REQUESTS, peers.fmt_ms(raw_first)))
     lines.append("")
-    other = max(0.0, (busy1 - busy0) / max(1, total1 - total0))
+    busy = max(0.0, (busy1 - busy0) / max(1, total1 - total0))
     bullets = [
         "command: `python3 benches/wyoming_peers.py --rounds %d --passes %d`; wyoming-bench's "
         "own reports: `benches/.peers/logs/wyoming-bench.txt`" % (args.rounds, args.passes),
@@ -419,10 +419,9 @@ def main():
         "run: %.0f s after the installs (%.0f s): wyoming-bench %.0f s, beside-a-long-text "
         "%.0f s" % (run_s, installs_s, w1_s, w2_s),
         "machine: %d CPUs, %s; load average at start %s, at end %s; the machine was "
-        "%.0f%% busy during the run, shared with other developers' builds and tests, "
-        "so absolute times are high and noisy; the ratios compare servers measured "
-        "in the same minutes" % (os.cpu_count() or 0, platform.machine(), load_start,
-                                   peers.loadavg(), 100 * other),
+        "%.0f%% busy during the run (both servers, their clients and wyoming-bench "
+        "included); the ratios compare servers measured in the same minutes" % (os.cpu_count() or 0, platform.machine(), load_start,
+                                   peers.loadavg(), 100 * busy),
     ]
     lines.extend("- " + b for b in bullets)
     lines.append("")
