@@ -258,21 +258,9 @@ async fn a_voice_whose_graph_cannot_be_split_speaks_whole_sentences_with_a_warni
 /// tail (found measuring Wyoming's total time against wyoming-piper).
 #[test]
 fn the_chunk_plan_keeps_playback_ahead_and_spends_fewer_margins() {
-    let script = r#"
-import sys, itertools
-sys.path.insert(0, sys.argv[1])
-import stream_synth as ss
-
-class Config:
-    sample_rate = 22050
-
-def voice(calibration):
-    v = ss.StreamVoice.__new__(ss.StreamVoice)
-    v.hop, v.config = 256, Config()
-    v.calibration = calibration
-    v.first_schedule = v.schedule(True)
-    v._schedules = {1.0: v.first_schedule}
-    return v
+    assert_prints_ok(plan_check(
+        r#"
+import itertools
 
 def fixed(schedule, frames):
     sizes = itertools.chain(schedule, itertools.repeat(schedule[-1]))
@@ -326,13 +314,8 @@ for k, calibration in enumerate(calibrations):
 for fixed_plan, plan in spared.values():
     assert len(plan) < len(fixed_plan), (fixed_plan, plan)
 print("ok", spared)
-"#;
-    let mut command = Command::new(python());
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine"));
-    assert_prints_ok(command);
+"#,
+    ));
 }
 
 /// The engine's side-by-side chunk plan (`StreamVoice.parallel_chunks` in
@@ -350,21 +333,9 @@ print("ok", spared)
 /// after them, as before.
 #[test]
 fn the_side_by_side_plan_ends_sooner_and_keeps_playback_ahead() {
-    let script = r#"
-import sys, math
-sys.path.insert(0, sys.argv[1])
-import stream_synth as ss
-
-class Config:
-    sample_rate = 22050
-
-def voice(calibration):
-    v = ss.StreamVoice.__new__(ss.StreamVoice)
-    v.hop, v.config = 256, Config()
-    v.calibration = calibration
-    v.first_schedule = v.schedule(True)
-    v._schedules = {1.0: v.first_schedule}
-    return v
+    assert_prints_ok(plan_check(
+        r#"
+import math
 
 def previous(v, frames, first, workers):
     # The rule before: the schedule's first chunk on every core, then chunks
@@ -485,13 +456,8 @@ for k, ratios in sooner.items():
     # A short first sentence, a Wyoming command's, ends sooner than before.
     assert max(ratios) < 0.97, (k, max(ratios))
 print("ok", {k: round(min(r), 3) for k, r in sooner.items()}, {k: round(max(r), 3) for k, r in sooner.items()})
-"#;
-    let mut command = Command::new(python());
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine"));
-    assert_prints_ok(command);
+"#,
+    ));
 }
 
 /// The engine's frontend is one session on every core for every request,
@@ -569,7 +535,7 @@ print("ok")
 /// frontend run fewer on its path. One made for other options is not
 /// taken. Real voice, real split graph.
 #[test]
-fn the_next_sentences_frontend_is_made_ahead_beside_this_ones_chunks_and_is_the_one_it_would_make() {
+fn the_next_frontend_is_made_beside_this_sentences_chunks_and_is_the_one_it_would_make() {
     let script = r#"
 import sys, threading
 sys.path.insert(0, sys.argv[1])
@@ -704,6 +670,35 @@ print("ok")
     let mut command = Command::new(python());
     command.arg("-c").arg(script).arg(root.join("engine"));
     assert_prints_ok(command);
+}
+
+/// A Python check of the engine's chunk plans: `body` runs after a prelude
+/// that imports stream_synth as `ss` and defines `voice(calibration)`, a
+/// `StreamVoice` with only that calibration (22,050 Hz, 256 samples a
+/// frame), so plans are checked without a voice or a session.
+fn plan_check(body: &str) -> Command {
+    let prelude = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import stream_synth as ss
+
+class Config:
+    sample_rate = 22050
+
+def voice(calibration):
+    v = ss.StreamVoice.__new__(ss.StreamVoice)
+    v.hop, v.config = 256, Config()
+    v.calibration = calibration
+    v.first_schedule = v.schedule(True)
+    v._schedules = {1.0: v.first_schedule}
+    return v
+"#;
+    let mut command = Command::new(python());
+    command
+        .arg("-c")
+        .arg(format!("{prelude}{body}"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine"));
+    command
 }
 
 /// A Python check run with the engine's folder and the bundled voice as its
