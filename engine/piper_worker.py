@@ -861,8 +861,8 @@ def main():
             "cancel": True,
             "pid": os.getpid(),
             "chunked": engine.stream is not None,
-            # A request's `next` sentence: its frontend is made ahead, in the
-            # tail of a sentence decoded side by side.
+            # A request's `next` sentence: its frontend is made ahead, beside
+            # the chunks of a sentence decoded side by side.
             "ahead": engine.stream is not None and SIDE_BY_SIDE and (os.cpu_count() or 1) > 1,
             **(engine.stream.describe() if engine.stream is not None else {}),
         },

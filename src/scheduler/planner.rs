@@ -746,7 +746,7 @@ impl Planner {
         // engine that makes the next sentence's frontend ahead, a job's own
         // sentences are no partners: they go one after the other, each on
         // every core, while no other job waits, and the engine makes the
-        // next one's frontend in the tail of this one's decoder chunks. Two
+        // next one's frontend beside this one's decoder chunks. Two
         // of them side by side end apart, and a core idles until the longer
         // ends (measured at concurrency 1: 23.8 audio s per s one after the
         // other against 21.8 side by side, 7% idle against 14%).
