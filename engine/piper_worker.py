@@ -380,8 +380,9 @@ def load_voice(model_path, config_path):
         # with spinning, 1.07x without). The decoding parts keep one session
         # per thread count: the flow's threads do not spin, since the
         # vocoder runs next, and the vocoder's do between the operators of a
-        # run but stop when it returns (see `Sessions._make`). The vocoder's sessions on one thread run its 2-D
-        # form, a fifth faster there (see split_graph).
+        # run but stop when it returns (see `Sessions._make`). The vocoder's
+        # sessions on one thread run its 2-D form, a fifth faster there (see
+        # split_graph).
         frontend = Sessions(graph.frontend, every_core_only=True)
         parts = {
             name: Sessions(model, spin=name != "flow", one_thread=graph.one_thread.get(name))

@@ -959,21 +959,16 @@ class StreamVoice:
 
 
 class _Ahead:
-    """The next sentence's frontend as a job (see `StreamVoice.ahead`): run
-    once, by whichever thread calls it first."""
+    """The next sentence's frontend as a job (see `StreamVoice.ahead`), and
+    the seconds it is expected to take. A plan runs it at most once, and a
+    second run of the same frontend finds the first and returns."""
 
     def __init__(self, voice, text, options, seconds):
         self.seconds = seconds
-        self._make = lambda: voice._make_ahead(text, options)
-        self._lock = threading.Lock()
-        self._done = False
+        self._voice, self._text, self._options = voice, text, options
 
     def __call__(self):
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        self._make()
+        self._voice._make_ahead(self._text, self._options)
 
 
 def _pick(value, default):
