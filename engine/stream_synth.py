@@ -113,13 +113,12 @@ PLAN_TOLERANCE = 1.005
 # Frontends made ahead and not asked for yet that are kept (see `ahead`).
 AHEAD_KEPT = 4
 # Seconds per character of text that a frontend made ahead is expected to
-# take beside a decoding thread, until this engine has timed its own
-# (measured on 2 cores, en_US-joe-medium: a 101-character sentence 46 ms
-# beside a one-thread decode, 37 ms alone on every core).
+# take, until this engine has timed its own (measured on 2 cores,
+# en_US-joe-medium: a 101-character sentence 46 ms beside a one-thread
+# decode). Run by a decoder thread after the last chunk, with the other
+# cores idle, it is no faster: in a run of one request at a time, such jobs
+# took 1.05 times this engine's own expectation, those beside a chunk 0.96.
 AHEAD_S_PER_CHAR = 0.00045
-# A frontend alone on every core is this many times faster than beside a
-# decoding thread (the same measurement).
-AHEAD_BESIDE = 1.25
 
 
 def slowdown(threads, cores):
@@ -717,11 +716,10 @@ class StreamVoice:
     def _ends(self, frames, plan, workers, first, extra=0.0):
         """Expected seconds until the last chunk of `plan` (as
         `parallel_chunks` returns it) is decoded and the job of `extra`
-        seconds is done (AHEAD_BESIDE times faster once it runs alone on
-        every core: after the chunks of a plan that has none side by side,
-        or once the last of them ends), its side-by-side
-        chunks each on the first free worker; infinite when a `first`
-        sentence's chunk would be done after its deadline (`_due`)."""
+        seconds is done (as long alone as beside a chunk: see
+        AHEAD_S_PER_CHAR), its side-by-side chunks each on the first free
+        worker; infinite when a `first` sentence's chunk would be done
+        after its deadline (`_due`)."""
         every_core, side, at = plan
         now, start, heard = 0.0, 0, None
         for n in every_core:
@@ -731,7 +729,7 @@ class StreamVoice:
             heard = now if heard is None else heard
             start += n
         if not side:
-            return now + extra / AHEAD_BESIDE
+            return now + extra
         free = [now] * workers
         done = now
         for k, n in enumerate(side):
@@ -748,12 +746,8 @@ class StreamVoice:
                     return math.inf
             start += n
         if at is not None and at >= len(side):
-            # After every chunk has started: beside those still decoding,
-            # then alone on every core, AHEAD_BESIDE times faster.
-            i = free.index(min(free))
-            others = max(f for k, f in enumerate(free) if k != i) if workers > 1 else free[i]
-            beside = min(extra, max(0.0, others - free[i]))
-            free[i] += beside + (extra - beside) / AHEAD_BESIDE
+            # After every chunk has started, on the first free worker.
+            free[free.index(min(free))] += extra
         return max(free)
 
     # -- synthesis ---------------------------------------------------------

@@ -387,10 +387,8 @@ def simulate(v, frames, plan, workers, extra=0.0):
         if k == plan[2] and n is not None:
             free[free.index(min(free))] += extra
         if k == plan[2] and n is None:
-            # Last: beside the chunks still decoding, then alone, faster.
-            i = free.index(min(free))
-            beside = min(extra, max(free) - free[i])
-            free[i] += beside + (extra - beside) / ss.AHEAD_BESIDE
+            # Last, on the first free worker.
+            free[free.index(min(free))] += extra
         if n is None:
             break
         i = free.index(min(free))
@@ -431,7 +429,7 @@ for k, calibration in enumerate(calibrations):
                     # the plan decodes side by side.
                     alone = simulate(v, frames, previous(v, frames, first, workers), workers)[0]
                     if plan[1]:
-                        assert ends <= (alone + extra / ss.AHEAD_BESIDE) * ss.PLAN_TOLERANCE + 1e-9, (
+                        assert ends <= (alone + extra) * ss.PLAN_TOLERANCE + 1e-9, (
                             frames, first, plan, ends, alone)
                     continue
                 assert sum(chunks) == frames and min(chunks) > 0, (frames, first, plan)
