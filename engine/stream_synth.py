@@ -276,6 +276,8 @@ class StreamVoice:
         self._pool_workers = 0
         # Frontends made ahead (see `ahead`): a future by sentence key.
         self._ahead = collections.OrderedDict()
+        # And the phonemes of the texts they were made for, by text.
+        self._phonemized = collections.OrderedDict()
         self._ahead_lock = threading.Lock()
         self._ahead_s_per_char = AHEAD_S_PER_CHAR
 
@@ -753,7 +755,13 @@ class StreamVoice:
     # -- synthesis ---------------------------------------------------------
 
     def sentences(self, text):
-        """Phonemes of each sentence espeak finds in the text."""
+        """Phonemes of each sentence espeak finds in the text (found ahead,
+        when a frontend was made ahead for it: see `ahead`)."""
+        with self._ahead_lock:
+            found = self._phonemized.pop(text, None)
+        return found if found is not None else self._phonemize(text)
+
+    def _phonemize(self, text):
         return [p for p in self.voice.phonemize(text) if p]
 
     # -- frontends made ahead ----------------------------------------------
@@ -789,7 +797,7 @@ class StreamVoice:
     def _make_ahead(self, text, options):
         began = time.perf_counter()
         try:
-            found = self.sentences(text)
+            found = self._phonemize(text)
         except Exception as err:  # the request that brings it says why
             self.log(f"cannot make the next sentence's frontend ahead: {err}")
             return
@@ -799,6 +807,10 @@ class StreamVoice:
         key = self._key(phonemes, options)
         future = concurrent.futures.Future()
         with self._ahead_lock:
+            # The request for `text` finds its phonemes here too.
+            self._phonemized[text] = found
+            while len(self._phonemized) > AHEAD_KEPT:
+                self._phonemized.popitem(last=False)
             if key in self._ahead:
                 return
             self._ahead[key] = future

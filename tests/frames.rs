@@ -569,10 +569,15 @@ chunks, sent = timed(this, quiet, ahead=job)
 assert len(chunks) >= 2, "decoded side by side"
 assert len(calls) == 2 and calls[1].startswith("decode"), calls
 assert began[1] < sent[0], "beside the chunks, from the first, not after them"
-ahead = b"".join(say(stream.sentences(following)[0], quiet))
+# Its phonemes too: the request finds them without espeak.
+phonemized, phonemize = [], stream.voice.phonemize
+stream.voice.phonemize = lambda text: phonemized.append(text) or phonemize(text)
+found = stream.sentences(following)
+assert phonemized == [] and found == [p for p in phonemize(following) if p], phonemized
+ahead = b"".join(say(found[0], quiet))
 assert len(calls) == 2, f"taken, not made again: {calls}"
 again = b"".join(say(stream.sentences(following)[0], quiet))
-assert len(calls) == 3, calls
+assert len(calls) == 3 and phonemized == [following], (calls, phonemized)
 assert ahead == again and len(ahead) > 0, "the same audio"
 # Made ahead for one length scale, asked for with another: made again.
 say(this, quiet, ahead=stream.ahead(following, dict(quiet, length_scale=1.3)))
