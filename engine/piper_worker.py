@@ -35,6 +35,7 @@ The program ends as soon as stdin closes, even in the middle of an utterance,
 so that it can never outlive the server that feeds it.
 """
 
+import concurrent.futures
 import difflib
 import json
 import os
@@ -63,6 +64,22 @@ SIDE_BY_SIDE = os.environ.get("PIPER_ENGINE_SIDE_BY_SIDE", "1") != "0"
 _out = sys.stdout.buffer
 _out_lock = threading.Lock()
 _local = threading.local()
+
+
+def _lower_priority(niceness):
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
+
+
+# Matches a request's written words to its phonemes (`timings_ahead`) beside
+# the decoding of its last sentence. Its Python holds the GIL, which a
+# decoder thread needs to start a chunk: at a lower priority, it lets the
+# decoder threads take the cores, and the GIL, first.
+_WORDS = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="words", initializer=_lower_priority, initargs=(10,)
+)
 
 
 class Cancelled(Exception):
@@ -624,17 +641,34 @@ def collect_alignments(alignments, sentence, silence):
         alignments.append(("", silence))
 
 
-def send_words(voice, request_id, text, alignments):
-    """The `W` frame: each written word of the request's text, as UTF-8 byte
-    offsets in it, and its first and last sample in the request's audio."""
-    if not alignments or alignments[-1] is None:
-        return
+def words_of(voice, text, alignments):
+    """`word_timings` of the request's text, with the voice's word phonemizer."""
     phonemize_words = getattr(voice, "_piperd_word_phonemizer", None)
     if phonemize_words is None:
         phonemize_words = word_phonemizer(voice)
         voice._piperd_word_phonemizer = phonemize_words
+    return word_timings(text, alignments, phonemize_words)
+
+
+def timings_ahead(voice, text, alignments):
+    """`words_of` on the words thread, once the durations of every sentence
+    are known; a future, or None when there are none."""
+    if not alignments or alignments[-1] is None:
+        return None
+    return _WORDS.submit(words_of, voice, text, list(alignments))
+
+
+def send_words(voice, request_id, text, alignments, timings=None):
+    """The `W` frame: each written word of the request's text, as UTF-8 byte
+    offsets in it, and its first and last sample in the request's audio;
+    `timings`: their future from `timings_ahead`, if it made one."""
+    if not alignments or alignments[-1] is None:
+        return
     try:
-        timings = word_timings(text, alignments, phonemize_words)
+        if timings is not None:
+            timings = timings.result()
+        else:
+            timings = words_of(voice, text, alignments)
     except Exception as err:  # timings are an extra: never fail the audio for them
         log(f"request {request_id}: no word timings: {type(err).__name__}: {err}")
         return
@@ -696,12 +730,19 @@ def synthesize(engine, request, run_options):
             )
         else:
             pieces = whole_sentences(engine.voice, text, options)
-        for pcm, sentence_ends, sentence_alignments in pieces:
+        timings = None
+        for kind, value in pieces:
             if run_options.terminate:
                 raise Cancelled()
-            if sentence_ends:
-                pcm += silence_bytes
-                collect_alignments(alignments, sentence_alignments, len(silence_bytes) // 2)
+            if kind == "aligned":
+                collect_alignments(alignments, value, len(silence_bytes) // 2)
+                continue
+            if kind == "decoding":
+                # The last sentence's chunks run side by side, outside the
+                # GIL: the words are matched meanwhile, not after them.
+                timings = timings_ahead(engine.voice, text, alignments)
+                continue
+            pcm = value if kind == "audio" else silence_bytes
             if not pcm:
                 continue
             samples += len(pcm) // 2
@@ -721,7 +762,7 @@ def synthesize(engine, request, run_options):
     if samples == 0:
         send_json(ERROR, request_id, {"message": "nothing speakable", "unspeakable": True})
         return
-    send_words(engine.voice, request_id, text, alignments)
+    send_words(engine.voice, request_id, text, alignments, timings)
     send_json(DONE, request_id, {"samples": samples})
 
 
@@ -746,8 +787,11 @@ def phonemize(voice, request_id, text):
 def stream_sentences(
     stream, text, options, first, run_options, side_by_side=None, slower=1.0, ahead=None
 ):
-    """(pcm, ends a sentence) per decoder chunk, sentence by sentence;
-    `slower`: the decode's slowdown on this request's threads (see
+    """Sentence by sentence: ("aligned", its phoneme alignments) once its
+    frontend ran, ("audio", pcm) per decoder chunk, then ("silence", None)
+    where its silence goes; and ("decoding", None) once the last
+    sentence's chunks are under way side by side (see stream_synth's
+    `synthesize`); `slower`: the decode's slowdown on this request's threads (see
     stream_synth.slowdown); `ahead`: see stream_synth's `synthesize`, for
     the last sentence."""
 
@@ -757,28 +801,32 @@ def stream_sentences(
 
     found = stream.sentences(text)
     for index, phonemes in enumerate(found):
-        aligned = None
         last = index == len(found) - 1
         for kind, value in stream.synthesize(
             phonemes, options, first, check, side_by_side, slower, ahead if last else None
         ):
             if kind == "audio":
-                yield value, False, None
+                yield "audio", value
             elif kind == "alignments":
-                aligned = value
+                yield "aligned", value
+            elif kind == "decoding" and last:
+                yield "decoding", None
         # Its silence, if any, after its last chunk.
-        yield b"", True, aligned
+        yield "silence", None
         # Only the first sentence of a request is waited on.
         first = False
 
 
 def whole_sentences(voice, text, options):
-    """Piper's own synthesis, one sentence at a time, scaled to full peak."""
+    """Piper's own synthesis, one sentence at a time, scaled to full peak,
+    in the pieces of `stream_sentences` (a sentence's audio in one)."""
     from piper import SynthesisConfig
 
     config = SynthesisConfig(**options)
     for chunk in voice.synthesize(text, syn_config=config, include_alignments=True):
-        yield chunk.audio_int16_bytes, True, chunk.phoneme_alignments
+        yield "aligned", chunk.phoneme_alignments
+        yield "audio", chunk.audio_int16_bytes
+        yield "silence", None
 
 
 def prepare(engine, threads):

@@ -847,7 +847,8 @@ class StreamVoice:
         self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0, ahead=None
     ):
         """Yields ("alignments", list or None) once, then ("audio", pcm) per
-        chunk of one sentence, in order. `check()` runs between chunks (it
+        chunk of one sentence, in order, and ("decoding", None) once its
+        chunks side by side have started (the GIL is free meanwhile). `check()` runs between chunks (it
         raises to stop early). `slower`: how many times the calibrated
         decode time a chunk takes here (a sentence beside others, on fewer
         threads than every core: see `slowdown`); the chunk plan keeps
@@ -945,6 +946,7 @@ class StreamVoice:
         try:
             with changed:
                 fill()
+            yield "decoding", None
             for index in range(len(sizes)):
                 if check is not None:
                     check()

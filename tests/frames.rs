@@ -589,6 +589,50 @@ print("ok")
     assert_prints_ok(engine_script(script));
 }
 
+/// A request's words are matched to its phonemes on the words thread while
+/// its last sentence's chunks decode side by side, not after them, and they
+/// are the words matched after the audio; a request whose sentences are
+/// decoded on every core matches them at its end. Real voice.
+#[test]
+fn the_words_are_matched_while_the_last_sentence_decodes() {
+    let script = r#"
+import sys, time, onnxruntime
+sys.path.insert(0, sys.argv[1])
+import piper_worker as pw
+engine = pw.load_voice(sys.argv[2], sys.argv[2] + ".json")
+sent, matched = [], []
+def send(kind, request_id, payload=b""):
+    sent.append((kind, time.perf_counter(), payload))
+pw.send = send
+words_of = pw.words_of
+def timed(voice, text, alignments):
+    began = time.perf_counter()
+    words = words_of(voice, text, alignments)
+    matched.append((began, alignments))
+    return words
+pw.words_of = timed
+text = ("The long road north of the river was closed for the whole winter. "
+        "Nobody drove it until the snow had melted from the hills and the farmers came back.")
+import json
+words = {}
+# Noise at 0: both requests have the same durations.
+request = {"id": 7, "text": text, "noise_scale": 0.0, "noise_w_scale": 0.0}
+for threads, beside in ((0, True), (1, False)):
+    sent.clear(), matched.clear()
+    pw.synthesize(engine, dict(request, threads=threads), onnxruntime.RunOptions())
+    kinds = [kind for kind, _, _ in sent]
+    assert kinds[-2:] == [pw.WORDS, pw.DONE] and kinds.count(pw.AUDIO) > 2, kinds
+    last_audio = max(at for kind, at, _ in sent if kind == pw.AUDIO)
+    assert len(matched) == 1, len(matched)
+    # Beside the last sentence's chunks (every core: after them).
+    assert (matched[0][0] < last_audio) == beside, (threads, matched[0][0], last_audio)
+    words[threads] = json.loads(sent[-2][2])["words"]
+assert len(words[0]) > 20 and words[0] == words[1], words
+print("ok")
+"#;
+    assert_prints_ok(engine_script(script));
+}
+
 /// A decoder whose vocoder input is not found by its structure stays one
 /// graph: the engine then decodes chunks of the whole decoder, with the
 /// wider margins that the flow's reach needs, and they still join into the
