@@ -46,8 +46,9 @@ const ALT_ENGINE_ENV: [(&str, &str); 1] = [("PIPER_ENGINE_CONCURRENCY", "1")];
 const ALT_LABEL: &str = " (PIPER_ENGINE_CONCURRENCY=1)";
 /// Throughput: every configuration runs one window per round; the rounds
 /// interleave piperd and the raw engine so that both see the same machine.
-const THROUGHPUT_WINDOW: Duration = Duration::from_secs(4);
-const THROUGHPUT_ROUNDS: usize = 3;
+/// (With three rounds of 4 s windows, a row moved by up to 0.07× between runs.)
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(6);
+const THROUGHPUT_ROUNDS: usize = 5;
 const THROUGHPUT_TEXTS: usize = 2_000;
 /// How long the long non-streamed request of the memory section is watched.
 const MEMORY_WINDOW: Duration = Duration::from_secs(24);
@@ -1830,9 +1831,14 @@ impl Bench {
         reset_hwm(self.server.pid);
         self.sampler.reset();
         for round in 0..THROUGHPUT_ROUNDS {
-            // Each round starts at a different place in the order.
-            for k in 0..configs.len() {
-                let c = (k + round * 3) % configs.len();
+            // Each round in its own order (a rotation would keep every
+            // configuration behind the same one in every round).
+            let mut order: Vec<usize> = (0..configs.len()).collect();
+            let mut rng = Rng::new(7_000 + round as u64);
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i + 1));
+            }
+            for c in order {
                 let (audio, wall, completed) = match configs[c] {
                     Config::Raw(g) => {
                         let (audio, wall) =
@@ -1940,8 +1946,8 @@ impl Bench {
         ));
         let notes = vec![
             format!(
-                "{THROUGHPUT_ROUNDS} rounds; in each, every configuration gets a {:.0} s window, piperd's and the raw \
-                 engine's in turn; streamed requests of distinct 1–3 sentence texts (mean {mean_chars:.0} characters), \
+                "{THROUGHPUT_ROUNDS} rounds; in each, in an order of its own, every configuration gets a {:.0} s window, piperd's and the raw \
+                 engine's interleaved; streamed requests of distinct 1–3 sentence texts (mean {mean_chars:.0} characters), \
                  audio counted as its bytes arrive and cut at the window's end; the raw engine synthesizes the same kind \
                  of texts one after another and counts the sentences finished in its window",
                 THROUGHPUT_WINDOW.as_secs_f64()
