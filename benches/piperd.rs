@@ -13,7 +13,7 @@
 //! runs one onnxruntime thread per engine), engine memory (7), and piperd's
 //! memory during one long request (5) on a fresh server, then the speed of
 //! text normalization, in process.
-//! About five and a half minutes on two cores.
+//! About six and a half minutes on two cores.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
