@@ -67,6 +67,7 @@ _local = threading.local()
 
 
 def _lower_priority(niceness):
+    """The calling thread's niceness (the engine's background work)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):
@@ -658,15 +659,15 @@ def timings_ahead(voice, text, alignments):
     return _WORDS.submit(words_of, voice, text, list(alignments))
 
 
-def send_words(voice, request_id, text, alignments, timings=None):
+def send_words(voice, request_id, text, alignments, matched=None):
     """The `W` frame: each written word of the request's text, as UTF-8 byte
     offsets in it, and its first and last sample in the request's audio;
-    `timings`: their future from `timings_ahead`, if it made one."""
+    `matched`: the words' future from `timings_ahead`, if it made one."""
     if not alignments or alignments[-1] is None:
         return
     try:
-        if timings is not None:
-            timings = timings.result()
+        if matched is not None:
+            timings = matched.result()
         else:
             timings = words_of(voice, text, alignments)
     except Exception as err:  # timings are an extra: never fail the audio for them
@@ -730,7 +731,7 @@ def synthesize(engine, request, run_options):
             )
         else:
             pieces = whole_sentences(engine.voice, text, options)
-        timings = None
+        matched = None
         for kind, value in pieces:
             if run_options.terminate:
                 raise Cancelled()
@@ -740,7 +741,7 @@ def synthesize(engine, request, run_options):
             if kind == "decoding":
                 # The last sentence's chunks run side by side, outside the
                 # GIL: the words are matched meanwhile, not after them.
-                timings = timings_ahead(engine.voice, text, alignments)
+                matched = timings_ahead(engine.voice, text, alignments)
                 continue
             pcm = value if kind == "audio" else silence_bytes
             if not pcm:
@@ -762,7 +763,7 @@ def synthesize(engine, request, run_options):
     if samples == 0:
         send_json(ERROR, request_id, {"message": "nothing speakable", "unspeakable": True})
         return
-    send_words(engine.voice, request_id, text, alignments, timings)
+    send_words(engine.voice, request_id, text, alignments, matched)
     send_json(DONE, request_id, {"samples": samples})
 
 
@@ -791,9 +792,9 @@ def stream_sentences(
     frontend ran, ("audio", pcm) per decoder chunk, then ("silence", None)
     where its silence goes; and ("decoding", None) once the last
     sentence's chunks are under way side by side (see stream_synth's
-    `synthesize`); `slower`: the decode's slowdown on this request's threads (see
-    stream_synth.slowdown); `ahead`: see stream_synth's `synthesize`, for
-    the last sentence."""
+    `synthesize`). `slower`: the decode's slowdown on this request's
+    threads (see stream_synth.slowdown); `ahead`: see stream_synth's
+    `synthesize`, for the last sentence."""
 
     def check():
         if run_options.terminate:
@@ -833,10 +834,7 @@ def prepare(engine, threads):
     """Makes the sessions on `threads` threads (0: none), and with
     SIDE_BY_SIDE the decoder's on one thread that a sentence alone on every
     core decodes on."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
+    _lower_priority(19)
     try:
         if threads > 0:
             for sessions in engine.sessions:

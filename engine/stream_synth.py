@@ -848,11 +848,11 @@ class StreamVoice:
     ):
         """Yields ("alignments", list or None) once, then ("audio", pcm) per
         chunk of one sentence, in order, and ("decoding", None) once its
-        chunks side by side have started (the GIL is free meanwhile). `check()` runs between chunks (it
-        raises to stop early). `slower`: how many times the calibrated
-        decode time a chunk takes here (a sentence beside others, on fewer
-        threads than every core: see `slowdown`); the chunk plan keeps
-        playback ahead at that speed.
+        chunks side by side have started (the GIL is free meanwhile).
+        `check()` runs between chunks (it raises to stop early). `slower`:
+        how many times the calibrated decode time a chunk takes here (a
+        sentence beside others, on fewer threads than every core: see
+        `slowdown`); the chunk plan keeps playback ahead at that speed.
 
         `side_by_side` (a sentence that has every core to itself): None, or
         (workers, runs), where `runs` holds a `run(feed)` per decoding part
