@@ -420,8 +420,8 @@ def main():
         "%.0f s" % (run_s, installs_s, w1_s, w2_s),
         "machine: %d CPUs, %s; load average at start %s, at end %s; the machine was "
         "%.0f%% busy during the run (both servers, their clients and wyoming-bench "
-        "included); the ratios compare servers measured in the same minutes" % (os.cpu_count() or 0, platform.machine(), load_start,
-                                   peers.loadavg(), 100 * busy),
+        "included); the ratios compare servers measured in the same minutes"
+        % (os.cpu_count() or 0, platform.machine(), load_start, peers.loadavg(), 100 * busy),
     ]
     lines.extend("- " + b for b in bullets)
     lines.append("")

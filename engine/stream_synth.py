@@ -589,6 +589,12 @@ class StreamVoice:
         seconds = c.alpha + c.beta * work
         return seconds * SIDE_BY_SIDE_SLOWER if side else seconds
 
+    def _side_frames(self, seconds, margins):
+        """Frames (a fraction) that one chunk with `margins` frames of
+        margins decodes side by side in `seconds`: `_cost`'s inverse."""
+        c = self.calibration
+        return (seconds / SIDE_BY_SIDE_SLOWER - c.alpha) / c.beta - margins
+
     def parallel_chunks(self, frames, first, workers, extra=0.0):
         """(chunks on every core, chunks side by side, where the next
         sentence's frontend goes among the latter): the frames of a sentence
@@ -693,11 +699,10 @@ class StreamVoice:
             work = rest + (pieces - (0 if left else 1)) * c.left_cost + (pieces - 1) * c.right_cost
             ends = (sum(free) + SIDE_BY_SIDE_SLOWER * (pieces * c.alpha + c.beta * work)) / workers
             margins = (c.left_cost if left else 0) + c.right_cost
-            share = ((ends - free[i]) / SIDE_BY_SIDE_SLOWER - c.alpha) / c.beta - margins
+            share = self._side_frames(ends - free[i], margins)
             n = max(MIN_FIRST_CHUNK, min(largest, math.ceil(share)))
             if first and heard is not None:
-                due = self._due(heard, start)
-                most = int(((due - free[i]) / SIDE_BY_SIDE_SLOWER - c.alpha) / c.beta - margins)
+                most = int(self._side_frames(self._due(heard, start) - free[i], margins))
                 if most < MIN_FIRST_CHUNK:
                     return None
                 n = min(n, most)
