@@ -55,7 +55,12 @@ async fn speak2mary_on_a_port_of_its_own_with_effects() {
     // (1.5 gives about 1.36x with the noise off), and the duration noise
     // moves each answer by a few percent.
     let ratio = slow.seconds() / plain.seconds();
-    assert!((1.2..1.7).contains(&ratio), "durScale 1.5 gave {ratio}");
+    assert!(
+        (1.2..1.7).contains(&ratio),
+        "durScale 1.5 gave {ratio}: {} samples against {}",
+        slow.samples.len(),
+        plain.samples.len()
+    );
     let loud = speak2mary(
         port,
         "{'Volume': 'amount:2.0;', 'Robot': 'amount:100.0;'}",

@@ -440,7 +440,9 @@ impl WorkerState {
                     self.protocol_broken(myself, breach.to_string());
                 }
             }
-            EngineEvent::Frame(Frame::Done { id, .. }) => self.sentence_done(myself, id, false),
+            EngineEvent::Frame(Frame::Done { id, samples }) => {
+                self.sentence_done(myself, id, Some(samples))
+            }
             EngineEvent::Frame(Frame::Cancelled { id }) => self.sentence_cancelled(myself, id),
             EngineEvent::Frame(Frame::Error {
                 id,
@@ -450,7 +452,7 @@ impl WorkerState {
                 if !unspeakable {
                     tracing::warn!(voice = %self.voice.name, "engine could not speak a sentence: {message}");
                 }
-                self.sentence_done(myself, id, true)
+                self.sentence_done(myself, id, None)
             }
             EngineEvent::Closed(None) => {
                 let cause = self.stderr_cause("the engine exited");
@@ -530,10 +532,11 @@ impl WorkerState {
         self.carry_out_lifecycle(myself, vec![idle]);
     }
 
-    /// A sentence is complete, or could not be spoken (`skipped`).
-    fn sentence_done(&mut self, myself: &ActorRef<WorkerMsg>, id: u32, skipped: bool) {
-        self.log_end(id, "done");
-        match self.planner.sentence_done(id, skipped) {
+    /// A sentence is complete with its `samples`, or could not be spoken
+    /// (None).
+    fn sentence_done(&mut self, myself: &ActorRef<WorkerMsg>, id: u32, samples: Option<u64>) {
+        self.log_end(id, "done", samples);
+        match self.planner.sentence_done(id, samples.is_none()) {
             Ok(actions) => {
                 self.carry_out(myself, actions);
                 self.pump(myself);
@@ -544,7 +547,7 @@ impl WorkerState {
 
     /// The engine dropped a sentence it was asked to give back.
     fn sentence_cancelled(&mut self, myself: &ActorRef<WorkerMsg>, id: u32) {
-        self.log_end(id, "taken back");
+        self.log_end(id, "taken back", None);
         match self.planner.sentence_cancelled(id) {
             Ok(actions) => {
                 self.carry_out(myself, actions);
@@ -555,10 +558,17 @@ impl WorkerState {
     }
 
     /// At debug level the log is a timeline of the engine's work.
-    fn log_end(&self, id: u32, how: &'static str) {
+    fn log_end(&self, id: u32, how: &'static str, samples: Option<u64>) {
         if let Some((job, chars)) = self.planner.sentence(id) {
             let running = self.planner.in_engine().saturating_sub(1);
-            tracing::debug!(sentence = id, job, chars, running, "sentence {how}");
+            tracing::debug!(
+                sentence = id,
+                job,
+                chars,
+                ?samples,
+                running,
+                "sentence {how}"
+            );
         }
     }
 
@@ -670,6 +680,8 @@ impl WorkerState {
                         turns,
                         running,
                         first,
+                        length_scale = ?options.length_scale,
+                        next = next.is_some(),
                         "sentence sent"
                     );
                     engine.send(

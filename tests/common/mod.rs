@@ -55,6 +55,9 @@ pub fn voices(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// Lines of a server's log that a failing test prints.
+const SHOWN_LOG_LINES: usize = 60;
+
 /// A running server.
 pub struct Server {
     child: Option<Child>,
@@ -159,6 +162,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows what the server said before it failed.
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail = &log[log.len().saturating_sub(SHOWN_LOG_LINES)..];
+            eprintln!("--- the server's last {} log lines ---", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
