@@ -71,7 +71,7 @@ import tempfile
 import threading
 
 # Bump when what is stored changes meaning: older entries are then ignored.
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 class CannotSplit(Exception):

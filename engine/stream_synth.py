@@ -6,14 +6,16 @@ before it and `right` after it, which are decoded and thrown away: the
 vocoder's margins, and the flow before it `flow` frames more each side (the
 two are separate graphs, see split_graph.py). With margins at least the
 real receptive fields, the chunks join into the audio of one whole decode
-(measured on en_US-joe-medium: within 1 16-bit step at vocoder margins of 16
-frames and flow margins of 16 more).
+(measured on en_US-joe-medium: within 0.56 of a 16-bit step at vocoder
+margins of 10 frames and flow margins of 22 more; a vocoder margin of 9
+leaves samples 50 steps off).
 
 What is calibrated once per voice, and stored beside its split graph:
 
-- margins: the fewest frames of context, each side, after which a chunked
-  decode of a calibration text stops differing from the whole decode by
-  more than MARGIN_TOLERANCE of its peak;
+- margins: the fewest frames of context, each side, after which chunked
+  decodes of the level sentences, at every MARGIN_CHECK_EVERY frames, stop
+  differing from the whole decodes by more than MARGIN_TOLERANCE_STEPS of
+  the 16-bit output at the voice's gain;
 - decode cost: seconds per call and per frame, fitted on chunks of three
   sizes, from which the chunk schedule follows (see `schedule`);
 - gain: Piper scales each sentence to full peak, which a stream cannot know
@@ -49,10 +51,29 @@ import numpy as np
 from piper.const import BOS, EOS, PAD
 from piper.voice import PhonemeAlignment
 
-# A chunked decode differing from the whole one by at most this much of its
-# peak is the same audio (one 16-bit step is 3e-5 of full scale).
-MARGIN_TOLERANCE = 1e-5
-MARGIN_CANDIDATES = (8, 12, 16, 20, 24, 28, 32, 40, 48, 64, 80, 96)
+# A chunked decode whose samples differ from the whole one's by at most this
+# many steps of the 16-bit output (at the voice's gain) is the same audio:
+# float arithmetic alone moves decodes of other lengths by a fraction of a
+# step (en_US-joe-medium, margins past their needs: 0.1 to 0.6, once 1.04),
+# while a vocoder margin one frame short leaves tens of steps.
+MARGIN_TOLERANCE_STEPS = 1.0
+# Margins tried, in frames: each one up to 32, where decoders' needs lie
+# (en_US-joe-medium: 10 for its vocoder, 20 more for its flow), so that
+# none is paid for beyond what the decoder reads; coarser above.
+MARGIN_CANDIDATES = tuple(range(4, 33)) + (40, 48, 64, 80, 96)
+# Checked chunks start every this many frames of each level sentence: a
+# margin must hold wherever a chunk may start, not at a few places.
+MARGIN_CHECK_EVERY = 24
+# Frames of each checked chunk (its two edges are what a margin protects).
+MARGIN_CHECK_CHUNK = 8
+# Frames added to the margin found for the flow (or for a decoder that is
+# one graph): the vocoder's need ends sharply (en_US-joe-medium, chunks at
+# every third frame of seven sentences: 9 frames leave 50 steps, 10 half a
+# step), the flow's fades slowly, and the checks above pass it early (they
+# found 18 frames with one step allowed; at every third frame, 18 left 11.6
+# steps, 20 left 2.8, 22 0.56, as the 16 and 16 calibrated before). A flow
+# frame costs the flow's share of a decoded frame (a sixth here).
+FLOW_SAFETY = 4
 CALIBRATION_TEXT = (
     "The quick brown fox jumped skillfully over the lazy dog as it ran at full "
     "speed toward the fence, to crawl underneath it and get to the other side, "
@@ -338,12 +359,14 @@ class StreamVoice:
             z_p = m + draw * np.exp(logs) * np.float32(scale)
         return [z_p, np.ones((1, 1, frames), dtype=np.float32)]
 
-    def decode(self, seam, start, end, left=None, right=None, flow=None, runs=None):
+    def decode(self, seam, start, end, left=None, right=None, flow=None, runs=None, z=None):
         """Audio of frames [start, end), decoded with margins around them:
         `left` and `right` frames of the vocoder's (the decoder's) and, with
         a flow graph, `flow` more each side for the flow, whose output the
         vocoder's margins read. `runs`: `run(feed)` by part name (default:
-        the sessions of the calling thread's request)."""
+        the sessions of the calling thread's request). `z`: the flow's
+        output over the whole sentence (calibration), which the vocoder then
+        reads instead of a flow run's."""
         # Calibration passes every margin: it makes `self.calibration`.
         c = getattr(self, "calibration", None)
         left = c.left if left is None else left
@@ -355,9 +378,12 @@ class StreamVoice:
         if self.z is None:
             outputs = runs["decoder"](self._seam_feed(seam, lo, hi))
         else:
-            a, b = max(0, lo - flow), min(frames, hi + flow)
-            z = runs["flow"](self._seam_feed(seam, a, b))[0]
-            vocoder_feed = {self.z: np.ascontiguousarray(z[:, :, lo - a : hi - a])}
+            if z is None:
+                a, b = max(0, lo - flow), min(frames, hi + flow)
+                z = runs["flow"](self._seam_feed(seam, a, b))[0][:, :, lo - a : hi - a]
+            else:
+                z = z[:, :, lo:hi]
+            vocoder_feed = {self.z: np.ascontiguousarray(z)}
             if len(self.seam) == 3 and self.seam[2] in self.vocoder_inputs:
                 vocoder_feed[self.seam[2]] = seam[2]
             outputs = runs["vocoder"](vocoder_feed)
@@ -380,16 +406,21 @@ class StreamVoice:
         seam, _ = self.frontend(ids, {"noise_scale": 0.0, "noise_w_scale": 0.0})
         return seam
 
-    def _matches(self, seam, whole, peak, margin, flow):
-        """Whether 32-frame chunks at a few places, with `margin` frames of
-        context each side (and `flow` more for the flow), decode to the
-        whole decode's samples there."""
-        frames = seam[0].shape[2]
-        for a in (frames // 5, frames // 2, frames - frames // 5 - 32):
-            got = self.decode(seam, a, a + 32, margin, margin, flow)
-            want = whole[a * self.hop : (a + 32) * self.hop]
-            if np.max(np.abs(got - want)) > MARGIN_TOLERANCE * peak:
-                return False
+    def _matches(self, seams, wholes, tolerance, margin, flow, exact=None):
+        """Whether chunks of MARGIN_CHECK_CHUNK frames starting every
+        MARGIN_CHECK_EVERY frames of each seam, with `margin` frames of
+        context each side (and `flow` more for the flow), decode to its
+        whole decode's samples within `tolerance`. `exact`: the flow's
+        output over each whole seam, read instead of the flow's chunks."""
+        exact = exact or [None] * len(seams)
+        for seam, whole, z in zip(seams, wholes, exact):
+            frames = seam[0].shape[2]
+            for a in range(0, max(1, frames - MARGIN_CHECK_CHUNK), MARGIN_CHECK_EVERY):
+                b = min(frames, a + MARGIN_CHECK_CHUNK)
+                got = self.decode(seam, a, b, margin, margin, flow, z=z)
+                want = whole[a * self.hop : b * self.hop]
+                if np.max(np.abs(got - want)) > tolerance:
+                    return False
         return True
 
     @staticmethod
@@ -417,32 +448,34 @@ class StreamVoice:
 
     def _calibrate(self):
         started = time.monotonic()
-        seam = self._calibration_seam(CALIBRATION_TEXT)
-        frames = seam[0].shape[2]
-        whole = self.decode(seam, 0, frames, 0, 0, 0)
-        peak = float(np.max(np.abs(whole))) or 1.0
-        # One step more than the fewest that matched: one text is not every
-        # text. The vocoder's margin is found on an exact flow output (the
-        # widest flow margin), then the flow's beyond it.
-        wide = MARGIN_CANDIDATES[-1] if self.z is not None else 0
-        left = right = self._next_margin(
-            self._smallest_margin(lambda m: self._matches(seam, whole, peak, m, wide))
+        seams = [self._calibration_seam(text) for text in LEVEL_SENTENCES]
+        wholes = [self.decode(seam, 0, seam[0].shape[2], 0, 0, 0) for seam in seams]
+        peaks = [float(np.max(np.abs(whole))) for whole in wholes]
+        gain = LEVEL_PEAK / (max(peaks) or 1.0)
+        # MARGIN_TOLERANCE_STEPS of the output, in the decoder's units.
+        tolerance = MARGIN_TOLERANCE_STEPS / (gain * MAX_WAV_VALUE)
+        # The vocoder's margin is found on the flow's exact output (over the
+        # whole sentence), then the flow's beyond it.
+        exact = None
+        if self.z is not None:
+            exact = [self.runs["flow"](self._seam_feed(s, 0, s[0].shape[2]))[0] for s in seams]
+        left = right = self._smallest_margin(
+            lambda m: self._matches(seams, wholes, tolerance, m, 0, exact)
         )
+        if self.z is None:
+            # One decoder graph: its margin covers the flow in it.
+            left = right = left + FLOW_SAFETY
+        seam = seams[0]
+        frames = seam[0].shape[2]
         flow, share = 0, 0.0
         if self.z is not None:
-            flow = self._next_margin(
-                self._smallest_margin(lambda m: self._matches(seam, whole, peak, left, m))
+            flow = FLOW_SAFETY + self._smallest_margin(
+                lambda m: self._matches(seams, wholes, tolerance, left, m)
             )
             feed = self._seam_feed(seam, 0, frames)
             flow_s = self._timed(lambda: self.runs["flow"](feed))
             both_s = self._timed(lambda: self.decode(seam, 0, frames, 0, 0, 0))
             share = min(1.0, flow_s / both_s) if both_s > 0 else 0.0
-        peaks = [peak]
-        for text in LEVEL_SENTENCES[1:]:
-            other = self._calibration_seam(text)
-            audio = self.decode(other, 0, other[0].shape[2], 0, 0, 0)
-            peaks.append(float(np.max(np.abs(audio))))
-        gain = LEVEL_PEAK / (max(peaks) or 1.0)
         # Decode cost: seconds = alpha + beta * (frames + margins' work),
         # least squares; a flow margin frame is `share` of a decoded frame.
         sizes, costs = [], []
@@ -473,11 +506,6 @@ class StreamVoice:
             f"decode {calibration.alpha * 1e3:.1f} ms + {calibration.beta * 1e3:.2f} ms/frame"
         )
         return calibration
-
-    @staticmethod
-    def _next_margin(margin):
-        i = MARGIN_CANDIDATES.index(margin)
-        return MARGIN_CANDIDATES[min(i + 1, len(MARGIN_CANDIDATES) - 1)]
 
     # -- schedule ----------------------------------------------------------
 
