@@ -66,6 +66,11 @@ MARGIN_CANDIDATES = tuple(range(4, 33)) + (40, 48, 64, 80, 96)
 MARGIN_CHECK_EVERY = 24
 # Frames of each checked chunk (its two edges are what a margin protects).
 MARGIN_CHECK_CHUNK = 8
+# Frames of each piece of a calibration sentence's reference decode (see
+# `_reference`): a whole decode of the longest one (about 700 frames) grew
+# onnxruntime's arena for good, and a 1,254-character sentence after a cold
+# start then peaked at 455 MiB against 372-391 with a stored calibration.
+REFERENCE_PIECE = 256
 # Frames added to the margin found for the flow (or for a decoder that is
 # one graph): the vocoder's need ends sharply (en_US-joe-medium, chunks at
 # every third frame of seven sentences: 9 frames leave 50 steps, 10 half a
@@ -406,6 +411,20 @@ class StreamVoice:
         seam, _ = self.frontend(ids, {"noise_scale": 0.0, "noise_w_scale": 0.0})
         return seam
 
+    def _reference(self, seam, z=None):
+        """The whole decode of a seam, made in pieces of REFERENCE_PIECE
+        frames with the widest margins (on the flow's exact output `z`, when
+        there is a flow), so that calibration never decodes more frames at
+        once than synthesis does."""
+        frames = seam[0].shape[2]
+        wide = MARGIN_CANDIDATES[-1]
+        flow = 0 if z is not None else wide
+        pieces = [
+            self.decode(seam, a, min(frames, a + REFERENCE_PIECE), wide, wide, flow, z=z)
+            for a in range(0, frames, REFERENCE_PIECE)
+        ]
+        return np.concatenate(pieces)
+
     def _matches(self, seams, wholes, tolerance, margin, flow, exact=None):
         """Whether chunks of MARGIN_CHECK_CHUNK frames starting every
         MARGIN_CHECK_EVERY frames of each seam, with `margin` frames of
@@ -449,16 +468,17 @@ class StreamVoice:
     def _calibrate(self):
         started = time.monotonic()
         seams = [self._calibration_seam(text) for text in LEVEL_SENTENCES]
-        wholes = [self.decode(seam, 0, seam[0].shape[2], 0, 0, 0) for seam in seams]
+        # The flow's exact output over each whole sentence (see `decode`).
+        exact = [None] * len(seams)
+        if self.z is not None:
+            exact = [self.runs["flow"](self._seam_feed(s, 0, s[0].shape[2]))[0] for s in seams]
+        wholes = [self._reference(seam, z) for seam, z in zip(seams, exact)]
         peaks = [float(np.max(np.abs(whole))) for whole in wholes]
         gain = LEVEL_PEAK / (max(peaks) or 1.0)
         # MARGIN_TOLERANCE_STEPS of the output, in the decoder's units.
         tolerance = MARGIN_TOLERANCE_STEPS / (gain * MAX_WAV_VALUE)
-        # The vocoder's margin is found on the flow's exact output (over the
-        # whole sentence), then the flow's beyond it.
-        exact = None
-        if self.z is not None:
-            exact = [self.runs["flow"](self._seam_feed(s, 0, s[0].shape[2]))[0] for s in seams]
+        # The vocoder's margin is found on the flow's exact output, then the
+        # flow's beyond it.
         left = right = self._smallest_margin(
             lambda m: self._matches(seams, wholes, tolerance, m, 0, exact)
         )
@@ -472,9 +492,12 @@ class StreamVoice:
             flow = FLOW_SAFETY + self._smallest_margin(
                 lambda m: self._matches(seams, wholes, tolerance, left, m)
             )
-            feed = self._seam_feed(seam, 0, frames)
+            # Over the frames of one reference piece.
+            a = max(0, (frames - REFERENCE_PIECE) // 2)
+            b = min(frames, a + REFERENCE_PIECE)
+            feed = self._seam_feed(seam, a, b)
             flow_s = self._timed(lambda: self.runs["flow"](feed))
-            both_s = self._timed(lambda: self.decode(seam, 0, frames, 0, 0, 0))
+            both_s = self._timed(lambda: self.decode(seam, a, b, 0, 0, 0))
             share = min(1.0, flow_s / both_s) if both_s > 0 else 0.0
         # Decode cost: seconds = alpha + beta * (frames + margins' work),
         # least squares; a flow margin frame is `share` of a decoded frame.
