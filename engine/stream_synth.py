@@ -15,7 +15,7 @@ What is calibrated once per voice, and stored beside its split graph:
 - margins: the fewest frames of context, each side, after which chunked
   decodes of the level sentences, at every MARGIN_CHECK_EVERY frames, stop
   differing from the whole decodes by more than MARGIN_TOLERANCE_STEPS of
-  the 16-bit output at the voice's gain;
+  the 16-bit output at the voice's gain (the flow's, FLOW_SAFETY more);
 - decode cost: seconds per call and per frame, fitted on chunks of three
   sizes, from which the chunk schedule follows (see `schedule`);
 - gain: Piper scales each sentence to full peak, which a stream cannot know
@@ -58,8 +58,8 @@ from piper.voice import PhonemeAlignment
 # while a vocoder margin one frame short leaves tens of steps.
 MARGIN_TOLERANCE_STEPS = 1.0
 # Margins tried, in frames: each one up to 32, where decoders' needs lie
-# (en_US-joe-medium: 10 for its vocoder, 20 more for its flow), so that
-# none is paid for beyond what the decoder reads; coarser above.
+# (en_US-joe-medium: 10 for its vocoder, 18 more found for its flow), so
+# that none is paid for beyond what the decoder reads; coarser above.
 MARGIN_CANDIDATES = tuple(range(4, 33)) + (40, 48, 64, 80, 96)
 # Checked chunks start every this many frames of each level sentence: a
 # margin must hold wherever a chunk may start, not at a few places.
@@ -68,8 +68,9 @@ MARGIN_CHECK_EVERY = 24
 MARGIN_CHECK_CHUNK = 8
 # Frames of each piece of a calibration sentence's reference decode (see
 # `_reference`): a whole decode of the longest one (about 700 frames) grew
-# onnxruntime's arena for good, and a 1,254-character sentence after a cold
-# start then peaked at 455 MiB against 372-391 with a stored calibration.
+# onnxruntime's arena for good: a 1,254-character sentence after a cold
+# start peaked at 455 MiB (366-368 in pieces, 372-391 with a stored
+# calibration).
 REFERENCE_PIECE = 256
 # Frames added to the margin found for the flow (or for a decoder that is
 # one graph): the vocoder's need ends sharply (en_US-joe-medium, chunks at

@@ -637,6 +637,62 @@ print("ok")
 /// graph: the engine then decodes chunks of the whole decoder, with the
 /// wider margins that the flow's reach needs, and they still join into the
 /// whole decode. Real voice, split in a folder of its own.
+/// Calibration on the bundled voice, into a folder of its own: margins as
+/// wide as the decoder reads and no wider (its vocoder reads 10 frames each
+/// side, its flow 32 in all: docs/engine-protocol.md), chunks at those
+/// margins that join the whole decode within two 16-bit steps at every third
+/// frame of a sentence calibration never saw, and no decode longer than a
+/// reference piece (a whole decode grew the engine's memory for good).
+#[test]
+fn calibrated_margins_are_what_the_decoder_reads_and_chunks_at_them_join() {
+    let script = r#"
+import sys, tempfile
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import piper_worker as pw
+import split_graph as sg
+import stream_synth as ss
+model = sys.argv[2]
+engine = pw.load_voice(model, model + ".json")
+stream = engine.stream
+widest = [0]
+real = ss.StreamVoice.decode
+def counted(self, seam, start, end, *rest, **named):
+    widest[0] = max(widest[0], end - start)
+    return real(self, seam, start, end, *rest, **named)
+with tempfile.TemporaryDirectory(prefix="piperd-test-calibration-") as root:
+    stream.cache = sg.Cache(root, sg.model_hash(model))
+    ss.StreamVoice.decode = counted
+    try:
+        c = stream._calibrate()
+    finally:
+        ss.StreamVoice.decode = real
+assert widest[0] <= ss.REFERENCE_PIECE, widest
+assert 10 <= c.left == c.right <= 12, c.as_dict()
+assert 32 <= c.left + c.flow <= 36, c.as_dict()
+text = "The lights in the kitchen stay on until the last train has left the station tonight."
+ids = engine.voice.phonemes_to_ids(engine.voice.phonemize(text)[0])
+seam, _ = stream.frontend(ids, {"noise_scale": 0.0, "noise_w_scale": 0.0})
+frames = seam[0].shape[2]
+whole = stream.decode(seam, 0, frames, 0, 0, 0)
+step = 1.0 / (c.gain * ss.MAX_WAV_VALUE)
+worst = 0.0
+for a in range(0, frames - 8, 3):
+    got = stream.decode(seam, a, a + 8, c.left, c.right, c.flow)
+    worst = max(worst, float(np.max(np.abs(got - whole[a * 256 : (a + 8) * 256]))) / step)
+assert worst <= 2.0, f"chunks at the calibrated margins are {worst:.2f} steps off"
+# A vocoder margin of 9 frames (the flow's reach kept) is far off: the
+# check above can tell a margin too narrow.
+worst = 0.0
+for a in range(0, frames - 8, 3):
+    got = stream.decode(seam, a, a + 8, 9, 9, c.left + c.flow - 9)
+    worst = max(worst, float(np.max(np.abs(got - whole[a * 256 : (a + 8) * 256]))) / step)
+assert worst > 10.0, f"a vocoder margin of 9 frames is only {worst:.2f} steps off"
+print("ok")
+"#;
+    assert_prints_ok(engine_script(script));
+}
+
 #[test]
 fn a_decoder_without_a_found_vocoder_input_stays_one_graph_with_wider_margins() {
     let script = r#"
