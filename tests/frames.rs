@@ -633,10 +633,6 @@ print("ok")
     assert_prints_ok(engine_script(script));
 }
 
-/// A decoder whose vocoder input is not found by its structure stays one
-/// graph: the engine then decodes chunks of the whole decoder, with the
-/// wider margins that the flow's reach needs, and they still join into the
-/// whole decode. Real voice, split in a folder of its own.
 /// Calibration on the bundled voice, into a folder of its own: margins as
 /// wide as the decoder reads and no wider (its vocoder reads 10 frames each
 /// side, its flow about 32 in all: docs/engine-protocol.md), chunks at those
@@ -679,23 +675,28 @@ seam, _ = stream.frontend(ids, {"noise_scale": 0.0, "noise_w_scale": 0.0})
 frames = seam[0].shape[2]
 whole = stream.decode(seam, 0, frames, 0, 0, 0)
 step = 1.0 / (c.gain * ss.MAX_WAV_VALUE)
-worst = 0.0
-for a in range(0, frames - 8, 3):
-    got = stream.decode(seam, a, a + 8, c.left, c.right, c.flow)
-    worst = max(worst, float(np.max(np.abs(got - whole[a * 256 : (a + 8) * 256]))) / step)
+def worst_steps(margin, flow):
+    """The farthest sample, in steps, of 8-frame chunks at every third frame."""
+    worst = 0.0
+    for a in range(0, frames - 8, 3):
+        got = stream.decode(seam, a, a + 8, margin, margin, flow)
+        worst = max(worst, float(np.max(np.abs(got - whole[a * 256 : (a + 8) * 256]))) / step)
+    return worst
+worst = worst_steps(c.left, c.flow)
 assert worst <= 2.0, f"chunks at the calibrated margins are {worst:.2f} steps off"
 # A vocoder margin of 9 frames (the flow's reach kept) is far off: the
 # check above can tell a margin too narrow.
-worst = 0.0
-for a in range(0, frames - 8, 3):
-    got = stream.decode(seam, a, a + 8, 9, 9, c.left + c.flow - 9)
-    worst = max(worst, float(np.max(np.abs(got - whole[a * 256 : (a + 8) * 256]))) / step)
+worst = worst_steps(9, c.left + c.flow - 9)
 assert worst > 10.0, f"a vocoder margin of 9 frames is only {worst:.2f} steps off"
 print("ok")
 "#;
     assert_prints_ok(engine_script(script));
 }
 
+/// A decoder whose vocoder input is not found by its structure stays one
+/// graph: the engine then decodes chunks of the whole decoder, with the
+/// wider margins that the flow's reach needs, and they still join into the
+/// whole decode. Real voice, split in a folder of its own.
 #[test]
 fn a_decoder_without_a_found_vocoder_input_stays_one_graph_with_wider_margins() {
     let script = r#"
