@@ -256,9 +256,13 @@ class Sessions:
     of its sessions do not spin either (the flow: the vocoder runs next);
     True: they spin within a run only.
     `one_thread`: the graph of sessions on one thread, when the part has a
-    form faster there (split_graph's `as_two_dimensional`)."""
+    form faster there (split_graph's `as_two_dimensional`).
+    `every_core_on_one`: runs on every core go to the session on one thread
+    (see `load_voice`: the flow, when sentences alone decode side by side)."""
 
-    def __init__(self, model, every_core_only=False, spin=True, one_thread=None):
+    def __init__(
+        self, model, every_core_only=False, spin=True, one_thread=None, every_core_on_one=False
+    ):
         import onnxruntime
 
         self._ort = onnxruntime
@@ -266,12 +270,15 @@ class Sessions:
         self._model = model
         self._one_thread = one_thread
         self._every_core_only = every_core_only
+        self._every_core_on_one = every_core_on_one
         self._spin = spin and not every_core_only
         self._lock = threading.Lock()
         # Thread counts whose session is being made, outside the lock.
         self._pending = set()
         register_shared_arena(onnxruntime)
-        self._by_threads = {0: self._make(0)}
+        # The session made first, which stands in for one still being made.
+        self._default = 1 if every_core_on_one else 0
+        self._by_threads = {self._default: self._make(self._default)}
 
     def _make(self, threads):
         options = self._ort.SessionOptions()
@@ -306,18 +313,20 @@ class Sessions:
             # Every core is what the default session has: one session, not
             # two alike (each costs its weights and its own peak).
             threads = 0
+        if threads == 0 and self._every_core_on_one:
+            threads = 1
         with self._lock:
             found = self._by_threads.get(threads)
             if found is not None:
                 return found
             if threads in self._pending:
-                return self._by_threads[0]
+                return self._by_threads[self._default]
             self._pending.add(threads)
         try:
             made = self._make(threads)
         except Exception as err:  # e.g. the cached graph file was removed
             log(f"cannot make a session on {threads} threads ({err}); using the default one")
-            return self._by_threads[0]
+            return self._by_threads[self._default]
         finally:
             with self._lock:
                 self._pending.discard(threads)
@@ -336,7 +345,7 @@ class Sessions:
         return session.run(output_names, input_feed, getattr(_local, "run_options", None))
 
     def __getattr__(self, name):
-        return getattr(self._by_threads[0], name)
+        return getattr(self._by_threads[self._default], name)
 
 
 def read_requests(requests):
@@ -400,10 +409,21 @@ def load_voice(model_path, config_path):
         # vocoder runs next, and the vocoder's do between the operators of a
         # run but stop when it returns (see `Sessions._make`). The vocoder's
         # sessions on one thread run its 2-D form, a fifth faster there (see
-        # split_graph).
+        # split_graph). With sentences alone decoded side by side, the flow
+        # has no session on every core: it would decode only the first chunk
+        # of a sentence and the shortest sentences there (a 12-frame chunk
+        # took 13.0 ms with the flow on one thread, 12.2 on every core), and
+        # its weights and peak cost the engine 30 MiB; that room goes to
+        # larger chunks side by side (see stream_synth.PARALLEL_FRAMES).
         frontend = Sessions(graph.frontend, every_core_only=True)
+        flow_on_one = SIDE_BY_SIDE and (os.cpu_count() or 1) > 1
         parts = {
-            name: Sessions(model, spin=name != "flow", one_thread=graph.one_thread.get(name))
+            name: Sessions(
+                model,
+                spin=name != "flow",
+                one_thread=graph.one_thread.get(name),
+                every_core_on_one=flow_on_one and name == "flow",
+            )
             for name, model in graph.parts.items()
         }
         # Piper's voice serves for phonemes and config only: no whole graph

@@ -118,6 +118,15 @@ MAX_CHUNK = 512
 SHARED_MAX_CHUNK = 256
 # Decode times are taken as this much longer than measured.
 SCHEDULE_SAFETY = 1.25
+# Frames of the chunks of a sentence alone decoded side by side at once, at
+# most, their margins but one chunk's included: the decoder's memory (see
+# SHARED_MAX_CHUNK), bounded by the chunks in flight. 640 on 2 cores is two
+# chunks of up to 304 frames; with the flow on one thread only (see
+# piper_worker.load_voice), one request at a time in 1-3-sentence texts
+# peaked at 343-344 MiB and made 1.1% more audio per second than 512 (236
+# frames) with the flow's every-core session, at 360-369 MiB, in 20
+# interleaved 8 s rounds on 2 cores; 768 was no faster.
+PARALLEL_FRAMES = 640
 # Frames of a chunk decoded beside others on one core, at least as a bound:
 # each costs its margins (see `parallel_chunks`).
 PARALLEL_CHUNK_LEAST = 128
@@ -630,7 +639,7 @@ class StreamVoice:
     def parallel_chunk(self, workers):
         """Frames of the largest chunk decoded beside `workers - 1` others."""
         margins = self.calibration.left_cost + self.calibration.right_cost
-        return max(PARALLEL_CHUNK_LEAST, int((MAX_CHUNK + margins) // workers - margins))
+        return max(PARALLEL_CHUNK_LEAST, int((PARALLEL_FRAMES + margins) // workers - margins))
 
     def _cost(self, n, left, right, side=False):
         """Expected seconds to decode `n` frames with the left and right
@@ -665,7 +674,7 @@ class StreamVoice:
         each chunk so that the workers end together; or that first chunk
         on one worker while the others decode what follows (`_balanced`'s
         `beside`). Side by side, no chunk exceeds `parallel_chunk` (the
-        chunks decoded at once take no more frames than one MAX_CHUNK chunk
+        chunks decoded at once take no more than PARALLEL_FRAMES frames
         alone: the decoder's memory), and with `first` each chunk is done
         before playback reaches it (SCHEDULE_SAFETY times the expected
         cost). The frontend job goes either after the chunks a listener
