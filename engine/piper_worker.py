@@ -745,7 +745,7 @@ def synthesize(engine, request, run_options):
             slower = slowdown(threads, cores)
             ahead = None
             if side_by_side is not None and isinstance(request.get("next"), str):
-                ahead = engine.stream.ahead(request["next"], options)
+                ahead = engine.stream.ahead(request["next"], options, runs)
             pieces = stream_sentences(
                 engine.stream, text, options, first, run_options, side_by_side, slower, ahead
             )

@@ -155,6 +155,18 @@ AHEAD_KEPT = 4
 # cores idle, it is no faster: in a run of one request at a time, 5 such
 # jobs took 1.04 times this engine's own expectation, 24 beside a chunk 0.97.
 AHEAD_S_PER_CHAR = 0.00045
+# A next sentence of at most this many characters is decoded ahead too, whole
+# (at most AHEAD_DECODE_FRAMES frames, one chunk on one thread), by the job
+# that makes its frontend: a short sentence alone on every core decodes at
+# about 0.7 of two cores' worth (60 frames: 30 ms on 2 threads, 43 on one),
+# beside another sentence's chunks on one thread it keeps its core busy.
+AHEAD_DECODE_CHARS = 48
+AHEAD_DECODE_FRAMES = 256
+# Seconds per character of such a job (frontend and decode) until this
+# engine has timed its own: an estimate from measured parts (on 2 cores,
+# en_US-joe-medium, a 47-character sentence's frontend 28 ms on one thread,
+# 200 frames decoded on one thread beside a chunk about 110 ms).
+AHEAD_DECODE_S_PER_CHAR = 0.0035
 
 
 def slowdown(threads, cores):
@@ -316,6 +328,7 @@ class StreamVoice:
         self._phonemized = collections.OrderedDict()
         self._ahead_lock = threading.Lock()
         self._ahead_s_per_char = AHEAD_S_PER_CHAR
+        self._ahead_decode_s_per_char = AHEAD_DECODE_S_PER_CHAR
 
     def describe(self):
         """For the ready frame."""
@@ -842,9 +855,11 @@ class StreamVoice:
             _pick(options.get("length_scale"), config.length_scale),
             _pick(options.get("noise_w_scale"), config.noise_w_scale),
             options.get("speaker_id") if "sid" in self.inputs else None,
+            # Audio made ahead carries the volume (see `_make_ahead`).
+            _pick(options.get("volume"), 1.0),
         )
 
-    def ahead(self, text, options):
+    def ahead(self, text, options, runs=None):
         """A job that makes the frontend of `text`'s first sentence, where
         the next request (the sentence piperd names in this one) takes it
         (`synthesize`); `job.seconds`: the time it is expected to take
@@ -857,10 +872,18 @@ class StreamVoice:
         and share the cores with this one's decoding instead of running
         alone between the two. A frontend made ahead is the one the request
         would make: the same session, the same inputs; only its noise draw
-        comes earlier."""
-        return _Ahead(self, text, options, len(text) * self._ahead_s_per_char)
+        comes earlier.
 
-    def _make_ahead(self, text, options):
+        With the decoder's one-thread `runs` (a sentence decoded side by
+        side), a `text` of at most AHEAD_DECODE_CHARS characters and
+        AHEAD_DECODE_FRAMES frames is decoded ahead too, whole, at the
+        options' volume, and its request sends that audio (`synthesize`);
+        `job.seconds` is then from this engine's jobs that decoded."""
+        decode = runs is not None and len(text) <= AHEAD_DECODE_CHARS
+        per_char = self._ahead_decode_s_per_char if decode else self._ahead_s_per_char
+        return _Ahead(self, text, options, len(text) * per_char, runs if decode else None)
+
+    def _make_ahead(self, text, options, runs=None):
         began = time.perf_counter()
         try:
             found = self._phonemize(text)
@@ -885,15 +908,24 @@ class StreamVoice:
                 dropped.cancel()
         if not future.set_running_or_notify_cancel():
             return
+        pcm = None
         try:
             ids = self.voice.phonemes_to_ids(phonemes)
-            future.set_result((ids, self.frontend(ids, options)))
+            seam, w_ceil = self.frontend(ids, options)
+            frames = seam[0].shape[2]
+            if runs is not None and len(found) == 1 and frames <= AHEAD_DECODE_FRAMES:
+                gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
+                pcm = to_int16_bytes(limit(self.decode(seam, 0, frames, runs=runs) * gain))
+            future.set_result((ids, (seam, w_ceil), pcm))
         except Exception as err:  # the request makes its own then
             future.set_exception(err)
             return
-        # What the next plans expect of a frontend made ahead.
+        # What the next plans expect of a job made ahead.
         took = (time.perf_counter() - began) / max(1, len(text))
-        self._ahead_s_per_char = 0.7 * self._ahead_s_per_char + 0.3 * took
+        if runs is None:
+            self._ahead_s_per_char = 0.7 * self._ahead_s_per_char + 0.3 * took
+        elif pcm is not None:
+            self._ahead_decode_s_per_char = 0.7 * self._ahead_decode_s_per_char + 0.3 * took
 
     def _made_ahead(self, phonemes, options):
         """(ids, (seam, w_ceil)) of the frontend made ahead for this
@@ -936,13 +968,21 @@ class StreamVoice:
 
         The frontend is the one made ahead for this sentence, if any."""
         made = self._made_ahead(phonemes, options)
+        pcm_ahead = None
         if made is None:
             ids = self.voice.phonemes_to_ids(phonemes)
             seam, w_ceil = self.frontend(ids, options)
         else:
-            ids, (seam, w_ceil) = made
+            ids, (seam, w_ceil), pcm_ahead = made
         samples = (w_ceil.reshape(-1) * self.hop).astype(np.int64)
         yield "alignments", phoneme_alignments(self.config, phonemes, ids, samples)
+        if pcm_ahead is not None:
+            # Decoded ahead, whole: its audio is here. The next sentence's
+            # job waits for that one's request (nothing decodes beside it).
+            if check is not None:
+                check()
+            yield "audio", pcm_ahead
+            return
         gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
         frames = seam[0].shape[2]
 
@@ -1037,12 +1077,13 @@ class _Ahead:
     the seconds it is expected to take. A plan runs it at most once, and a
     second run of the same frontend finds the first and returns."""
 
-    def __init__(self, voice, text, options, seconds):
+    def __init__(self, voice, text, options, seconds, runs=None):
         self.seconds = seconds
         self._voice, self._text, self._options = voice, text, options
+        self._runs = runs
 
     def __call__(self):
-        self._voice._make_ahead(self._text, self._options)
+        self._voice._make_ahead(self._text, self._options, self._runs)
 
 
 def _pick(value, default):
