@@ -596,6 +596,76 @@ print("ok")
     assert_prints_ok(engine_script(script));
 }
 
+/// A short next sentence (one chunk's frames) is decoded ahead too, whole,
+/// by the job that makes its frontend, on a decoder thread beside this
+/// sentence's chunks: its request decodes nothing, and its audio comes in
+/// one piece, the audio a decode of it on one thread makes (noise at 0),
+/// at the request's volume. Without the decoder's runs (or for a longer
+/// sentence) only the frontend is made ahead. Real voice, real split graph.
+#[test]
+fn a_short_next_sentence_is_decoded_ahead_beside_this_ones_chunks() {
+    let script = r#"
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import piper_worker as pw
+import stream_synth as ss
+engine = pw.load_voice(sys.argv[2], sys.argv[2] + ".json")
+stream = engine.stream
+quiet = {"noise_scale": 0.0, "noise_w_scale": 0.0, "volume": 0.8}
+runs = {name: part.runner(1, None) for name, part in engine.parts.items()}
+side = (2, runs)
+decodes = []
+decode = stream.decode
+def counted(seam, *args, **kwargs):
+    decodes.append((threading.current_thread().name, seam[0].shape[2], time.perf_counter()))
+    return decode(seam, *args, **kwargs)
+stream.decode = counted
+this = stream.sentences(
+    "The long road north of the river was closed for the whole winter, and nobody drove it "
+    "until the snow had melted from the hills and the farmers came back down to the valley.")[0]
+following = "Then the spring came back."
+assert len(following) <= ss.AHEAD_DECODE_CHARS
+def say(phonemes, options, ahead=None, side_by_side=side):
+    out = []
+    for kind, value in stream.synthesize(phonemes, options, first=False, side_by_side=side_by_side, ahead=ahead):
+        if kind == "audio":
+            out.append((value, time.perf_counter()))
+    return out
+job = stream.ahead(following, quiet, runs)
+assert job.seconds > len(following) * ss.AHEAD_S_PER_CHAR, "the decode is in its expected time"
+chunks = say(this, quiet, ahead=job)
+assert len(chunks) >= 2, "decoded side by side"
+# The job's decode (of the other sentence's frames) ran on a decoder
+# thread, begun before this sentence's last chunk was out.
+mine = max(frames for _, frames, _ in decodes)
+ahead = [(name, t) for name, frames, t in decodes if frames != mine]
+assert len(ahead) == 1 and len(decodes) == len(chunks) + 1, (ahead, len(decodes), len(chunks))
+assert ahead[0][0].startswith("decode") and ahead[0][1] < chunks[-1][1], ahead
+decodes.clear()
+found = stream.sentences(following)
+heard = say(found[0], quiet)
+assert decodes == [], f"its request decodes nothing: {decodes}"
+assert len(heard) == 1, "one piece"
+# The audio a decode of it on one thread makes, at the request's volume.
+pw._local.threads = 1
+whole = say(stream.sentences(following)[0], quiet, side_by_side=None)
+pw._local.threads = 0
+assert len(whole) == 1 and whole[0][0] == heard[0][0], (len(whole), len(heard[0][0]))
+# Another volume: not taken (made again, louder).
+say(this, quiet, ahead=stream.ahead(following, quiet, runs))
+loud = say(stream.sentences(following)[0], dict(quiet, volume=1.0), side_by_side=None)
+assert len(b"".join(v for v, _ in loud)) == len(heard[0][0]) and loud[0][0] != heard[0][0]
+# Without the decoder's runs, only its frontend is made ahead.
+other = "Then the rain came back."
+say(this, quiet, ahead=stream.ahead(other, quiet))
+decodes.clear()
+say(stream.sentences(other)[0], quiet)
+assert len(decodes) >= 1, "decoded by its own request"
+print("ok")
+"#;
+    assert_prints_ok(engine_script(script));
+}
+
 /// A request's words are matched to its phonemes on the words thread while
 /// its last sentence's chunks decode side by side, not after them, and they
 /// are the words matched after the audio; a request whose sentences are
