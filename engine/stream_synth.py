@@ -914,8 +914,7 @@ class StreamVoice:
             seam, w_ceil = self.frontend(ids, options)
             frames = seam[0].shape[2]
             if runs is not None and len(found) == 1 and frames <= AHEAD_DECODE_FRAMES:
-                gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
-                pcm = to_int16_bytes(limit(self.decode(seam, 0, frames, runs=runs) * gain))
+                pcm = self._pcm(seam, 0, frames, self._gain(options), runs)
             future.set_result((ids, (seam, w_ceil), pcm))
         except Exception as err:  # the request makes its own then
             future.set_exception(err)
@@ -928,9 +927,10 @@ class StreamVoice:
             self._ahead_decode_s_per_char = 0.7 * self._ahead_decode_s_per_char + 0.3 * took
 
     def _made_ahead(self, phonemes, options):
-        """(ids, (seam, w_ceil)) of the frontend made ahead for this
-        sentence, waiting for it if it runs; None if there is none (or it
-        had not started: then it never will)."""
+        """(ids, (seam, w_ceil), pcm) of the frontend made ahead for this
+        sentence, and its audio when it was decoded ahead too (else None),
+        waiting for it if it runs; None if there is none (or it had not
+        started: then it never will)."""
         with self._ahead_lock:
             future = self._ahead.pop(self._key(phonemes, options), None)
         if future is None or future.cancel():
@@ -983,11 +983,11 @@ class StreamVoice:
                 check()
             yield "audio", pcm_ahead
             return
-        gain = self.calibration.gain * float(_pick(options.get("volume"), 1.0))
+        gain = self._gain(options)
         frames = seam[0].shape[2]
 
         def pcm(start, end, runs=None):
-            return to_int16_bytes(limit(self.decode(seam, start, end, runs=runs) * gain))
+            return self._pcm(seam, start, end, gain, runs)
 
         if side_by_side is None or side_by_side[0] < 2:
             head, rest, at = self.plan(frames, first, slower), [], None
@@ -1004,6 +1004,14 @@ class StreamVoice:
         if rest:
             job = (at, ahead) if ahead is not None and at is not None else None
             yield from self._side_by_side(pcm, start, rest, workers, runs, check, job)
+
+    def _gain(self, options):
+        """The voice's calibrated gain times the request's volume."""
+        return self.calibration.gain * float(_pick(options.get("volume"), 1.0))
+
+    def _pcm(self, seam, start, end, gain, runs=None):
+        """16-bit audio of frames [start, end), at `gain`, limited."""
+        return to_int16_bytes(limit(self.decode(seam, start, end, runs=runs) * gain))
 
     def _side_by_side(self, pcm, start, sizes, workers, runs, check, job=None):
         """`pcm(start, end, runs)` of each chunk, on `workers` threads, in
