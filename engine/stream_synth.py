@@ -123,7 +123,7 @@ SCHEDULE_SAFETY = 1.25
 # SHARED_MAX_CHUNK), bounded by the chunks in flight. 640 on 2 cores is two
 # chunks of up to 304 frames; with the flow on one thread only (see
 # piper_worker.load_voice), one request at a time in 1-3-sentence texts
-# peaked at 343-344 MiB and made 1.1% more audio per second than 512 (236
+# peaked at 343-344 MiB and made 1.1% more audio per second than 512 (240
 # frames) with the flow's every-core session, at 360-369 MiB, in 20
 # interleaved 8 s rounds on 2 cores; 768 was no faster.
 PARALLEL_FRAMES = 640
