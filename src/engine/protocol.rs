@@ -64,12 +64,20 @@ pub struct Request<'a> {
     /// idle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<&'a str>,
+    /// Nothing is known to follow `next` (absent: false): the engine
+    /// leaves part of its decode to its own request.
+    #[serde(skip_serializing_if = "is_false")]
+    pub next_last: bool,
     #[serde(flatten)]
     pub options: &'a SynthOptions,
 }
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl Request<'_> {
@@ -464,6 +472,7 @@ mod tests {
             threads: None,
             first: true,
             next: None,
+            next_last: false,
             options: &options,
         }
         .to_line();
@@ -477,12 +486,13 @@ mod tests {
             threads: Some(1),
             first: false,
             next: Some("Bye."),
+            next_last: true,
             options: &SynthOptions::default(),
         }
         .to_line();
         assert_eq!(
             shared,
-            b"{\"id\":5,\"text\":\"Hi\",\"threads\":1,\"first\":false,\"next\":\"Bye.\"}\n"
+            b"{\"id\":5,\"text\":\"Hi\",\"threads\":1,\"first\":false,\"next\":\"Bye.\",\"next_last\":true}\n"
         );
         assert_eq!(cancel_line(4), b"{\"cancel\":4}\n");
     }

@@ -121,6 +121,9 @@ pub enum Action {
         /// The job's next sentence, when it is known and takes the same
         /// options: the engine may make its frontend ahead.
         next: Option<String>,
+        /// Nothing is known to follow `next`: the engine decodes it over
+        /// every core rather than on one beside the work after it.
+        next_last: bool,
     },
     /// Ask the engine to drop the sentence: `preempted` for a newcomer's
     /// sake, else because its client left.
@@ -805,6 +808,7 @@ impl Planner {
             deadline: self.limits.hang_base + ahead + allowance,
             first,
             next: None,
+            next_last: false,
         };
         self.running.push(Running {
             id,
@@ -825,13 +829,17 @@ impl Planner {
         self.jobs.push_back(job);
         if let Action::Send {
             next,
+            next_last,
             options,
             text,
             ..
         } = &mut send
         {
             if engine.ahead {
-                *next = self.next_in_line(options, chars(text));
+                if let Some((found, last)) = self.next_in_line(options, chars(text)) {
+                    *next = Some(found);
+                    *next_last = last;
+                }
             }
         }
         out.push(send);
@@ -846,8 +854,16 @@ impl Planner {
     /// by side do: its frontend's memory then comes beside this one's
     /// decoder chunks (a 1,254-character sentence cut in two made the
     /// engine peak at 413 MiB with the second half's frontend made ahead).
-    fn next_in_line(&self, options: &SynthOptions, chars_now: usize) -> Option<String> {
+    /// With it, whether nothing is known to follow it: no other sentence
+    /// waits, and its job's client sends no more.
+    fn next_in_line(&self, options: &SynthOptions, chars_now: usize) -> Option<(String, bool)> {
         let job = self.jobs.iter().find(|j| self.ready(j))?;
+        let last = job.waiting.len() == 1
+            && !job.input_open
+            && !self
+                .jobs
+                .iter()
+                .any(|j| j.id != job.id && !j.waiting.is_empty());
         let next = job.waiting.front()?;
         if chars_now + chars(&next.text) > self.limits.chars_at_once {
             return None;
@@ -859,7 +875,7 @@ impl Planner {
             },
             None => job.options.clone(),
         };
-        (its_options == *options).then(|| next.text.clone())
+        (its_options == *options).then(|| (next.text.clone(), last))
     }
 
     /// Turns for the next sentence, and the onnxruntime threads it runs on.
@@ -1288,6 +1304,17 @@ mod tests {
         ahead: true,
     };
 
+    /// `next_last` of each sentence sent.
+    fn next_lasts(actions: &[Action]) -> Vec<bool> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { next_last, .. } => Some(*next_last),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// (text, next) of each sentence sent.
     fn nexts(actions: &[Action]) -> Vec<(String, Option<String>)> {
         actions
@@ -1342,9 +1369,11 @@ mod tests {
         let mut b = Bench::with(limits(1), AHEAD);
         b.job(1, &["a0", "a1"]);
         b.job(2, &["b0"]);
-        let mut said = Vec::new();
+        let (mut said, mut lasts) = (Vec::new(), Vec::new());
         for _ in 0..3 {
-            said.extend(nexts(&b.pump()));
+            let sent = b.pump();
+            said.extend(nexts(&sent));
+            lasts.extend(next_lasts(&sent));
             let id = b.p.oldest_in_engine().expect("in the engine");
             b.done(id);
         }
@@ -1357,6 +1386,18 @@ mod tests {
             [("a0", Some("b0")), ("b0", Some("a1")), ("a1", None)],
             "round-robin"
         );
+        // a1 follows b0; nothing follows a1.
+        assert_eq!(lasts, [false, true, false], "what follows the next");
+        // A job whose client may still send: more may follow.
+        let mut b = Bench::with(limits(1), AHEAD);
+        b.p.add_job(1, sentences(&["a0", "a1"]), SynthOptions::default(), true);
+        b.p.set_room(1, 16);
+        let sent = b.pump();
+        assert_eq!(nexts(&sent), [("a0".into(), Some("a1".into()))]);
+        assert_eq!(next_lasts(&sent), [false], "its input is open");
+        let mut b = Bench::with(limits(1), AHEAD);
+        b.job(1, &["a0", "a1"]);
+        assert_eq!(next_lasts(&b.pump()), [true], "a1 ends the only job");
         let mut b = Bench::with(limits(1), AHEAD);
         b.job(1, &["a0", "a1"]);
         let other = SynthOptions {

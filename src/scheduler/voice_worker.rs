@@ -655,6 +655,7 @@ impl WorkerState {
                     deadline,
                     first,
                     next,
+                    next_last,
                 } => {
                     let Some(engine) = &self.engine else {
                         // The planner sends only to a ready engine; the
@@ -691,6 +692,7 @@ impl WorkerState {
                             threads,
                             first,
                             next: next.as_deref(),
+                            next_last,
                             options: &options,
                         }
                         .to_line(),
