@@ -745,7 +745,8 @@ def synthesize(engine, request, run_options):
             slower = slowdown(threads, cores)
             ahead = None
             if side_by_side is not None and isinstance(request.get("next"), str):
-                ahead = engine.stream.ahead(request["next"], options, runs)
+                last = request.get("next_last") is True
+                ahead = engine.stream.ahead(request["next"], options, side_by_side, last)
             pieces = stream_sentences(
                 engine.stream, text, options, first, run_options, side_by_side, slower, ahead
             )

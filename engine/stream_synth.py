@@ -155,18 +155,13 @@ AHEAD_KEPT = 4
 # cores idle, it is no faster: in a run of one request at a time, 5 such
 # jobs took 1.04 times this engine's own expectation, 24 beside a chunk 0.97.
 AHEAD_S_PER_CHAR = 0.00045
-# A next sentence of at most this many characters is decoded ahead too, whole
-# (at most AHEAD_DECODE_FRAMES frames, one chunk on one thread), by the job
-# that makes its frontend: a short sentence alone on every core decodes at
-# about 0.7 of two cores' worth (60 frames: 30 ms on 2 threads, 43 on one),
-# beside another sentence's chunks on one thread it keeps its core busy.
-AHEAD_DECODE_CHARS = 48
-AHEAD_DECODE_FRAMES = 256
-# Seconds per character of such a job (frontend and decode) until this
-# engine has timed its own: an estimate from measured parts (on 2 cores,
-# en_US-joe-medium, a 47-character sentence's frontend 28 ms on one thread,
-# 200 frames decoded on one thread beside a chunk about 110 ms).
-AHEAD_DECODE_S_PER_CHAR = 0.0035
+# A next sentence of at most this many frames is decoded ahead whole (see
+# `StreamVoice.ahead`); of a longer one, its first half, the other half
+# being for the worker that its request finds free.
+AHEAD_WHOLE = 128
+# Nothing known to follow it, a next sentence of this many frames or more is
+# cut in two all the same: its request's other threads decode the rest.
+AHEAD_SPLIT = 48
 
 
 def slowdown(threads, cores):
@@ -328,7 +323,6 @@ class StreamVoice:
         self._phonemized = collections.OrderedDict()
         self._ahead_lock = threading.Lock()
         self._ahead_s_per_char = AHEAD_S_PER_CHAR
-        self._ahead_decode_s_per_char = AHEAD_DECODE_S_PER_CHAR
 
     def describe(self):
         """For the ready frame."""
@@ -726,6 +720,15 @@ class StreamVoice:
             return every_core + side, [], None
         return every_core, side, at
 
+    def after_ahead(self, frames, workers):
+        """Chunks of the last `frames` frames of a sentence whose first ones
+        a worker decodes ahead (see `ahead`): as few as `parallel_chunk`
+        allows, since that worker goes on to the next sentence's job, and
+        so is not left idle by a chunk too large for the other."""
+        pieces = math.ceil(frames / self.parallel_chunk(workers))
+        size = math.ceil(frames / pieces)
+        return [size] * (frames // size) + ([frames % size] if frames % size else [])
+
     def _even(self, frames, workers, spread=False):
         """`frames` in chunks of one size, at most `parallel_chunk`, and a
         multiple of the workers when each has SPLIT_LEAST frames, or
@@ -859,39 +862,47 @@ class StreamVoice:
             _pick(options.get("volume"), 1.0),
         )
 
-    def ahead(self, text, options, runs=None):
+    def ahead(self, text, options, side_by_side=None, last=False):
         """A job that makes the frontend of `text`'s first sentence, where
         the next request (the sentence piperd names in this one) takes it
-        (`synthesize`); `job.seconds`: the time it is expected to take
-        beside a decoding thread, from the frontends this engine made ahead
-        before (AHEAD_S_PER_CHAR until then).
+        (`synthesize`); `job.seconds`: the time its frontend is expected to
+        take beside a decoding thread, from the frontends this engine made
+        ahead before (AHEAD_S_PER_CHAR until then).
 
-        `synthesize` runs the job on one of its side-by-side decoder threads,
-        planned among this sentence's chunks (see `parallel_chunks`), so the
-        frontend, and the phonemes before it, leave the next sentence's path
-        and share the cores with this one's decoding instead of running
-        alone between the two. A frontend made ahead is the one the request
-        would make: the same session, the same inputs; only its noise draw
-        comes earlier.
+        `synthesize` runs the frontend on one of its side-by-side decoder
+        threads: beside this sentence's own frontend when that one was not
+        made ahead (it runs alone otherwise), else where `parallel_chunks`
+        plans it among this sentence's chunks. So the frontend, and the
+        phonemes before it, leave the next sentence's path and share the
+        cores with this one's work instead of running alone between the
+        two. A frontend made ahead is the one the request would make: the
+        same session, the same inputs; only its noise draw comes earlier.
 
-        With the decoder's one-thread `runs` (a sentence decoded side by
-        side), a `text` of at most AHEAD_DECODE_CHARS characters and
-        AHEAD_DECODE_FRAMES frames is decoded ahead too, whole, at the
-        options' volume, and its request sends that audio (`synthesize`);
-        `job.seconds` is then from this engine's jobs that decoded."""
-        decode = runs is not None and len(text) <= AHEAD_DECODE_CHARS
-        per_char = self._ahead_decode_s_per_char if decode else self._ahead_s_per_char
-        return _Ahead(self, text, options, len(text) * per_char, runs if decode else None)
+        With `side_by_side` (workers, runs), the job then decodes the
+        sentence's first frames on a thread of `runs`, at the options'
+        volume, after this sentence's last chunk has started: the thread
+        that would wait for the other ones to end decodes what comes next
+        instead. The next request sends that audio first and decodes the
+        rest beside it. A sentence of at most AHEAD_WHOLE frames is decoded
+        whole, unless nothing is known to follow it (`last`): its request
+        then has no other work for the other threads. Of a longer one (or a
+        `last` one of AHEAD_SPLIT frames or more), its first half, at most
+        `parallel_chunk(workers)` frames."""
+        seconds = len(text) * self._ahead_s_per_char
+        return _Ahead(self, text, options, seconds, side_by_side, last)
 
-    def _make_ahead(self, text, options, runs=None):
+    def _make_ahead(self, text, options):
+        """Makes the frontend of `text`'s first sentence, kept by its key.
+        Returns what `_decode_ahead` needs, or None when this job did not
+        make it."""
         began = time.perf_counter()
         try:
             found = self._phonemize(text)
         except Exception as err:  # the request that brings it says why
             self.log(f"cannot make the next sentence's frontend ahead: {err}")
-            return
+            return None
         if not found:
-            return
+            return None
         phonemes = found[0]
         key = self._key(phonemes, options)
         future = concurrent.futures.Future()
@@ -901,45 +912,59 @@ class StreamVoice:
             while len(self._phonemized) > AHEAD_KEPT:
                 self._phonemized.popitem(last=False)
             if key in self._ahead:
-                return
+                return None
             self._ahead[key] = future
             while len(self._ahead) > AHEAD_KEPT:
                 _, dropped = self._ahead.popitem(last=False)
                 dropped.cancel()
         if not future.set_running_or_notify_cancel():
-            return
-        pcm = None
+            return None
         try:
             ids = self.voice.phonemes_to_ids(phonemes)
             seam, w_ceil = self.frontend(ids, options)
-            frames = seam[0].shape[2]
-            if runs is not None and len(found) == 1 and frames <= AHEAD_DECODE_FRAMES:
-                pcm = self._pcm(seam, 0, frames, self._gain(options), runs)
-            future.set_result((ids, (seam, w_ceil), pcm))
+            prefix = _Prefix()
+            future.set_result((ids, (seam, w_ceil), prefix))
         except Exception as err:  # the request makes its own then
             future.set_exception(err)
-            return
-        # What the next plans expect of a job made ahead.
+            return None
+        # What the next plans expect of a frontend made ahead.
         took = (time.perf_counter() - began) / max(1, len(text))
-        if runs is None:
-            self._ahead_s_per_char = 0.7 * self._ahead_s_per_char + 0.3 * took
-        elif pcm is not None:
-            self._ahead_decode_s_per_char = 0.7 * self._ahead_decode_s_per_char + 0.3 * took
+        self._ahead_s_per_char = 0.7 * self._ahead_s_per_char + 0.3 * took
+        return seam, prefix
+
+    def _decode_ahead(self, made, options, side_by_side, last):
+        """Decodes the first frames of a sentence whose frontend
+        `_make_ahead` made (`made`), unless its request already took that
+        frontend and decodes them itself (see `ahead`)."""
+        seam, prefix = made
+        workers, runs = side_by_side
+        frames = seam[0].shape[2]
+        whole = frames < AHEAD_SPLIT if last else frames <= AHEAD_WHOLE
+        n = frames if whole else min(self.parallel_chunk(workers), (frames + 1) // 2)
+        future = prefix.claim(n)
+        if future is None:
+            return
+        try:
+            future.set_result(self._pcm(seam, 0, n, self._gain(options), runs))
+        except Exception as err:  # its request decodes them again
+            future.set_exception(err)
 
     def _made_ahead(self, phonemes, options):
-        """(ids, (seam, w_ceil), pcm) of the frontend made ahead for this
-        sentence, and its audio when it was decoded ahead too (else None),
-        waiting for it if it runs; None if there is none (or it had not
-        started: then it never will)."""
+        """(ids, (seam, w_ceil), prefix) of the frontend made ahead for this
+        sentence, waiting for it if it runs, where `prefix` is (frames,
+        future of their audio) of its first frames decoded ahead or under
+        way, else None; None if there is none (or it had not started: then
+        it never will)."""
         with self._ahead_lock:
             future = self._ahead.pop(self._key(phonemes, options), None)
         if future is None or future.cancel():
             return None
         try:
-            return future.result()
+            ids, found, prefix = future.result()
         except Exception as err:  # made again on the request's own thread
             self.log(f"a frontend made ahead failed ({type(err).__name__}: {err}); made again")
             return None
+        return ids, found, prefix.take()
 
     def synthesize(
         self, phonemes, options, first=True, check=None, side_by_side=None, slower=1.0, ahead=None
@@ -962,48 +987,79 @@ class StreamVoice:
         wait) are decoded here, the others by `workers` threads, at most
         `workers` chunks at a time, each sent as soon as it and every chunk
         before it are done. An exception in a worker is raised here.
-        `ahead` (side by side only): the next sentence's frontend, a job
-        (see `ahead`) that one of the threads runs where `parallel_chunks`
-        plans it among this sentence's chunks.
+        `ahead` (side by side only): the next sentence's job (see `ahead`),
+        which the threads run: its frontend beside this sentence's own, or
+        where `parallel_chunks` plans it among this sentence's chunks, and
+        its first frames after this sentence's last chunk has started.
 
-        The frontend is the one made ahead for this sentence, if any."""
+        The frontend is the one made ahead for this sentence, if any, and
+        the first frames are those decoded ahead, if any: they are sent
+        first, and the rest is decoded beside them."""
         made = self._made_ahead(phonemes, options)
-        pcm_ahead = None
+        side = side_by_side is not None and side_by_side[0] >= 2
+        workers, runs = side_by_side if side else (1, None)
+        ahead = ahead if side else None
+        jobs = [] if ahead is None else [ahead.frontend, ahead.decode]
+        prefix = None
         if made is None:
+            if jobs and not first:
+                # This frontend would run alone: the next one runs beside
+                # it. Not where a listener waits for this one's start: beside
+                # another, a frontend took 16% longer (29.2 ms median alone,
+                # 33.9 beside, first sentences of the benchmark's prose).
+                self._workers(workers).submit(jobs.pop(0))
             ids = self.voice.phonemes_to_ids(phonemes)
             seam, w_ceil = self.frontend(ids, options)
         else:
-            ids, (seam, w_ceil), pcm_ahead = made
+            ids, (seam, w_ceil), prefix = made
         samples = (w_ceil.reshape(-1) * self.hop).astype(np.int64)
         yield "alignments", phoneme_alignments(self.config, phonemes, ids, samples)
-        if pcm_ahead is not None:
-            # Decoded ahead, whole: its audio is here. The next sentence's
-            # job waits for that one's request (nothing decodes beside it).
-            if check is not None:
-                check()
-            yield "audio", pcm_ahead
-            return
         gain = self._gain(options)
         frames = seam[0].shape[2]
 
         def pcm(start, end, runs=None):
             return self._pcm(seam, start, end, gain, runs)
 
-        if side_by_side is None or side_by_side[0] < 2:
-            head, rest, at = self.plan(frames, first, slower), [], None
-        else:
-            workers, runs = side_by_side
-            extra = ahead.seconds if ahead is not None else 0.0
-            head, rest, at = self.parallel_chunks(frames, first, workers, extra)
         start = 0
+        if prefix is not None:
+            start, decoded = prefix
+            # Decoded again here if that failed.
+            prefix = _Decoded(decoded, lambda: pcm(0, start, runs), self.log)
+        if prefix is not None and start >= frames:
+            # All of it decoded ahead: the next sentence's work starts now,
+            # while this one's audio goes out.
+            if jobs:
+                self._workers(workers).submit(_both(*jobs))
+            if check is not None:
+                check()
+            yield "audio", prefix.result()
+            return
+        extra = ahead.seconds if len(jobs) == 2 else 0.0
+        if not side:
+            head, rest, at = self.plan(frames - start, first and not start, slower), [], None
+        elif start:
+            # The next frontend first, on the worker free now: the next
+            # request waits for it; its decode after these chunks.
+            head, rest, at = [], self.after_ahead(frames - start, workers), 0
+        else:
+            head, rest, at = self.parallel_chunks(frames, first, workers, extra)
+        if prefix is not None and head:
+            yield "audio", prefix.result()
+            prefix = None
         for size in head:
             if check is not None:
                 check()
             yield "audio", pcm(start, start + size)
             start += size
         if rest:
-            job = (at, ahead) if ahead is not None and at is not None else None
-            yield from self._side_by_side(pcm, start, rest, workers, runs, check, job)
+            if len(jobs) == 2 and at is not None and at < len(rest):
+                # The frontend among the chunks, its decode after them.
+                placed = [(at, jobs[0]), (len(rest), jobs[1])]
+            else:
+                placed = [(len(rest), _both(*jobs))] if jobs else []
+            yield from self._side_by_side(pcm, start, rest, workers, runs, check, placed, prefix)
+        elif jobs:
+            self._workers(workers).submit(_both(*jobs))
 
     def _gain(self, options):
         """The voice's calibrated gain times the request's volume."""
@@ -1013,27 +1069,34 @@ class StreamVoice:
         """16-bit audio of frames [start, end), at `gain`, limited."""
         return to_int16_bytes(limit(self.decode(seam, start, end, runs=runs) * gain))
 
-    def _side_by_side(self, pcm, start, sizes, workers, runs, check, job=None):
-        """`pcm(start, end, runs)` of each chunk, on `workers` threads, in
-        order. A chunk starts as soon as a worker is free, whichever chunk
-        ended; at most `workers` of this sentence's jobs run at once (the
-        decoder's memory grows with the chunks in flight). `job`: None, or
-        (index, run): `run()` goes to a worker just before the chunk at that
-        index (after the last chunk when it is their count); its end is not
-        waited for."""
+    def _workers(self, workers):
+        """The decoder's pool of at least `workers` threads."""
         if self._pool is None or self._pool_workers < workers:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="decode"
             )
             self._pool_workers = workers
-        pool = self._pool
+        return self._pool
+
+    def _side_by_side(self, pcm, start, sizes, workers, runs, check, placed=(), prefix=None):
+        """`pcm(start, end, runs)` of each chunk, on `workers` threads, in
+        order. A chunk starts as soon as a worker is free, whichever chunk
+        ended; at most `workers` of this sentence's jobs run at once (the
+        decoder's memory grows with the chunks in flight). `placed`:
+        (index, run) pairs: `run()` goes to a worker just before the chunk
+        at that index (after the last chunk when it is their count); its end
+        is not waited for, and it runs even if the last chunk ends before a
+        worker took it (not when the sentence stops early). `prefix`: None,
+        or the `_Decoded` first frames, decoding on a worker (it counts as
+        one of the jobs), sent first."""
+        pool = self._workers(workers)
         jobs = []
         for size in sizes:
             jobs.append((start, start + size))
             start += size
-        if job is not None:
-            jobs.insert(job[0], job[1])
-        started = []
+        for index, run in sorted(placed, key=lambda p: p[0], reverse=True):
+            jobs.insert(index, run)
+        started = [] if prefix is None else [prefix]
         state = {"running": 0, "closed": False, "next": 0}
         changed = threading.Condition(threading.RLock())
 
@@ -1057,11 +1120,15 @@ class StreamVoice:
                 state["running"] -= 1
                 fill()
 
+        ended_well = False
         try:
             with changed:
+                if prefix is not None:
+                    state["running"] += 1
+                    prefix.future.add_done_callback(ended)
                 fill()
             yield "decoding", None
-            for index in range(len(sizes)):
+            for index in range(len(sizes) + (prefix is not None)):
                 if check is not None:
                     check()
                 with changed:
@@ -1069,29 +1136,106 @@ class StreamVoice:
                         changed.wait()
                     future = started[index]
                 yield "audio", future.result()
+            ended_well = True
         finally:
             # Cancelled, failed or closed early: no more of its chunks start,
             # and the sentence's work ends here (a terminated run ends at once).
             with changed:
                 state["closed"] = True
-                waiting = list(started)
+                waiting = [f for f in started if f is not prefix]
+                left = jobs[state["next"] :]
             for future in waiting:
                 future.cancel()
             concurrent.futures.wait(waiting)
+            if ended_well:
+                # The next sentence's work that no worker took yet.
+                for work in left:
+                    if callable(work):
+                        pool.submit(work)
 
 
 class _Ahead:
-    """The next sentence's frontend as a job (see `StreamVoice.ahead`), and
-    the seconds it is expected to take. A plan runs it at most once, and a
-    second run of the same frontend finds the first and returns."""
+    """The next sentence's job (see `StreamVoice.ahead`): `frontend()`, then
+    `decode()` of its first frames (nothing without side by side, or when
+    the frontend was not made by this job); `seconds`: the frontend's
+    expected time."""
 
-    def __init__(self, voice, text, options, seconds, runs=None):
+    def __init__(self, voice, text, options, seconds, side_by_side=None, last=False):
         self.seconds = seconds
         self._voice, self._text, self._options = voice, text, options
-        self._runs = runs
+        self._side_by_side, self._last = side_by_side, last
+        self._made = None
+        self._fronted = threading.Event()
+
+    def frontend(self):
+        try:
+            self._made = self._voice._make_ahead(self._text, self._options)
+        finally:
+            self._fronted.set()
+
+    def decode(self):
+        # Its frontend may still run on another worker.
+        self._fronted.wait()
+        if self._made is not None and self._side_by_side is not None:
+            self._voice._decode_ahead(self._made, self._options, self._side_by_side, self._last)
 
     def __call__(self):
-        self._voice._make_ahead(self._text, self._options, self._runs)
+        self.frontend()
+        self.decode()
+
+
+def _both(*runs):
+    """One job of `runs`, one after the other."""
+
+    def run():
+        for r in runs:
+            r()
+
+    return run
+
+
+class _Prefix:
+    """The first frames of a sentence made ahead: claimed by the job that
+    decodes them, or taken by its request first (which then decodes them
+    itself); never both."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._taken = False
+        self._claimed = None
+
+    def claim(self, frames):
+        """The future the job sets to their audio, or None when the request
+        took the frontend first."""
+        with self._lock:
+            if self._taken:
+                return None
+            future = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()
+            self._claimed = (frames, future)
+            return future
+
+    def take(self):
+        """(frames, future) of a claim, or None."""
+        with self._lock:
+            self._taken = True
+            return self._claimed
+
+
+class _Decoded:
+    """Audio decoded ahead (`future`), or by `again()` here if that failed."""
+
+    def __init__(self, future, again, log):
+        self.future = future
+        self._again, self._log = again, log
+
+    def result(self):
+        try:
+            return self.future.result()
+        except Exception as err:
+            self._log(f"first frames decoded ahead failed ({type(err).__name__}: {err}); again")
+            return self._again()
+
 
 
 def _pick(value, default):

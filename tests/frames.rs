@@ -533,14 +533,15 @@ print("ok")
     assert_prints_ok(engine_script(script));
 }
 
-/// The next sentence's frontend, made ahead on a decoder thread beside the
-/// chunks of a sentence decoded side by side (it begins before the last of
-/// them is done), is taken by the request that brings it, and it is the
-/// frontend that request would have made: the same audio (noise at 0), one
-/// frontend run fewer on its path. One made for other options is not
-/// taken. Real voice, real split graph.
+/// The next sentence's frontend is made ahead on a decoder thread: beside
+/// this sentence's own frontend when that one was not made ahead (both run
+/// at once), else among this sentence's chunks decoded side by side (it
+/// begins before the last of them is out). It is taken by the request that
+/// brings it, and it is the frontend that request would have made: the
+/// same audio (noise at 0), one frontend run fewer on its path. One made
+/// for other options is not taken. Real voice, real split graph.
 #[test]
-fn the_next_frontend_is_made_beside_this_sentences_chunks_and_is_the_one_it_would_make() {
+fn the_next_frontend_is_made_beside_this_sentences_work_and_is_the_one_it_would_make() {
     let script = r#"
 import sys, threading
 sys.path.insert(0, sys.argv[1])
@@ -550,16 +551,19 @@ stream = engine.stream
 quiet = {"noise_scale": 0.0, "noise_w_scale": 0.0}
 side = (2, {name: part.runner(1, None) for name, part in engine.parts.items()})
 import time
-calls, began = [], []
+calls, began, ended = [], [], []
 made = stream.frontend
 def counted(ids, options):
     calls.append(threading.current_thread().name)
     began.append(time.perf_counter())
-    return made(ids, options)
+    try:
+        return made(ids, options)
+    finally:
+        ended.append((threading.current_thread().name, time.perf_counter()))
 stream.frontend = counted
-this = stream.sentences(
-    "The long road north of the river was closed for the whole winter, and nobody drove it "
-    "until the snow had melted from the hills and the farmers came back down to the valley.")[0]
+text = ("The long road north of the river was closed for the whole winter, and nobody drove it "
+    "until the snow had melted from the hills and the farmers came back down to the valley.")
+this = stream.sentences(text)[0]
 following = "Then the spring came back."
 def timed(phonemes, options, ahead=None):
     chunks, sent = [], []
@@ -574,8 +578,10 @@ job = stream.ahead(following, quiet)
 assert 0 < job.seconds < 1, job.seconds
 chunks, sent = timed(this, quiet, ahead=job)
 assert len(chunks) >= 2, "decoded side by side"
-assert len(calls) == 2 and calls[1].startswith("decode"), calls
-assert began[1] < sent[0], "beside the chunks, from the first, not after them"
+# This one's frontend was not made ahead: the next one's ran beside it.
+assert sorted(c.startswith("decode") for c in calls) == [False, True], calls
+ends = dict(ended)
+assert max(began) < min(ends.values()), "both frontends at once"
 # Its phonemes too: the request finds them without espeak.
 phonemized, phonemize = [], stream.voice.phonemize
 stream.voice.phonemize = lambda text: phonemized.append(text) or phonemize(text)
@@ -591,21 +597,43 @@ say(this, quiet, ahead=stream.ahead(following, dict(quiet, length_scale=1.3)))
 assert len(calls) == 5, calls
 slower = b"".join(say(stream.sentences(following)[0], quiet))
 assert len(calls) == 6 and slower == again, calls
+# Where a listener waits for this one's start, the next frontend is not
+# made beside this one's.
+calls.clear(), began.clear(), ended.clear()
+for kind, _ in stream.synthesize(this, quiet, first=True, side_by_side=side,
+                                 ahead=stream.ahead("Then the snow came back.", quiet)):
+    pass
+for _ in range(100):  # a job placed last may still be starting
+    if len(ended) == 2:
+        break
+    time.sleep(0.05)
+assert sorted(c.startswith("decode") for c in calls) == [False, True], calls
+ends = dict(ended)
+assert began[calls.index(next(c for c in calls if c.startswith("decode")))] > ends["MainThread"], "after it"
+# This one's frontend made ahead: the next one's among its chunks.
+stream.ahead(text, quiet).frontend()
+calls.clear(), began.clear()
+chunks, sent = timed(this, quiet, ahead=stream.ahead("Then the rain came back.", quiet))
+assert len(chunks) >= 2 and len(calls) == 1 and calls[0].startswith("decode"), calls
+assert began[0] < sent[-1], "among the chunks, not after them"
 print("ok")
 "#;
     assert_prints_ok(engine_script(script));
 }
 
-/// A short next sentence (one chunk's frames) is decoded ahead too, whole,
-/// by the job that makes its frontend, on a decoder thread beside this
-/// sentence's chunks: its request decodes nothing, and its audio comes in
-/// one piece, the audio a decode of it on one thread makes (noise at 0),
-/// at the request's volume. Without the decoder's runs (or for a longer
-/// sentence) only the frontend is made ahead. Real voice, real split graph.
+/// The next sentence's first frames are decoded ahead by its job, on a
+/// decoder thread, once this sentence's last chunk has started: a short one
+/// whole (AHEAD_WHOLE frames at most), a longer one its first half, and one
+/// that nothing is known to follow its first half however short (AHEAD_SPLIT
+/// frames or more). Its request sends that audio first, as a one-thread
+/// decode of those frames makes it at the request's volume, and decodes
+/// only the rest; a whole one it decodes not at all. Made for another
+/// volume, the audio is not taken; without the decoder's runs only the
+/// frontend is made ahead. Real voice, real split graph.
 #[test]
-fn a_short_next_sentence_is_decoded_ahead_beside_this_ones_chunks() {
+fn the_next_sentences_first_frames_are_decoded_ahead_after_this_ones_last_chunk_starts() {
     let script = r#"
-import sys, threading, time
+import sys, threading, time, math
 sys.path.insert(0, sys.argv[1])
 import piper_worker as pw
 import stream_synth as ss
@@ -616,48 +644,71 @@ runs = {name: part.runner(1, None) for name, part in engine.parts.items()}
 side = (2, runs)
 decodes = []
 decode = stream.decode
-def counted(seam, *args, **kwargs):
-    decodes.append((threading.current_thread().name, seam[0].shape[2], time.perf_counter()))
-    return decode(seam, *args, **kwargs)
+def counted(seam, start, end, **kwargs):
+    decodes.append((threading.current_thread().name, seam[0].shape[2], start, end, time.perf_counter()))
+    return decode(seam, start, end, **kwargs)
 stream.decode = counted
 this = stream.sentences(
     "The long road north of the river was closed for the whole winter, and nobody drove it "
     "until the snow had melted from the hills and the farmers came back down to the valley.")[0]
-following = "Then the spring came back."
-assert len(following) <= ss.AHEAD_DECODE_CHARS
 def say(phonemes, options, ahead=None, side_by_side=side):
     out = []
     for kind, value in stream.synthesize(phonemes, options, first=False, side_by_side=side_by_side, ahead=ahead):
         if kind == "audio":
             out.append((value, time.perf_counter()))
     return out
-job = stream.ahead(following, quiet, runs)
-assert job.seconds > len(following) * ss.AHEAD_S_PER_CHAR, "the decode is in its expected time"
-chunks = say(this, quiet, ahead=job)
-assert len(chunks) >= 2, "decoded side by side"
-# The job's decode (of the other sentence's frames) ran on a decoder
-# thread, begun before this sentence's last chunk was out.
-mine = max(frames for _, frames, _ in decodes)
-ahead = [(name, t) for name, frames, t in decodes if frames != mine]
-assert len(ahead) == 1 and len(decodes) == len(chunks) + 1, (ahead, len(decodes), len(chunks))
-assert ahead[0][0].startswith("decode") and ahead[0][1] < chunks[-1][1], ahead
-decodes.clear()
-found = stream.sentences(following)
-heard = say(found[0], quiet)
-assert decodes == [], f"its request decodes nothing: {decodes}"
-assert len(heard) == 1, "one piece"
-# The audio a decode of it on one thread makes, at the request's volume.
-pw._local.threads = 1
-whole = say(stream.sentences(following)[0], quiet, side_by_side=None)
-pw._local.threads = 0
-assert len(whole) == 1 and whole[0][0] == heard[0][0], (len(whole), len(heard[0][0]))
+def frames_of(text):
+    ids = stream.voice.phonemes_to_ids(stream.sentences(text)[0])
+    return stream.frontend(ids, quiet)[0][0].shape[2]
+def one_thread(text, frames):
+    ids = stream.voice.phonemes_to_ids(stream.sentences(text)[0])
+    seam, _ = stream.frontend(ids, quiet)
+    return stream._pcm(seam, 0, frames, stream._gain(quiet), runs)
+cases = [
+    ("Then it rained.", False, lambda f: f),
+    ("Then it rained again.", True, lambda f: math.ceil(f / 2)),
+    ("The farmers sold their sheep at the market in the town by the sea, and went home "
+     "in the dark with the money.", False, lambda f: min(stream.parallel_chunk(2), math.ceil(f / 2))),
+]
+for following, last, expected in cases:
+    frames = frames_of(following)
+    n = expected(frames)
+    if last:
+        assert ss.AHEAD_SPLIT <= frames <= ss.AHEAD_WHOLE, frames
+    elif n == frames:
+        assert frames <= ss.AHEAD_WHOLE, frames
+    else:
+        assert frames > ss.AHEAD_WHOLE, frames
+    decodes.clear()
+    chunks = say(this, quiet, ahead=stream.ahead(following, quiet, side, last))
+    assert len(chunks) >= 2, "decoded side by side"
+    mine = [d for d in decodes if d[1] != frames]
+    theirs = [d for d in decodes if d[1] == frames]
+    assert len(mine) == len(chunks) and len(theirs) == 1, (following, decodes)
+    name, _, start, end, began = theirs[0]
+    assert name.startswith("decode") and (start, end) == (0, n), (following, theirs, n)
+    assert began >= mine[-1][4], "after this sentence's last chunk has started"
+    decodes.clear()
+    heard = say(stream.sentences(following)[0], quiet)
+    rest = [(start, end) for _, _, start, end, _ in decodes]
+    assert heard[0][0] == one_thread(following, n), "sent first, as a one-thread decode makes it"
+    if n == frames:
+        assert rest == [] and len(heard) == 1, (following, rest)
+    else:
+        assert rest and rest[0][0] == n and rest[-1][1] == frames, (following, rest)
+        assert all(a[1] == b[0] for a, b in zip(rest, rest[1:])), rest
+    assert sum(len(v) for v, _ in heard) == frames * stream.hop * 2, following
+following = "Then it rained."
 # Another volume: not taken (made again, louder).
-say(this, quiet, ahead=stream.ahead(following, quiet, runs))
+say(this, quiet, ahead=stream.ahead(following, quiet, side))
+decodes.clear()
 loud = say(stream.sentences(following)[0], dict(quiet, volume=1.0), side_by_side=None)
-assert len(b"".join(v for v, _ in loud)) == len(heard[0][0]) and loud[0][0] != heard[0][0]
+assert decodes and loud[0][0] != one_thread(following, frames_of(following)), decodes
 # Without the decoder's runs, only its frontend is made ahead.
 other = "Then the rain came back."
+decodes.clear()
 say(this, quiet, ahead=stream.ahead(other, quiet))
+assert all(d[1] != frames_of(other) for d in decodes), decodes
 decodes.clear()
 say(stream.sentences(other)[0], quiet)
 assert len(decodes) >= 1, "decoded by its own request"
