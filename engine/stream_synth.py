@@ -725,9 +725,7 @@ class StreamVoice:
         a worker decodes ahead (see `ahead`): as few as `parallel_chunk`
         allows, since that worker goes on to the next sentence's job, and
         so is not left idle by a chunk too large for the other."""
-        pieces = math.ceil(frames / self.parallel_chunk(workers))
-        size = math.ceil(frames / pieces)
-        return [size] * (frames // size) + ([frames % size] if frames % size else [])
+        return _cut(frames, math.ceil(frames / self.parallel_chunk(workers)))
 
     def _even(self, frames, workers, spread=False):
         """`frames` in chunks of one size, at most `parallel_chunk`, and a
@@ -737,8 +735,7 @@ class StreamVoice:
         pieces = math.ceil(frames / largest)
         if spread or frames >= workers * SPLIT_LEAST:
             pieces = math.ceil(pieces / workers) * workers
-        size = math.ceil(frames / pieces)
-        return [size] * (frames // size) + ([frames % size] if frames % size else [])
+        return _cut(frames, pieces)
 
     def _balanced(self, frames, head, workers, first, extra=0.0, at=None, beside=False):
         """The frames after `head` in chunks for `workers` side by side,
@@ -1236,6 +1233,12 @@ class _Decoded:
             self._log(f"first frames decoded ahead failed ({type(err).__name__}: {err}); again")
             return self._again()
 
+
+
+def _cut(frames, pieces):
+    """`frames` in `pieces` chunks of one size (the last the rest)."""
+    size = math.ceil(frames / pieces)
+    return [size] * (frames // size) + ([frames % size] if frames % size else [])
 
 
 def _pick(value, default):
