@@ -855,7 +855,7 @@ class StreamVoice:
             _pick(options.get("length_scale"), config.length_scale),
             _pick(options.get("noise_w_scale"), config.noise_w_scale),
             options.get("speaker_id") if "sid" in self.inputs else None,
-            # Audio made ahead carries the volume (see `_make_ahead`).
+            # Audio made ahead carries the volume (see `_decode_ahead`).
             _pick(options.get("volume"), 1.0),
         )
 

@@ -121,8 +121,9 @@ pub enum Action {
         /// The job's next sentence, when it is known and takes the same
         /// options: the engine may make its frontend ahead.
         next: Option<String>,
-        /// Nothing is known to follow `next`: the engine decodes it over
-        /// every core rather than on one beside the work after it.
+        /// Nothing is known to follow `next`: the engine leaves part of its
+        /// decode to that sentence's own request, whose threads have no
+        /// other work, rather than decode it whole ahead on one thread.
         next_last: bool,
     },
     /// Ask the engine to drop the sentence: `preempted` for a newcomer's
@@ -858,12 +859,6 @@ impl Planner {
     /// waits, and its job's client sends no more.
     fn next_in_line(&self, options: &SynthOptions, chars_now: usize) -> Option<(String, bool)> {
         let job = self.jobs.iter().find(|j| self.ready(j))?;
-        let last = job.waiting.len() == 1
-            && !job.input_open
-            && !self
-                .jobs
-                .iter()
-                .any(|j| j.id != job.id && !j.waiting.is_empty());
         let next = job.waiting.front()?;
         if chars_now + chars(&next.text) > self.limits.chars_at_once {
             return None;
@@ -875,7 +870,16 @@ impl Planner {
             },
             None => job.options.clone(),
         };
-        (its_options == *options).then(|| (next.text.clone(), last))
+        if its_options != *options {
+            return None;
+        }
+        let last = job.waiting.len() == 1
+            && !job.input_open
+            && !self
+                .jobs
+                .iter()
+                .any(|j| j.id != job.id && !j.waiting.is_empty());
+        Some((next.text.clone(), last))
     }
 
     /// Turns for the next sentence, and the onnxruntime threads it runs on.
